@@ -1,0 +1,3 @@
+from neurointerp.cli.app import main
+
+main()

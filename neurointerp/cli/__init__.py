@@ -1,0 +1,1 @@
+"""Command-line interface: one small typer module per subcommand over the library."""

@@ -1,0 +1,90 @@
+"""Atomic writes and the no-overwrite rule.
+
+Every output file is written to a temporary file in the same folder and renamed into place,
+so a killed job never leaves a half-written file under the final name. An existing output is
+never replaced unless the caller passes ``force=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from neurointerp.errors import InputError
+
+
+def _suffixes(name: str) -> str:
+    for ext in (".nii.gz", ".tsv.gz", ".tar.gz"):
+        if name.endswith(ext):
+            return ext
+    return Path(name).suffix
+
+
+def check_writable(path: str | os.PathLike, force: bool = False) -> None:
+    """Raise :class:`InputError` if ``path`` exists and ``force`` is false."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise InputError(f"{path}: already exists (use --force to overwrite)")
+    if path.exists() and path.is_dir():
+        raise InputError(f"{path}: is a folder, cannot write a file there")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    The temporary name keeps the extension (``.nii.gz`` stays compressed). On any exception
+    the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ext = _suffixes(path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[: -len(ext)] if ext else path.name}.", suffix=f".tmp{ext}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str, force: bool = False) -> Path:
+    """Atomically write ``text`` to ``path``."""
+    path = Path(path)
+    check_writable(path, force=force)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json(path: str | os.PathLike, obj, force: bool = False) -> Path:
+    """Atomically write ``obj`` as indented JSON."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", force=force)
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_table(path: str | os.PathLike, frame, force: bool = False) -> Path:
+    """Atomically write a pandas DataFrame as TSV (``.tsv``) or CSV (anything else)."""
+    path = Path(path)
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    return write_text(path, frame.to_csv(sep=sep, index=False, lineterminator="\n"), force=force)

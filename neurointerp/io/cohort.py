@@ -1,0 +1,316 @@
+"""Cohort tables: one row per image, validated before any work starts.
+
+Format (CSV or TSV, UTF-8, a byte-order mark is accepted):
+
+``participant_id``
+    required; letters and digits only (a BIDS ``sub-`` prefix is accepted and dropped).
+``session_id``
+    optional; letters and digits (a ``ses-`` prefix is accepted and dropped).
+``image``
+    required; path to a NIfTI file, relative to the table's folder or absolute.
+``label``
+    class name or number (required by commands that need it).
+any other column
+    a covariate; columns that a command needs as numbers are checked to be numeric and complete.
+
+Row numbers in messages are the rows a spreadsheet shows: the header is row 1, the first
+subject is row 2. All problems are collected and reported at once (:class:`CohortError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from neurointerp.errors import CohortError, InputError
+from neurointerp.io.nifti import is_nifti_path
+
+ID_RE = re.compile(r"^[A-Za-z0-9]+$")
+MISSING = {"", "na", "n/a", "nan", "none", "null"}
+
+
+@dataclass
+class Cohort:
+    """A validated cohort table.
+
+    ``frame`` is a pandas DataFrame with normalised ids, absolute image paths and numeric
+    covariates parsed as float; ``rows`` gives the spreadsheet row of each record.
+    """
+
+    path: Path
+    frame: "object"  # pandas.DataFrame
+    rows: list[int]
+    image_column: str = "image"
+    label_column: str = "label"
+    covariates: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def participant_ids(self) -> list[str]:
+        return list(self.frame["participant_id"])
+
+    @property
+    def images(self) -> list[Path]:
+        return [Path(p) for p in self.frame[self.image_column]]
+
+    @property
+    def has_label(self) -> bool:
+        return self.label_column in self.frame.columns
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted class names (numbers sort numerically)."""
+        values = list(dict.fromkeys(self.frame[self.label_column].astype(str)))
+        return sorted(values, key=_class_key)
+
+    def row_of(self, index: int) -> int:
+        return self.rows[index]
+
+    def subset(self, indices: Sequence[int]) -> "Cohort":
+        idx = list(indices)
+        return Cohort(
+            path=self.path,
+            frame=self.frame.iloc[idx].reset_index(drop=True),
+            rows=[self.rows[i] for i in idx],
+            image_column=self.image_column,
+            label_column=self.label_column,
+            covariates=list(self.covariates),
+        )
+
+
+def _class_key(value: str):
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _normalise_id(value: str, prefix: str) -> str:
+    value = value.strip()
+    return value[len(prefix):] if value.startswith(prefix) else value
+
+
+def _sniff_delimiter(path: Path, header_line: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".tsv", ".tab", ".txt"):
+        expected = "\t"
+    elif suffix == ".csv":
+        expected = ","
+    else:
+        raise InputError(f"{path}: unknown table type '{suffix}' (expected .csv or .tsv)")
+    if expected not in header_line:
+        for other, name in (("\t", "tab"), (",", "comma"), (";", "semicolon")):
+            if other != expected and other in header_line:
+                kind = "TSV" if expected == "\t" else "CSV"
+                raise InputError(
+                    f"{path}: header is {name}-separated but the file name says {kind}; "
+                    f"use {'a .tsv name' if other == chr(9) else 'a .csv name' if other == ',' else 'commas or tabs'}"
+                )
+    return expected
+
+
+def read_cohort(
+    path: str | os.PathLike,
+    require_label: bool = True,
+    numeric: Iterable[str] = (),
+    required: Iterable[str] = (),
+    image_column: str = "image",
+    label_column: str = "label",
+    check_files: bool = True,
+    min_classes: int = 2,
+) -> Cohort:
+    """Read and validate a cohort table; raise :class:`CohortError` listing every problem.
+
+    Parameters
+    ----------
+    path
+        CSV (``.csv``) or TSV (``.tsv``) file.
+    require_label
+        The ``label`` column must exist and be complete, with at least ``min_classes`` classes
+        (``min_classes=0`` for regression targets).
+    numeric
+        Covariate columns that must exist and hold a finite number in every row.
+    required
+        Further columns that must exist and be non-empty in every row.
+    image_column
+        Column with the image paths (``image``; group commands use ``map``).
+    check_files
+        Check that every image file exists.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: cohort table not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a CSV/TSV cohort table")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise InputError(f"{path}: empty table (no header row)")
+    delimiter = _sniff_delimiter(path, lines[0])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = [h.strip() for h in next(reader)]
+    problems: list[str] = []
+
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        problems.append(f"row 1: duplicate column name{'s' if len(dupes) > 1 else ''} {', '.join(repr(d) for d in dupes)}")
+    if "" in header:
+        problems.append(f"row 1: column {header.index('') + 1} has no name")
+    needed = ["participant_id", image_column]
+    if require_label:
+        needed.append(label_column)
+    needed += [c for c in list(required) + list(numeric) if c not in needed]
+    missing_cols = [c for c in needed if c not in header]
+    for col in missing_cols:
+        problems.append(f"row 1: missing column '{col}'")
+    if "participant_id" in missing_cols or image_column in missing_cols:
+        raise CohortError(path, problems)
+
+    records: list[dict] = []
+    rows: list[int] = []
+    seen: dict[tuple[str, str], int] = {}
+    numeric = [c for c in numeric if c in header]
+    required = [c for c in required if c in header]
+    base = path.parent
+    for values in reader:
+        row = reader.line_num  # physical line where this record ends (header = 1)
+        if not any(v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            problems.append(f"row {row}: {len(values)} fields, header has {len(header)}")
+            continue
+        rec = {h: v.strip() for h, v in zip(header, values)}
+        pid_raw = rec["participant_id"]
+        pid = _normalise_id(pid_raw, "sub-")
+        if not pid:
+            problems.append(f"row {row}: participant_id is empty")
+        elif not ID_RE.match(pid):
+            problems.append(f"row {row}: participant_id '{pid_raw}' must be letters and digits only (no path characters, spaces or '-')")
+        rec["participant_id"] = pid
+        ses = ""
+        if "session_id" in rec:
+            ses = _normalise_id(rec["session_id"], "ses-")
+            if ses and not ID_RE.match(ses):
+                problems.append(f"row {row}: session_id '{rec['session_id']}' must be letters and digits only")
+            rec["session_id"] = ses
+        key = (pid, ses)
+        if pid and key in seen:
+            what = f"participant_id '{pid}'" + (f" with session_id '{ses}'" if ses else "")
+            problems.append(f"row {row}: duplicate {what} (first at row {seen[key]})")
+        elif pid:
+            seen[key] = row
+        img = rec[image_column]
+        if not img:
+            problems.append(f"row {row}: {image_column} is empty")
+        else:
+            img_path = Path(img) if os.path.isabs(img) else (base / img)
+            if not is_nifti_path(img_path):
+                problems.append(f"row {row}: {image_column} '{img}' is not a NIfTI file name (.nii or .nii.gz)")
+            elif check_files and not img_path.is_file():
+                problems.append(f"row {row}: {image_column} '{img}' not found")
+            rec[image_column] = str(img_path.resolve() if img_path.exists() else img_path.absolute())
+        if require_label and label_column in rec and rec[label_column].lower() in MISSING:
+            problems.append(f"row {row}: {label_column} is missing")
+        for col in required:
+            if rec[col].lower() in MISSING:
+                problems.append(f"row {row}: {col} is missing")
+        for col in numeric:
+            val = rec[col]
+            if val.lower() in MISSING:
+                problems.append(f"row {row}: {col} is missing (NaN)")
+                continue
+            try:
+                num = float(val)
+            except ValueError:
+                problems.append(f"row {row}: {col} '{val}' is not a number")
+                continue
+            if not math.isfinite(num):
+                problems.append(f"row {row}: {col} '{val}' is not finite")
+        records.append(rec)
+        rows.append(row)
+
+    if not records and not problems:
+        problems.append("no rows after the header")
+    if require_label and label_column in header and records and min_classes > 1:
+        classes = {r[label_column] for r in records if r[label_column].lower() not in MISSING}
+        if 0 < len(classes) < min_classes:
+            only = ", ".join(repr(c) for c in sorted(classes))
+            problems.append(f"column '{label_column}': only {len(classes)} class ({only}); need at least {min_classes}")
+    if problems:
+        raise CohortError(path, problems)
+
+    frame = pd.DataFrame.from_records(records, columns=header)
+    covariates = [c for c in header if c not in ("participant_id", "session_id", image_column, label_column)]
+    for col in covariates:
+        frame[col] = _maybe_numeric(frame[col])
+    return Cohort(
+        path=path,
+        frame=frame,
+        rows=rows,
+        image_column=image_column,
+        label_column=label_column,
+        covariates=covariates,
+    )
+
+
+def _maybe_numeric(series):
+    """Parse a column as float if every non-missing value is a number, else keep strings."""
+    import pandas as pd
+
+    vals = series.astype(str)
+    mask = vals.str.lower().isin(MISSING)
+    try:
+        parsed = pd.to_numeric(vals.where(~mask, None), errors="raise")
+    except (ValueError, TypeError):
+        return series
+    return parsed.astype(float)
+
+
+def write_cohort(path: str | os.PathLike, frame, image_columns: Sequence[str] = ("image",), force: bool = False) -> Path:
+    """Write a cohort table (CSV or TSV by extension), with image paths relative to its folder."""
+    from neurointerp.io.atomic import write_table
+
+    path = Path(path)
+    out = frame.copy()
+    for col in image_columns:
+        if col in out.columns:
+            out[col] = [_relative_to(Path(p), path.parent) for p in out[col]]
+    return write_table(path, out, force=force)
+
+
+def _relative_to(p: Path, base: Path) -> str:
+    try:
+        return os.path.relpath(p.absolute(), base.absolute())
+    except ValueError:  # different drives
+        return str(p)
+
+
+def numeric_covariate(cohort: Cohort, column: str) -> np.ndarray:
+    """Return a covariate as a float array, or raise naming the first bad row."""
+    if column not in cohort.frame.columns:
+        raise InputError(f"{cohort.path}: missing column '{column}'")
+    values = cohort.frame[column]
+    out = np.empty(len(values), dtype=float)
+    for i, v in enumerate(values):
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            raise InputError(f"{cohort.path} row {cohort.rows[i]}: {column} '{v}' is not a number") from None
+        if not math.isfinite(out[i]):
+            raise InputError(f"{cohort.path} row {cohort.rows[i]}: {column} is missing (NaN)")
+    return out

@@ -1,0 +1,1 @@
+"""PNG figures and the HTML summary."""

@@ -1,0 +1,1 @@
+"""Synthetic cohorts with planted, known effects (2D Gaussians, 3D brain phantom)."""
