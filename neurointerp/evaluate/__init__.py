@@ -1,0 +1,1 @@
+"""Attribution-quality metrics and sanity checks."""
