@@ -3,6 +3,8 @@
 Two variants, each 32x32 images made of four Gaussians, one per 16x16 block
 (A top-left, B top-right, C bottom-left, D bottom-right; B and C are the off-diagonal blocks):
 
+Each Gaussian is confined to its block (the papers' code renders one 16x16 kernel per block).
+
 ``width`` -- papers/confounder-aware-saliency.txt §3.1
     Gaussians at the block centres with unit peak; every width sigma is drawn from U(2, 6)
     for group 0 and from U(4, 8) for group 1. The widths sigma_B and sigma_C of the
@@ -50,14 +52,21 @@ class GaussianCohort:
 
 
 def render(sigma: np.ndarray, magnitude: np.ndarray, centres: np.ndarray, blocks=(0, 1, 2, 3)) -> np.ndarray:
-    """Render ``(N, 32, 32)`` images as the sum of the Gaussians of ``blocks``."""
+    """Render ``(N, 32, 32)`` images as the sum of the Gaussians of ``blocks``.
+
+    Each Gaussian is drawn inside its own 16x16 block only (as the papers' code renders a
+    16x16 kernel per block), so the blocks are independent: a wide Gaussian in block B never
+    changes a pixel of block A.
+    """
     r = np.arange(SIZE, dtype=np.float64)
     b = list(blocks)
     dr = r[None, None, :] - centres[:, b, 0, None]  # (N, k, 32)
     dc = r[None, None, :] - centres[:, b, 1, None]
     s2 = 2.0 * sigma[:, b] ** 2
-    gr = np.exp(-(dr**2) / s2[..., None])  # separable Gaussian
-    gc = np.exp(-(dc**2) / s2[..., None])
+    inside_r = (r[None, :] >= _BLOCK_ORIGIN[b, 0, None]) & (r[None, :] < _BLOCK_ORIGIN[b, 0, None] + BLOCK)  # (k, 32)
+    inside_c = (r[None, :] >= _BLOCK_ORIGIN[b, 1, None]) & (r[None, :] < _BLOCK_ORIGIN[b, 1, None] + BLOCK)
+    gr = np.exp(-(dr**2) / s2[..., None]) * inside_r[None]  # separable Gaussian, cut at its block
+    gc = np.exp(-(dc**2) / s2[..., None]) * inside_c[None]
     return np.einsum("nk,nki,nkj->nij", magnitude[:, b], gr, gc)
 
 
