@@ -144,3 +144,197 @@ def smoothed_template(name: str, voxel_size: float) -> np.ndarray:
     out = ndimage.gaussian_filter(t1, sigma=sigma_mm / src_vox, mode="constant")
     out.setflags(write=False)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Parcellations (atlases) -- the "atlases" section of the registry
+# --------------------------------------------------------------------------------------------
+
+
+def atlas_names() -> list[str]:
+    """Names of the parcellations in the registry (usable when their package is installed)."""
+    return sorted(registry().get("atlases", {}))
+
+
+def atlas_info(name: str) -> dict:
+    """The registry entry of a parcellation (case-insensitive name): files, kind, space, licence."""
+    atlases = registry().get("atlases", {})
+    lookup = {k.lower(): k for k in atlases}
+    key = lookup.get(str(name).lower())
+    if key is None:
+        raise InputError(f"unknown atlas '{name}' (known: {', '.join(sorted(atlases))}; or pass an atlas image and a labels table)")
+    return {"name": key, **atlases[key]}
+
+
+def _resolve_atlas_file(spec: str, name: str) -> Path:
+    package = spec.partition(":")[0]
+    if importlib.util.find_spec(package) is None:
+        raise InputError(f"atlas '{name}' needs the '{package}' package (pip install {package}); nothing is downloaded at run time")
+    return resolve_package_file(spec)
+
+
+def _label_frame(index, names):
+    """Label table: a pandas Series ``index -> name`` (int index named ``index``, background 0 dropped)."""
+    import pandas as pd
+
+    series = pd.Series([str(n) for n in names], index=pd.Index([int(i) for i in index], name="index"), name="name")
+    series = series[series.index != 0]
+    return series.sort_index()
+
+
+@lru_cache(maxsize=4)
+def _native_atlas(name: str) -> tuple[np.ndarray, np.ndarray, object]:
+    """``(labels int32, affine, label table)`` of a registry atlas at its own resolution."""
+    import nibabel as nib
+    import pandas as pd
+
+    info = atlas_info(name)
+    img = nib.load(str(_resolve_atlas_file(info["file"], info["name"])))
+    table = pd.read_csv(_resolve_atlas_file(info["labels"], info["name"]))
+    if info.get("kind") == "probabilistic":
+        # maximum-probability labels, thresholded; integer compare per volume, no float 4D copy
+        raw = img.dataobj.get_unscaled()  # integer percentages, no float copy of the 4D array
+        slope = float(img.dataobj.slope) if np.isfinite(img.dataobj.slope) else 1.0
+        inter = float(img.dataobj.inter) if np.isfinite(img.dataobj.inter) else 0.0
+        offset = int(info.get("label_offset", 1))
+        best = np.array(raw[..., 0])
+        labels = np.where(best > 0, offset, 0).astype(np.int32)
+        for k in range(1, img.shape[3]):
+            vol = raw[..., k]
+            better = vol > best
+            np.copyto(best, vol, where=better)
+            labels[better] = k + offset
+        best = best * slope + inter
+        labels[best < float(info.get("threshold", 0))] = 0
+        lut = _label_frame(table["index"].astype(int) + offset, table["name"])
+    else:
+        labels = np.asarray(img.dataobj).astype(np.int32)
+        lut = _label_frame(table["index"], table["name"])
+        labels[~np.isin(labels, lut.index.to_numpy())] = 0  # values without a name are background
+    labels.setflags(write=False)
+    return labels, np.asarray(img.affine, dtype=np.float64), lut
+
+
+def resample_labels(labels: np.ndarray, src_affine, shape, affine) -> np.ndarray:
+    """Nearest-neighbour resampling of a label volume onto the grid ``(shape, affine)`` (int32)."""
+    shape = tuple(int(s) for s in shape)
+    n = int(np.prod(shape))
+    vox = np.linalg.solve(np.asarray(src_affine, dtype=np.float64), np.c_[grid_points(shape, affine), np.ones(n)].T)[:3]
+    idx = np.rint(vox).astype(np.int64)
+    inside = np.all((idx >= 0) & (idx < np.asarray(labels.shape)[:, None]), axis=0)
+    out = np.zeros(n, dtype=np.int32)
+    out[inside] = labels[idx[0, inside], idx[1, inside], idx[2, inside]]
+    return out.reshape(shape)
+
+
+def load_atlas(name: str, shape, affine) -> tuple[np.ndarray, "object"]:
+    """A registry parcellation on the grid ``(shape, affine)``.
+
+    Parameters
+    ----------
+    name
+        Atlas name from :func:`atlas_names` (case-insensitive), e.g. ``"AAL2"``,
+        ``"HarvardOxford"``, ``"DesikanKilliany"``.
+    shape, affine
+        The target grid (e.g. of the maps being summarised).
+
+    Returns
+    -------
+    labels : np.ndarray
+        int32 volume of ``shape``; 0 is background, other values are region indices.
+        Resampled with nearest neighbour (probabilistic atlases: maximum-probability labels
+        at the registry's threshold first).
+    table : pandas.Series
+        Region names indexed by region index (background excluded), including regions that
+        fall outside the grid.
+    """
+    labels, src_affine, lut = _native_atlas(atlas_info(name)["name"])
+    return resample_labels(labels, src_affine, shape, affine), lut.copy()
+
+
+def read_label_table(path) -> "object":
+    """Read a user label table (TSV/CSV, or a FreeSurfer-style LUT text) as ``index -> name``.
+
+    Accepted columns: ``index`` and ``name`` (also ``label``/``value``/``id`` for the index and
+    ``label_name``/``region`` for the name); a table without a header of two columns
+    ``<int> <name>`` (whitespace-separated, ``#`` comments) works too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: label table not found")
+    text = path.read_text(encoding="utf-8-sig")
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise InputError(f"{path}: label table is empty")
+    sep = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
+    first = lines[0].split(sep) if sep else lines[0].split()
+    has_header = not first[0].strip().lstrip("-").isdigit()
+    rows = [(line.split(sep) if sep else line.split()) for line in lines[1 if has_header else 0 :]]
+    header = [h.strip().lower() for h in first] if has_header else ["index", "name"]
+    idx_col = next((header.index(c) for c in ("index", "label", "value", "id", "roi") if c in header), 0)
+    name_col = next((header.index(c) for c in ("name", "label_name", "region", "roi_name") if c in header and header.index(c) != idx_col), 1 if idx_col == 0 else 0)
+    index, names = [], []
+    for n, fields in enumerate(rows, start=2 if has_header else 1):
+        if len(fields) <= max(idx_col, name_col):
+            raise InputError(f"{path} line {n}: expected an index and a name")
+        try:
+            index.append(int(float(fields[idx_col].strip())))
+        except ValueError:
+            raise InputError(f"{path} line {n}: index '{fields[idx_col].strip()}' is not an integer") from None
+        names.append(fields[name_col].strip())
+    dupes = sorted({i for i in index if index.count(i) > 1})
+    if dupes:
+        raise InputError(f"{path}: duplicate region index {dupes[0]}")
+    return _label_frame(index, names)
+
+
+def load_user_atlas(img_path, labels_tsv, shape, affine) -> tuple[np.ndarray, "object"]:
+    """A user parcellation (3D integer NIfTI + label table) on the grid ``(shape, affine)``.
+
+    The image must hold integer labels (0 = background) in the same space as the grid; it is
+    resampled with nearest neighbour. Labels in the image without a row in the table are
+    reported (one line) rather than silently dropped. Returns ``(labels, table)`` as
+    :func:`load_atlas`.
+    """
+    import nibabel as nib
+
+    from neurointerp.io.nifti import check_affine, is_nifti_path
+
+    img_path = Path(img_path)
+    if not img_path.is_file():
+        raise InputError(f"{img_path}: atlas image not found")
+    if not is_nifti_path(img_path):
+        raise InputError(f"{img_path}: not a NIfTI file name (expected .nii or .nii.gz)")
+    try:
+        img = nib.load(str(img_path))
+        data = np.asarray(img.dataobj)
+    except Exception as exc:
+        raise InputError(f"{img_path}: not a readable NIfTI file ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+    data = data.reshape(data.shape[:3]) if data.ndim == 4 and data.shape[3] == 1 else data
+    if data.ndim != 3:
+        raise InputError(f"{img_path}: atlas must be a 3D label image (got shape {data.shape})")
+    check_affine(img.affine, str(img_path))
+    if not np.all(np.isfinite(data)) or not np.allclose(data, np.round(data)):
+        raise InputError(f"{img_path}: atlas values must be whole numbers (region indices)")
+    labels = np.round(data).astype(np.int32)
+    table = read_label_table(labels_tsv)
+    unknown = sorted(set(np.unique(labels).tolist()) - set(table.index.tolist()) - {0})
+    if unknown:
+        raise InputError(f"{img_path}: region {unknown[0]} has no row in {labels_tsv}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    return resample_labels(labels, img.affine, shape, affine), table
+
+
+def resolve_atlas(atlas, shape, affine, labels=None) -> tuple[np.ndarray, "object", str]:
+    """A registry name or a user image (with ``labels``) on a grid: ``(labels, table, name)``."""
+    from neurointerp.io.nifti import is_nifti_path
+
+    if atlas is None:
+        raise InputError("no atlas given")
+    if is_nifti_path(atlas):
+        if labels is None:
+            raise InputError(f"{atlas}: a user atlas needs a label table (--labels labels.tsv)")
+        lab, table = load_user_atlas(atlas, labels, shape, affine)
+        name = Path(atlas).name.split(".")[0]
+        return lab, table, name
+    lab, table = load_atlas(str(atlas), shape, affine)
+    return lab, table, atlas_info(str(atlas))["name"]

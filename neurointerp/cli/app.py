@@ -15,6 +15,7 @@ import typer
 
 from neurointerp._version import __version__
 from neurointerp.cli import demo as demo_cli
+from neurointerp.cli import group_map as group_map_cli
 from neurointerp.cli import synth as synth_cli
 
 app = typer.Typer(
@@ -50,7 +51,9 @@ def _global(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+# in pipeline order (the order of --help)
 app.add_typer(synth_cli.app, name="synth")
+app.command("group-map")(group_map_cli.group_map)
 app.command("demo")(demo_cli.demo)
 
 

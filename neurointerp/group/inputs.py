@@ -1,0 +1,331 @@
+"""Sets of maps for group statistics: resolve, join with covariates, check grids, stream.
+
+A map set comes from a folder of NIfTI files, a glob pattern, or a table (CSV/TSV) with a
+``map`` column (paths relative to the table). Participant ids come from the table or from the
+``sub-<id>`` part of each file name. Covariates come from the same table or from a separate
+table joined on ``participant_id``. Every problem is reported with the file or row it concerns.
+
+Before any data is read, the headers of all maps are compared (shape and affine) so that a
+map on another grid is named at once. Data are then streamed in small batches
+(:func:`iter_batches`): memory does not grow with the number of maps.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+import re
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from neurointerp.errors import CohortError, InputError
+
+_SUB_RE = re.compile(r"sub-([A-Za-z0-9]+)")
+_SES_RE = re.compile(r"ses-([A-Za-z0-9]+)")
+MISSING = {"", "na", "n/a", "nan", "none", "null"}
+
+
+@dataclass
+class MapSet:
+    """Validated maps on one grid, with their covariates.
+
+    ``frame`` (pandas) has one row per map: ``participant_id``, ``map`` (absolute path) and
+    the covariate columns; ``where`` names the source of each row for messages
+    (``table.tsv row 5`` or the file path).
+    """
+
+    frame: "object"
+    where: list[str]
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    header: object
+    source: str
+    cov_where: list[str] | None = None
+    cov_source: str = ""
+
+    def check_covariates(self, columns: Sequence[str], numeric: Sequence[str] = ()) -> None:
+        """Every map has a value for ``columns`` (numbers for ``numeric``), else one line."""
+        check_covariates(self.frame, self.cov_where or self.where, columns, numeric, self.cov_source or self.source)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [Path(p) for p in self.frame["map"]]
+
+    @property
+    def participant_ids(self) -> list[str]:
+        return list(self.frame["participant_id"])
+
+
+def _participant_from_name(path: Path) -> str:
+    m = _SUB_RE.search(path.name)
+    if m:
+        return m.group(1)
+    stem = path.name[:-7] if path.name.endswith(".nii.gz") else path.stem
+    pid = re.sub(r"[^A-Za-z0-9]", "", stem)
+    if not pid:
+        raise InputError(f"{path}: cannot derive a participant id from the file name (use a table with participant_id)")
+    return pid
+
+
+def _session_from_name(path: Path) -> str:
+    m = _SES_RE.search(path.name)
+    return m.group(1) if m else ""
+
+
+def resolve_map_paths(maps: str | os.PathLike) -> tuple[list[Path], str]:
+    """Paths of a folder's NIfTI files (recursive if the folder itself has none) or of a glob."""
+    from neurointerp.io.nifti import is_nifti_path
+
+    text = str(maps)
+    path = Path(text)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and is_nifti_path(p))
+        if not found:
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_nifti_path(p))
+        if not found:
+            raise InputError(f"{path}: no NIfTI maps (.nii/.nii.gz) in this folder")
+        return found, str(path)
+    if any(ch in text for ch in "*?["):
+        found = sorted(Path(p) for p in _glob.glob(os.path.expanduser(text), recursive=True) if is_nifti_path(p) and Path(p).is_file())
+        if not found:
+            raise InputError(f"{text}: the pattern matches no NIfTI files")
+        return found, text
+    if not path.exists():
+        raise InputError(f"{path}: not found (expected a folder of maps, a glob pattern or a table with a 'map' column)")
+    raise InputError(f"{path}: expected a folder of maps, a glob pattern or a .csv/.tsv table with a 'map' column")
+
+
+def read_table(path: str | os.PathLike) -> tuple["object", list[int]]:
+    """A CSV/TSV as strings (no NA guessing), with the spreadsheet row of each record."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: table not found")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".txt"):
+        raise InputError(f"{path}: unknown table type '{suffix}' (expected .csv or .tsv)")
+    try:
+        frame = pd.read_csv(path, sep="," if suffix == ".csv" else "\t", dtype=str, keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=True)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable table ({str(exc).splitlines()[0][:120]})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = frame.apply(lambda col: col.str.strip())
+    if "participant_id" not in frame.columns:
+        raise InputError(f"{path} row 1: missing column 'participant_id'")
+    rows = [int(i) + 2 for i in range(len(frame))]
+    frame["participant_id"] = [p[4:] if p.startswith("sub-") else p for p in frame["participant_id"]]
+    return frame, rows
+
+
+def collect_maps(
+    maps: str | os.PathLike,
+    covariates: str | os.PathLike | None = None,
+    required: Sequence[str] = (),
+    numeric: Sequence[str] = (),
+) -> MapSet:
+    """Resolve a map set, join its covariates and check that every map is on the same grid.
+
+    Parameters
+    ----------
+    maps
+        Folder, glob pattern, or CSV/TSV with ``participant_id`` and ``map`` columns.
+    covariates
+        Optional CSV/TSV with ``participant_id`` and covariate columns (joined on the id; it
+        takes precedence over same-named columns of a maps table).
+    required
+        Columns that must exist with a value for every map (e.g. those of the design).
+    numeric
+        Of those, columns that must hold a finite number.
+    """
+    import pandas as pd
+
+    from neurointerp.io.nifti import is_nifti_path
+
+    mpath = Path(str(maps))
+    if mpath.is_file() and mpath.suffix.lower() in (".csv", ".tsv", ".txt"):
+        frame, rows = read_table(mpath)
+        if "map" not in frame.columns:
+            raise InputError(f"{mpath} row 1: missing column 'map' (paths of the maps)")
+        problems = []
+        paths = []
+        for r, value in zip(rows, frame["map"]):
+            p = Path(value) if os.path.isabs(value) else (mpath.parent / value)
+            if not value:
+                problems.append(f"row {r}: map is empty")
+            elif not is_nifti_path(p):
+                problems.append(f"row {r}: map '{value}' is not a NIfTI file name (.nii or .nii.gz)")
+            elif not p.is_file():
+                problems.append(f"row {r}: map '{value}' not found")
+            paths.append(str(p.absolute()))
+        if problems:
+            raise CohortError(mpath, problems)
+        frame["map"] = paths
+        where = [f"{mpath} row {r}" for r in rows]
+        source = str(mpath)
+    else:
+        found, source = resolve_map_paths(maps)
+        frame = pd.DataFrame({"participant_id": [_participant_from_name(p) for p in found], "map": [str(p.absolute()) for p in found]})
+        sessions = [_session_from_name(p) for p in found]
+        if any(sessions):
+            frame["session_id"] = sessions
+        where = [str(p) for p in found]
+
+    keys = list(zip(frame["participant_id"], frame["session_id"] if "session_id" in frame.columns else [""] * len(frame)))
+    seen: dict = {}
+    for w, key in zip(where, keys):
+        if key in seen:
+            raise InputError(f"{w}: participant '{key[0]}'{' session ' + repr(key[1]) if key[1] else ''} appears twice (first at {seen[key]})")
+        seen[key] = w
+
+    cov_where = where
+    if covariates is not None:
+        cpath = Path(covariates)
+        cov, crows = read_table(cpath)
+        dup = cov["participant_id"].duplicated()
+        if dup.any():
+            i = int(np.flatnonzero(dup.to_numpy())[0])
+            raise InputError(f"{cpath} row {crows[i]}: duplicate participant_id '{cov['participant_id'].iloc[i]}'")
+        index = {pid: i for i, pid in enumerate(cov["participant_id"])}
+        take = []
+        for w, pid in zip(where, frame["participant_id"]):
+            if pid not in index:
+                raise InputError(f"{w}: participant '{pid}' has no row in {cpath}")
+            take.append(index[pid])
+        extra = [c for c in cov.columns if c not in ("participant_id", "session_id", "map")]  # maps come from `maps`
+        frame = frame.drop(columns=[c for c in extra if c in frame.columns])
+        for c in extra:
+            frame[c] = cov[c].to_numpy()[take]
+        cov_where = [f"{cpath} row {crows[i]}" for i in take]
+
+    check_covariates(frame, cov_where, required, numeric, str(covariates or maps))
+
+    shape, affine, header = check_grids([Path(p) for p in frame["map"]])
+    return MapSet(frame=frame.reset_index(drop=True), where=where, shape=shape, affine=affine, header=header, source=source, cov_where=cov_where, cov_source=str(covariates or maps))
+
+
+def check_covariates(frame, where: Sequence[str], columns: Sequence[str], numeric: Sequence[str] = (), source: str = "") -> None:
+    """Raise one line naming the first row with a missing (or non-numeric) covariate."""
+    for col in columns:
+        if col not in frame.columns:
+            known = ", ".join(c for c in frame.columns if c not in ("map", "participant_id"))
+            raise InputError(f"{source}: missing column '{col}' (known covariates: {known or 'none; give --covariates'})")
+    problems = []
+    for col in columns:
+        for i, (w, value) in enumerate(zip(where, frame[col])):
+            if str(value).strip().lower() in MISSING:
+                problems.append(f"{w}: {col} is missing for participant '{frame['participant_id'].iloc[i]}'")
+            elif col in numeric:
+                try:
+                    ok = bool(np.isfinite(float(value)))
+                except ValueError:
+                    ok = False
+                if not ok:
+                    problems.append(f"{w}: {col} '{value}' is not a number")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(problems[0] + more)
+
+
+def _grid_of(path: Path):
+    import nibabel as nib
+
+    from neurointerp.io.nifti import _spatial_shape, check_affine
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable NIfTI file ({text})") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{path}: not a NIfTI-1/2 image")
+    shape = _spatial_shape(tuple(int(s) for s in img.shape), 3, str(path))
+    affine = np.asarray(img.affine, dtype=np.float64)
+    check_affine(affine, str(path))
+    return shape, affine, img.header
+
+
+def check_grids(paths: Sequence[Path]) -> tuple[tuple[int, int, int], np.ndarray, object]:
+    """Read only the headers and check that every map has the first map's shape and affine.
+
+    The tolerance on the affine is 1e-3 of a voxel. Raises :class:`InputError` naming the first
+    map that differs and how.
+    """
+    if not paths:
+        raise InputError("no maps given")
+    shape0, aff0, hdr0 = _grid_of(Path(paths[0]))
+    tol = 1e-3 * float(np.min(np.sqrt((aff0[:3, :3] ** 2).sum(axis=0))))
+    for p in paths[1:]:
+        shape, aff, _ = _grid_of(Path(p))
+        if shape != shape0:
+            raise InputError(f"{p}: grid {'x'.join(map(str, shape))} differs from {'x'.join(map(str, shape0))} of {paths[0]} (resample all maps to one grid)")
+        if not np.allclose(aff, aff0, atol=tol, rtol=0):
+            zooms = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+            zooms0 = np.sqrt((aff0[:3, :3] ** 2).sum(axis=0))
+            what = "voxel size" if not np.allclose(zooms, zooms0, atol=tol) else ("origin" if np.allclose(aff[:3, :3], aff0[:3, :3], atol=tol) else "orientation")
+            raise InputError(f"{p}: affine differs from that of {paths[0]} ({what}); the maps must share one grid")
+    return shape0, aff0, hdr0
+
+
+def load_map(path: str | os.PathLike, shape=None) -> np.ndarray:
+    """One map as float32 (validated: NaN/Inf refused naming the file), flattened in C order."""
+    from neurointerp.io.nifti import load_image
+
+    vol = load_image(path, ndim=3, allow_empty=True)
+    if shape is not None and tuple(vol.shape) != tuple(shape):
+        raise InputError(f"{path}: grid {'x'.join(map(str, vol.shape))} differs from {'x'.join(map(str, shape))}")
+    return vol.data.reshape(-1)
+
+
+def iter_batches(
+    items: Sequence,
+    batch_size: int = 32,
+    loader: Callable[[object], np.ndarray] = load_map,
+    n_threads: int = 1,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(indices, data)`` with ``data`` of shape ``(len(indices), n_voxels)``, float32.
+
+    At most ``batch_size`` maps are in a batch, and with ``n_threads > 1`` at most
+    ``2 * batch_size`` more are being read ahead (threads release the GIL while decompressing):
+    memory is bounded by the batch size, never by the number of maps.
+    """
+    n = len(items)
+    batch_size = max(1, int(batch_size))
+    if n_threads <= 1:
+        for start in range(0, n, batch_size):
+            idx = np.arange(start, min(n, start + batch_size))
+            yield idx, np.stack([loader(items[i]) for i in idx])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=int(n_threads)) as pool:
+        pending: deque = deque()
+        nxt = 0
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            while nxt < min(n, stop + batch_size):
+                pending.append(pool.submit(loader, items[nxt]))
+                nxt += 1
+            rows = [pending.popleft().result() for _ in range(stop - start)]
+            yield np.arange(start, stop), np.stack(rows)
+
+
+def iter_arrays(arrays: Iterable[np.ndarray], batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batch an iterable of maps (arrays) as :func:`iter_batches` does, holding one batch only."""
+    buf: list[np.ndarray] = []
+    start = 0
+    for a in arrays:
+        buf.append(np.asarray(a, dtype=np.float32).reshape(-1))
+        if len(buf) == batch_size:
+            yield np.arange(start, start + len(buf)), np.stack(buf)
+            start += len(buf)
+            buf = []
+    if buf:
+        yield np.arange(start, start + len(buf)), np.stack(buf)
