@@ -17,6 +17,7 @@ from neurointerp._version import __version__
 from neurointerp.cli import demo as demo_cli
 from neurointerp.cli import group_map as group_map_cli
 from neurointerp.cli import synth as synth_cli
+from neurointerp.cli import train as train_cli
 
 app = typer.Typer(
     name="neurointerp",
@@ -53,6 +54,7 @@ def _global(
 
 # in pipeline order (the order of --help)
 app.add_typer(synth_cli.app, name="synth")
+app.command("train")(train_cli.train)
 app.command("group-map")(group_map_cli.group_map)
 app.command("demo")(demo_cli.demo)
 

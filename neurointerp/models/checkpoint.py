@@ -1,0 +1,237 @@
+"""Self-describing classifier checkpoints, loaded without executing pickled code.
+
+One file (``torch.save`` of plain containers and tensors) holds:
+
+``format``, ``format_version``, ``tool_version``
+``architecture``      ``{"name": ..., "params": ConvClassifier.config}``
+``state_dict``        the weights (tensors only)
+``input``             :class:`~neurointerp.models.inputs.InputSpec` as a dict: grid shape, affine,
+                      space, normalisation, hemisphere crop
+``task``              ``binary`` | ``multiclass`` | ``regression``
+``classes``           class names in output order (binary: ``[negative, positive]``, the logit is
+                      that of the positive class); ``label_mapping`` name -> index
+``target``            regression only: ``{"mean", "sd"}`` to undo the target standardisation
+``training``          participant ids, fold, hyper-parameters, seed, config hash
+``metrics``           held-out metrics of the last epoch (folds) and the per-epoch history
+
+:func:`load_checkpoint` reads it with ``torch.load(weights_only=True)``: a file that tries to
+run code (or to build any object beyond tensors and plain containers) on unpickling is refused
+with an :class:`~neurointerp.errors.InputError`, before anything in it is used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurointerp._version import __version__
+from neurointerp.errors import InputError
+from neurointerp.models.inputs import InputSpec
+
+FORMAT = "neurointerp-classifier"
+FORMAT_VERSION = 1
+TASKS = ("binary", "multiclass", "regression")
+
+
+@dataclass
+class LoadedClassifier:
+    """A loaded checkpoint: the model (eval mode) and everything needed to use it.
+
+    ``model``            :class:`~neurointerp.models.classifier.ConvClassifier`
+    ``spec``             :class:`~neurointerp.models.inputs.InputSpec` (grid, space, crop)
+    ``task``, ``classes``, ``target`` (regression mean/sd), ``meta`` (the whole checkpoint without weights)
+    """
+
+    model: Any
+    spec: InputSpec
+    task: str
+    classes: list[str]
+    target: dict[str, float] | None
+    meta: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.spec.affine
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.spec.shape
+
+    @property
+    def space(self) -> str:
+        return self.spec.space
+
+    @property
+    def participant_ids(self) -> list[str]:
+        return list(self.meta.get("training", {}).get("participant_ids", []))
+
+    @property
+    def positive_class(self) -> str | None:
+        return self.classes[1] if self.task == "binary" else None
+
+    def prepare(self, data):
+        """Arrays on the model's grid ``(*shape)`` / ``(N, *shape)`` -> input batch on the model's device."""
+        device = next(self.model.parameters()).device
+        return self.spec.prepare(data, device=device)
+
+    def _batched(self, fn, data, batch_size: int):
+        import torch
+
+        arr = np.asarray(data.detach().cpu().numpy() if hasattr(data, "detach") else data, dtype=np.float32)
+        if arr.shape == self.spec.shape:
+            arr = arr[None]
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(arr), batch_size):
+                outs.append(fn(self.prepare(arr[i : i + batch_size])).float().cpu())
+        return torch.cat(outs)
+
+    def features(self, data, batch_size: int = 32):
+        """Feature vectors ``(N, M)`` (CPU tensor) at the encoder -> predictor boundary for arrays on the grid."""
+        return self._batched(self.model.features, data, batch_size)
+
+    def outputs(self, data, batch_size: int = 32):
+        """Raw model outputs ``(N, n_outputs)`` (logits) for arrays on the grid."""
+        return self._batched(self.model, data, batch_size)
+
+    def predict(self, data, batch_size: int = 32) -> np.ndarray:
+        """Scores for arrays on the grid: P(positive) (binary), class probabilities (multi-class),
+        or the predicted value in label units (regression)."""
+        return outputs_to_scores(self.outputs(data, batch_size), self.task, self.target)
+
+
+def outputs_to_scores(out, task: str, target: dict[str, float] | None = None) -> np.ndarray:
+    """Model outputs -> scores (see :meth:`LoadedClassifier.predict`)."""
+    import torch
+
+    if task == "binary":
+        return torch.sigmoid(out[:, 0]).numpy()
+    if task == "multiclass":
+        return torch.softmax(out, dim=1).numpy()
+    mean = float(target["mean"]) if target else 0.0
+    sd = float(target["sd"]) if target else 1.0
+    return (out[:, 0] * sd + mean).numpy()
+
+
+def checkpoint_dict(
+    model,
+    spec: InputSpec,
+    task: str,
+    classes: list[str],
+    architecture: str,
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    target: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Assemble the checkpoint contents (plain containers and CPU tensors only)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task}")
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tool_version": __version__,
+        "architecture": {"name": architecture, "params": _plain(model.config)},
+        "state_dict": state,
+        "input": spec.to_dict(),
+        "task": task,
+        "classes": [str(c) for c in classes],
+        "label_mapping": {str(c): i for i, c in enumerate(classes)},
+        "target": None if target is None else {k: float(v) for k, v in target.items()},
+        "training": _plain(training),
+        "metrics": _plain(metrics),
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, contents: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (temporary file + rename)."""
+    import torch
+
+    from neurointerp.io.atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(contents, str(tmp))
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint file safely (``weights_only=True``) and check its format."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a checkpoint file (model.pt)")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(
+            f"{path}: refused to load: the file holds objects other than tensors and plain data "
+            f"(it could run code when unpickled; {first[:120]})"
+        ) from exc
+    except Exception as exc:  # zip/pickle corruption, not a torch file
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable checkpoint ({text[:160]})") from exc
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise InputError(f"{path}: not a neurointerp classifier checkpoint (no '{FORMAT}' format tag)")
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise InputError(f"{path}: checkpoint format version {version} is newer than this neurointerp supports ({FORMAT_VERSION})")
+    for key in ("architecture", "state_dict", "input", "task", "classes"):
+        if key not in obj:
+            raise InputError(f"{path}: checkpoint lacks '{key}'")
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedClassifier:
+    """Load a classifier checkpoint safely; returns a :class:`LoadedClassifier` in eval mode."""
+    from neurointerp.models.classifier import ConvClassifier
+
+    path = Path(path)
+    obj = read_checkpoint(path)
+    try:
+        model = ConvClassifier.from_config(obj["architecture"]["params"])
+        model.load_state_dict(obj["state_dict"])
+    except (TypeError, KeyError, RuntimeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: checkpoint weights do not match its architecture ({text[:160]})") from exc
+    from neurointerp.train.device import resolve_device
+
+    model.to(resolve_device(device)).eval()
+    meta = {k: v for k, v in obj.items() if k != "state_dict"}
+    return LoadedClassifier(
+        model=model,
+        spec=InputSpec.from_dict(obj["input"]),
+        task=str(obj["task"]),
+        classes=[str(c) for c in obj["classes"]],
+        target=obj.get("target"),
+        meta=meta,
+        path=path,
+    )
+
+
+def _plain(v: Any) -> Any:
+    """Containers of str/int/float/bool/None only (what ``weights_only`` loading accepts)."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return str(v)

@@ -1,0 +1,251 @@
+"""Classifier CNNs (2D and 3D) with a named encoder -> predictor boundary.
+
+Every model is a :class:`ConvClassifier`: ``model.encoder`` (conv stacks, then ``Flatten``) maps
+an input batch ``(N, 1, *shape)`` to the feature vector ``(N, M)``; ``model.predictor`` (fully
+connected layers) maps the features to the outputs. ``model.features(x)`` returns the feature
+vector, ``model.feature_shape`` its layout ``(channels, *spatial)`` before flattening, so a
+feature index can be traced back to a channel and a location. ``forward(x)`` equals
+``model.predictor(model.encoder(x))`` -- a confounder test or a partial back-propagation can
+gate the features between the two (papers/confounder-aware-saliency.txt §2).
+
+Architectures (``ARCHITECTURES``; every field can be overridden):
+
+``simnet2d`` -- papers/simulator-networks-jacobian.txt §4.1: 3 stacks of 3x3 conv {2, 4, 8},
+    ReLU, 2x max-pool; 32x32 input -> 128 features; MLP with one hidden layer of 16, ReLU.
+``simnet3d`` -- §4.2: 4 stacks of 3x3x3 conv {16, 32, 64, 16}, ReLU, max-pool; MLP hidden 64, ReLU.
+``cas2d`` -- papers/confounder-aware-saliency.txt §3.1: 3 stacks of 2x2 conv/ReLU/max-pool giving
+    32 features on a 32x32 input (channels {8, 8, 2}; the paper gives only the feature count);
+    predictor with one hidden layer of 16 and tanh; L2 on the fully connected layers.
+``cas3d`` -- §3.2: 4 stacks of 2x2x2 conv/ReLU/batch-norm/max-pool (channels {8, 16, 32, 64}:
+    4096 features on a 64^3 input, as in the paper); predictor hidden (64, 32) with tanh;
+    L2 (lambda = 0.1) on all fully connected layers.
+
+Convolutions keep the grid size ("same" padding; an even kernel pads one voxel at the end of
+each axis, as Keras does), each max-pool halves it (rounding down). All non-linearities are
+``nn.ReLU`` / ``nn.Tanh`` modules, never functional calls and never reused, so hook-based
+attribution methods (guided back-propagation, LRP) see every one of them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from neurointerp.errors import InputError
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "simnet2d": dict(ndim=2, channels=(2, 4, 8), kernel_size=3, batch_norm=False, conv_activation="relu", hidden=(16,), activation="relu", l2=0.0),
+    "simnet3d": dict(ndim=3, channels=(16, 32, 64, 16), kernel_size=3, batch_norm=False, conv_activation="relu", hidden=(64,), activation="relu", l2=0.0),
+    "cas2d": dict(ndim=2, channels=(8, 8, 2), kernel_size=2, batch_norm=False, conv_activation="relu", hidden=(16,), activation="tanh", l2=0.1),
+    "cas3d": dict(ndim=3, channels=(8, 16, 32, 64), kernel_size=2, batch_norm=True, conv_activation="relu", hidden=(64, 32), activation="tanh", l2=0.1),
+}
+
+PAPERS = {
+    "simnet2d": "simulator-networks-jacobian §4.1",
+    "simnet3d": "simulator-networks-jacobian §4.2",
+    "cas2d": "confounder-aware-saliency §3.1",
+    "cas3d": "confounder-aware-saliency §3.2",
+}
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "leakyrelu": nn.LeakyReLU}
+
+
+def default_architecture(ndim: int) -> str:
+    return "simnet2d" if ndim == 2 else "simnet3d"
+
+
+def architecture_params(name: str, ndim: int | None = None, **overrides: Any) -> dict[str, Any]:
+    """The hyper-parameters of a named architecture with ``overrides`` (``None`` values ignored)."""
+    if name not in ARCHITECTURES:
+        raise InputError(f"unknown architecture '{name}' (choose {', '.join(ARCHITECTURES)})")
+    params = dict(ARCHITECTURES[name])
+    if ndim is not None and params["ndim"] != ndim:
+        raise InputError(f"architecture '{name}' is {params['ndim']}D but the images are {ndim}D")
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in params:
+            raise InputError(f"unknown architecture parameter '{key}'")
+        params[key] = value
+    params["channels"] = tuple(int(c) for c in params["channels"])
+    params["hidden"] = tuple(int(h) for h in params["hidden"])
+    return params
+
+
+class _PadEnd(nn.Module):
+    """Zero-pad ``k - 1`` voxels at the end of every spatial axis (``same`` for an even kernel)."""
+
+    def __init__(self, ndim: int, amount: int):
+        super().__init__()
+        self.pad = tuple(v for _ in range(ndim) for v in (0, amount))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.pad(x, self.pad)
+
+    def extra_repr(self) -> str:
+        return f"pad={self.pad}"
+
+
+class ConvClassifier(nn.Module):
+    """Conv stacks (encoder) -> feature vector -> fully connected predictor.
+
+    Parameters
+    ----------
+    input_shape
+        Spatial shape of one input (2 or 3 numbers); the batch is ``(N, in_channels, *shape)``.
+    n_outputs
+        1 for binary classification (a logit) and regression, K for K classes (K logits).
+    channels
+        Output channels of each conv stack; each stack ends with a 2x max-pool.
+    kernel_size
+        Convolution kernel size (same padding).
+    batch_norm
+        Batch normalisation after each stack's non-linearity (conv/ReLU/BN/pool).
+    conv_activation, activation
+        Non-linearity of the conv stacks and of the hidden fully connected layers.
+    hidden
+        Sizes of the hidden fully connected layers of the predictor.
+    l2
+        Weight of the L2 penalty on the predictor's weights (:meth:`l2_penalty`), used by training.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        n_outputs: int = 1,
+        channels: Sequence[int] = (2, 4, 8),
+        kernel_size: int = 3,
+        batch_norm: bool = False,
+        conv_activation: str = "relu",
+        hidden: Sequence[int] = (16,),
+        activation: str = "relu",
+        l2: float = 0.0,
+        in_channels: int = 1,
+        ndim: int | None = None,
+    ):
+        super().__init__()
+        input_shape = tuple(int(s) for s in input_shape)
+        nd = len(input_shape)
+        if nd not in (2, 3):
+            raise InputError(f"input shape {input_shape} must have 2 or 3 dimensions")
+        if ndim is not None and ndim != nd:
+            raise InputError(f"a {ndim}D architecture cannot take a {nd}D input of shape {input_shape}")
+        for name in (conv_activation, activation):
+            if name not in _ACTIVATIONS:
+                raise InputError(f"unknown activation '{name}' (choose {', '.join(_ACTIVATIONS)})")
+        if not channels:
+            raise InputError("the encoder needs at least one conv stack")
+        if int(kernel_size) < 1:
+            raise InputError("kernel size must be at least 1")
+        self.config: dict[str, Any] = dict(
+            input_shape=list(input_shape),
+            n_outputs=int(n_outputs),
+            channels=[int(c) for c in channels],
+            kernel_size=int(kernel_size),
+            batch_norm=bool(batch_norm),
+            conv_activation=str(conv_activation),
+            hidden=[int(h) for h in hidden],
+            activation=str(activation),
+            l2=float(l2),
+            in_channels=int(in_channels),
+            ndim=nd,
+        )
+        conv = nn.Conv2d if nd == 2 else nn.Conv3d
+        norm = nn.BatchNorm2d if nd == 2 else nn.BatchNorm3d
+        pool = nn.MaxPool2d if nd == 2 else nn.MaxPool3d
+        k = int(kernel_size)
+        stacks: "OrderedDict[str, nn.Module]" = OrderedDict()
+        shape = list(input_shape)
+        c_in = int(in_channels)
+        for i, c in enumerate(channels, start=1):
+            layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+            if k % 2 == 1:
+                layers["conv"] = conv(c_in, int(c), k, padding=k // 2)
+            else:
+                layers["pad"] = _PadEnd(nd, k - 1)
+                layers["conv"] = conv(c_in, int(c), k)
+            layers["act"] = _ACTIVATIONS[conv_activation]()
+            if batch_norm:
+                layers["bn"] = norm(int(c))
+            layers["pool"] = pool(2)
+            stacks[f"stack{i}"] = nn.Sequential(layers)
+            shape = [s // 2 for s in shape]
+            if min(shape) < 1:
+                raise InputError(
+                    f"input grid {'x'.join(map(str, input_shape))} is too small for {len(channels)} conv stacks "
+                    "(each halves the grid); use a coarser architecture (--channels) or a larger grid"
+                )
+            c_in = int(c)
+        stacks["flatten"] = nn.Flatten()
+        self.encoder = nn.Sequential(stacks)
+        self.feature_shape: tuple[int, ...] = (c_in, *shape)
+        self.n_features = int(c_in * int(torch.tensor(shape).prod()))
+
+        head: "OrderedDict[str, nn.Module]" = OrderedDict()
+        width = self.n_features
+        for i, h in enumerate(hidden, start=1):
+            head[f"fc{i}"] = nn.Linear(width, int(h))
+            head[f"act{i}"] = _ACTIVATIONS[activation]()
+            width = int(h)
+        head["out"] = nn.Linear(width, int(n_outputs))
+        self.predictor = nn.Sequential(head)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """He (Kaiming) initialisation before ReLU-like units, Glorot before tanh and at the output;
+        zero biases. (torch's default shrinks the signal at every stack: deep 3D stacks then start
+        with near-constant outputs and can stall at chance.)"""
+        gains = {"relu": "relu", "elu": "relu", "leakyrelu": "leaky_relu", "tanh": "tanh"}
+        conv_nl = gains[self.config["conv_activation"]]
+        fc_nl = gains[self.config["activation"]]
+        for m in self.encoder.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity=conv_nl)
+                nn.init.zeros_(m.bias)
+        linears = [m for m in self.predictor.modules() if isinstance(m, nn.Linear)]
+        for i, m in enumerate(linears):
+            last = i == len(linears) - 1
+            if last or fc_nl == "tanh":
+                nn.init.xavier_uniform_(m.weight, gain=1.0 if last else nn.init.calculate_gain("tanh"))
+            else:
+                nn.init.kaiming_normal_(m.weight, nonlinearity=fc_nl)
+            nn.init.zeros_(m.bias)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "ConvClassifier":
+        cfg = dict(config)
+        return cls(**cfg)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.config["input_shape"])
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.config["n_outputs"])
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature vector ``(N, M)`` at the encoder -> predictor boundary."""
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predictor(self.encoder(x))
+
+    def l2_penalty(self) -> torch.Tensor:
+        """Sum of squared weights of the fully connected layers (biases excluded)."""
+        terms = [(m.weight**2).sum() for m in self.predictor.modules() if isinstance(m, nn.Linear)]
+        return torch.stack(terms).sum()
+
+
+def build_classifier(
+    architecture: str,
+    input_shape: Sequence[int],
+    n_outputs: int,
+    **overrides: Any,
+) -> ConvClassifier:
+    """Build a named architecture (:data:`ARCHITECTURES`) for ``input_shape`` with ``overrides``."""
+    params = architecture_params(architecture, ndim=len(tuple(input_shape)), **overrides)
+    return ConvClassifier(input_shape=input_shape, n_outputs=n_outputs, **params)

@@ -1,0 +1,52 @@
+"""Device and thread selection."""
+
+from __future__ import annotations
+
+import os
+
+from neurointerp.errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str = "auto", local_rank: int | None = None):
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an input error.
+
+    Under ``torchrun`` each process takes GPU ``LOCAL_RANK``. A concrete ``cuda:N`` is accepted.
+    """
+    import torch
+
+    name = str(device or "auto").lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            built = "without CUDA" if torch.version.cuda is None else f"with CUDA {torch.version.cuda}"
+            raise InputError(f"--device {device}: no CUDA device is available (torch {torch.__version__} built {built})")
+        if name == "cuda":
+            rank = local_rank if local_rank is not None else int(os.environ.get("LOCAL_RANK", "0"))
+            return torch.device("cuda", rank % torch.cuda.device_count())
+        return torch.device(name)
+    if name != "cpu":
+        raise InputError(f"--device {device}: choose auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def default_threads() -> int | None:
+    """Threads from ``SLURM_CPUS_PER_TASK`` when set, else ``None`` (torch's default)."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK")
+    if value and value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    return None
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (``None``: ``SLURM_CPUS_PER_TASK`` or torch's default)."""
+    import torch
+
+    n = threads if threads is not None else default_threads()
+    if n is not None:
+        if n < 1:
+            raise InputError(f"--threads {n}: must be at least 1")
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
