@@ -118,16 +118,27 @@ def working_grid(
     return tuple(int(s) for s in shape_arr), out
 
 
-def resample_template(shape, affine, name: str = DEFAULT_TEMPLATE, order: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The template T1 (anti-aliased) and its brain mask on a grid ``(shape, affine)``."""
+def resample_to_grid(data: np.ndarray, src_affine: np.ndarray, shape, affine, order: int = 1, cval: float = 0.0) -> np.ndarray:
+    """Values of a volume ``(data, src_affine)`` at the voxel centres of the grid ``(shape, affine)``.
+
+    Both affines map voxels to the same world space (mm); ``order`` 0 is nearest neighbour (labels),
+    1 trilinear. Points outside the source get ``cval``.
+    """
     from scipy import ndimage
 
-    t1, mask, t_aff = load_template(name)
+    shape = tuple(int(s) for s in shape)
+    pts = grid_points(shape, affine)
+    coords = np.linalg.solve(np.asarray(src_affine, dtype=np.float64), np.c_[pts, np.ones(len(pts))].T)[:3]
+    out = ndimage.map_coordinates(np.asarray(data), coords, order=order, mode="constant", cval=cval)
+    return out.reshape(shape)
+
+
+def resample_template(shape, affine, name: str = DEFAULT_TEMPLATE, order: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The template T1 (anti-aliased) and its brain mask on a grid ``(shape, affine)``."""
+    _, mask, t_aff = load_template(name)
     vox = float(np.mean(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))))
-    src = smoothed_template(name, vox)
-    coords = np.linalg.solve(t_aff, np.c_[grid_points(shape, affine), np.ones(int(np.prod(shape)))].T)[:3]
-    img = ndimage.map_coordinates(src, coords, order=order, mode="constant", cval=0.0).reshape(shape)
-    m = ndimage.map_coordinates(mask.astype(np.float32), coords, order=1, mode="constant", cval=0.0).reshape(shape) > 0.5
+    img = resample_to_grid(smoothed_template(name, vox), t_aff, shape, affine, order=order)
+    m = resample_to_grid(mask.astype(np.float32), t_aff, shape, affine, order=1) > 0.5
     return img.astype(np.float32), m
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from neurointerp.attribution.names import METHOD_NAMES  # noqa: F401 (re-exported)
 from neurointerp.errors import InputError
 
 
@@ -56,20 +57,6 @@ def methods() -> dict[str, Method]:
     return _CACHE
 
 
-METHOD_NAMES = (
-    "gradient",
-    "saliency",
-    "gradxinput",
-    "guided-backprop",
-    "deconvnet",
-    "gradcam",
-    "guided-gradcam",
-    "integrated-gradients",
-    "smoothgrad",
-    "occlusion",
-    "lrp-epsilon",
-    "lrp-alphabeta",
-)
 
 
 def get_method(name: str) -> Method:

@@ -14,8 +14,11 @@ from typing import Optional
 import typer
 
 from neurointerp._version import __version__
+from neurointerp.cli import confound_test as confound_test_cli
 from neurointerp.cli import demo as demo_cli
+from neurointerp.cli import evaluate as evaluate_cli
 from neurointerp.cli import group_map as group_map_cli
+from neurointerp.cli import saliency as saliency_cli
 from neurointerp.cli import synth as synth_cli
 from neurointerp.cli import train as train_cli
 
@@ -55,7 +58,10 @@ def _global(
 # in pipeline order (the order of --help)
 app.add_typer(synth_cli.app, name="synth")
 app.command("train")(train_cli.train)
+app.command("saliency")(saliency_cli.saliency)
+app.command("confound-test")(confound_test_cli.confound_test)
 app.command("group-map")(group_map_cli.group_map)
+app.command("evaluate")(evaluate_cli.evaluate)
 app.command("demo")(demo_cli.demo)
 
 

@@ -1,0 +1,16 @@
+"""Names of the attribution methods (importable without torch or numpy, for the CLI help)."""
+
+METHOD_NAMES = (
+    "gradient",
+    "saliency",
+    "gradxinput",
+    "guided-backprop",
+    "deconvnet",
+    "gradcam",
+    "guided-gradcam",
+    "integrated-gradients",
+    "smoothgrad",
+    "occlusion",
+    "lrp-epsilon",
+    "lrp-alphabeta",
+)

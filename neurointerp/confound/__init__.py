@@ -1,0 +1,1 @@
+"""Confounder tests on learned features and confounder-free saliency by partial back-propagation."""

@@ -1,0 +1,117 @@
+"""``neurointerp confound-test``: which learned features carry a confounder.
+
+Features at the encoder -> predictor boundary (or ``layer``) of every image in the cohort
+(normally the model's training images, as in papers/confounder-aware-saliency.txt §2.1), the
+model's prediction score s (P(positive class) for a binary model, the prediction for a
+regression), and the confounders go into :func:`~neurointerp.confound.glm.confound_glm`.
+Writes ``confound_glm.tsv`` (coefficients, t and p per feature), ``mask.json`` (the binary mask
+b for ``saliency --confounder-mask``, with its layer) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from neurointerp.errors import InputError
+
+
+def run_confound_test(
+    model: str | os.PathLike,
+    cohort: str | os.PathLike,
+    out: str | os.PathLike,
+    confounder: Sequence[str] = (),
+    layer: str | None = None,
+    threshold: float = 0.05,
+    fdr: bool = False,
+    drop_missing: bool = False,
+    batch_size: int = 16,
+    device: str = "auto",
+    threads: int | None = None,
+    force: bool = False,
+) -> Path:
+    """Test every feature for confounding; returns the path of ``mask.json``. Same arguments as the CLI."""
+    from neurointerp.confound.gate import layer_features
+    from neurointerp.confound.glm import confound_glm
+    from neurointerp.io import check_writable, load_image, prepare_output_dir, provenance, read_cohort, sha256, write_json, write_table
+    from neurointerp.models.checkpoint import load_checkpoint
+    from neurointerp.progress import info, track
+    from neurointerp.train.device import set_threads
+
+    names = list(dict.fromkeys(confounder))
+    if not names:
+        raise InputError("give at least one --confounder column")
+    set_threads(threads)
+    clf = load_checkpoint(model, device=device)
+    if clf.task == "multiclass":
+        raise InputError("confound-test needs a binary or regression model (the GLM has one prediction score)")
+    table = read_cohort(cohort, require_label=False)
+    frame = table.frame
+    for name in names:
+        if name not in frame.columns:
+            raise InputError(f"{table.path}: confounder column '{name}' not found (columns: {', '.join(map(str, frame.columns))})")
+    missing = [(table.rows[i], name) for name in names for i, v in enumerate(frame[name]) if _is_missing(v)]
+    keep = np.ones(len(frame), dtype=bool)
+    if missing:
+        if not drop_missing:
+            where = "; ".join(f"row {r}: {n}" for r, n in missing[:6]) + ("; ..." if len(missing) > 6 else "")
+            raise InputError(f"{table.path}: {len(missing)} missing confounder value{'s' if len(missing) > 1 else ''} ({where}); fill them or pass --drop-missing")
+        bad_rows = {r for r, _ in missing}
+        keep = np.array([r not in bad_rows for r in table.rows])
+        info(f"confound-test: dropped {len(bad_rows)} rows with missing confounders: {', '.join(map(str, sorted(bad_rows)))}")
+    idx = np.flatnonzero(keep)
+    table = table.subset(idx)
+    out = prepare_output_dir(out, force=force, marker="mask.json")
+    for name in ("confound_glm.tsv", "mask.json", "summary.json"):
+        check_writable(out / name, force=force)
+    not_trained = sorted(set(table.participant_ids) - set(clf.participant_ids)) if clf.participant_ids else []
+    if not_trained:
+        info(f"note: {len(not_trained)} participants were not in the model's training set (the paper tests the training images)")
+
+    feats, outs = [], []
+    for start in track(range(0, len(table), batch_size), description="features", total=(len(table) + batch_size - 1) // batch_size):
+        vols = []
+        for i in range(start, min(start + batch_size, len(table))):
+            vol = load_image(table.images[i], ndim=clf.spec.ndim)
+            clf.spec.check_grid(vol.shape, vol.affine, where=f"{table.path} row {table.rows[i]}: {vol.path}")
+            vols.append(vol.data)
+        f, o = layer_features(clf.model, clf.prepare(np.stack(vols)), layer=layer, batch_size=batch_size)
+        feats.append(f)
+        outs.append(o)
+    features = np.concatenate(feats)
+    output = np.concatenate(outs)
+    import torch
+
+    from neurointerp.models.checkpoint import outputs_to_scores
+
+    score = np.asarray(outputs_to_scores(torch.from_numpy(output), clf.task, clf.target), dtype=float).ravel()
+    result, mask, design = confound_glm(features, score, table.frame, names, threshold=threshold, fdr=fdr, where=str(table.path))
+    n_conf = int(result["confounded"].sum())
+    n_const = int(result["constant"].sum())
+    params = dict(confounder=names, layer=layer, threshold=threshold, fdr=fdr, drop_missing=drop_missing)
+    record = provenance(
+        "confound-test",
+        params,
+        inputs=list(table.images),
+        Checkpoint={"path": str(Path(model).resolve()), "sha256": sha256(model)},
+        Layer=layer or "encoder (encoder -> predictor boundary)",
+        Score="P(positive class)" if clf.task == "binary" else "prediction",
+        Design=design.columns,
+        ConfounderKinds=design.kinds,
+    )
+    write_table(out / "confound_glm.tsv", result, force=force)
+    write_json(out / "summary.json", {**record, "NFeatures": int(mask.size), "NConfounded": n_conf, "NConstant": n_const, "NSubjects": len(table)}, force=force)
+    path = write_json(out / "mask.json", {"mask": mask.tolist(), "layer": layer, "threshold": threshold, "fdr": fdr, "confounders": names, "Provenance": record}, force=force)
+    info(f"confound-test: {n_conf} of {mask.size} features confounded by {', '.join(names)} ({n_const} constant) -> {path}")
+    return path
+
+
+def _is_missing(v) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and np.isnan(v):
+        return True
+    return str(v).strip().lower() in ("", "na", "n/a", "nan", "none", "null")

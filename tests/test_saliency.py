@@ -1,0 +1,107 @@
+"""saliency end to end on a small synth-brain cohort with a quickly trained 3D model."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from neurointerp.attribution.pipeline import run_saliency
+from neurointerp.errors import InputError
+from neurointerp.io import load_image, read_cohort
+from neurointerp.models.checkpoint import checkpoint_dict, save_checkpoint
+from neurointerp.models.classifier import ConvClassifier
+from neurointerp.models.inputs import InputSpec
+from neurointerp.synth.brain import SPACE, synth_brain
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sal")
+    synth_brain(root / "data", n_subjects=120, voxel_size=6.0, effect_size=3.0, confound_strength=0.0, confound_size=0.0, noise=0.0, template_space=True, seed=3)
+    cohort = read_cohort(root / "data" / "cohort.csv")
+    frame = cohort.frame.copy()
+    frame["image"] = [str(root / "data" / p) for p in frame["template_image"]]
+    frame = frame.drop(columns=["template_image"])
+    train_rows, test_rows = frame.iloc[:96], frame.iloc[96:]
+    train_rows.to_csv(root / "train.csv", index=False)
+    test_rows.to_csv(root / "test.csv", index=False)
+    vols = [load_image(p) for p in train_rows["image"]]
+    spec = InputSpec(vols[0].shape, vols[0].affine, space=SPACE, normalize="zscore")
+    x = spec.prepare(np.stack([v.data for v in vols]))
+    y = torch.tensor((train_rows["label"] == "patient").to_numpy(np.float32))
+    torch.manual_seed(0)
+    model = ConvClassifier(spec.model_shape, channels=(4,), kernel_size=3, hidden=())  # small data: a shallow model
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-3)
+    for _ in range(15):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 8):
+            idx = perm[i : i + 8]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    ckpt = checkpoint_dict(model, spec, "binary", ["control", "patient"], "test3d", {"participant_ids": list(train_rows["participant_id"])}, {})
+    save_checkpoint(root / "model.pt", ckpt)
+    return root
+
+
+def test_maps_keep_the_grid_and_score_against_truth(setup):
+    root = setup
+    truth = root / "data" / "truth" / f"space-{SPACE}_desc-disease_logjacobian.nii.gz"
+    out = run_saliency(root / "model.pt", root / "test.csv", root / "out", method=["gradxinput", "integrated-gradients", "occlusion"], steps=8, window=4, stride=4, ground_truth=str(truth))
+    test = read_cohort(root / "test.csv")
+    for pid, img in zip(test.participant_ids, test.images):
+        src = load_image(img)
+        for desc in ("gradxinput", "integratedgradients", "occlusion"):
+            path = out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_desc-{desc}_attribution.nii.gz"
+            m = load_image(path, allow_empty=True)
+            assert m.shape == src.shape and np.array_equal(m.affine, src.affine)
+            side = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
+            assert side["Checkpoint"]["sha256"] and side["Space"] == SPACE and side["TargetChoice"] == "predicted class"
+            assert side["TargetClass"] in ("control", "patient") and side["Inputs"][0]["sha256"]
+    summary = pd.read_csv(out / "group" / "scores_summary.tsv", sep="\t")
+    assert summary["ncc_mean"].max() > 0.15, summary
+    for label in ("all", "control", "patient"):
+        assert (out / "group" / f"space-{SPACE}_desc-occlusion_label-{label}_stat-meanabs_attribution.nii.gz").exists()
+    assert (out / "group" / "desc-gradxinput_meanabs.png").stat().st_size > 1000
+
+
+def test_refuses_training_participants_and_resumes(setup):
+    root = setup
+    with pytest.raises(InputError, match="96 of the cohort's participants were used to train the model"):
+        run_saliency(root / "model.pt", root / "train.csv", root / "o2")
+    out = run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"])
+    path = next(out.glob("sub-*/anat/*_desc-gradient_attribution.nii.gz"))
+    before = path.stat().st_mtime_ns
+    run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"])  # skips finished subjects
+    assert path.stat().st_mtime_ns == before
+    with pytest.raises(InputError, match="exists from a run with other inputs or parameters"):
+        run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"], score="probability")
+    run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"], score="probability", force=True)
+    assert path.stat().st_mtime_ns != before
+
+
+def test_array_tasks_share_the_cohort(setup):
+    root = setup
+    out = run_saliency(root / "model.pt", root / "test.csv", root / "arr", method=["gradient"], array_index=0, array_size=2)
+    assert len(list(out.glob("sub-*/anat/*.nii.gz"))) == 12 and not (out / "group").exists()
+    run_saliency(root / "model.pt", root / "test.csv", root / "arr", method=["gradient"], array_index=1, array_size=2)
+    assert len(list(out.glob("sub-*/anat/*.nii.gz"))) == 24 and (out / "group").exists()
+
+
+def test_image_on_another_grid_is_one_line(setup, tmp_path):
+    root = setup
+    test = pd.read_csv(root / "test.csv")
+    img = load_image(test["image"][0])
+    import nibabel as nib
+
+    shifted = img.affine.copy()
+    shifted[0, 3] += 3.0
+    nib.save(nib.Nifti1Image(img.data, shifted), str(tmp_path / "moved.nii.gz"))
+    test.loc[0, "image"] = str(tmp_path / "moved.nii.gz")
+    test.to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(InputError, match=r"c.csv row 2: .*moved.nii.gz: affine differs from the model's grid"):
+        run_saliency(root / "model.pt", tmp_path / "c.csv", tmp_path / "o")
