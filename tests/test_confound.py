@@ -8,7 +8,7 @@ from statsmodels.stats.multitest import multipletests
 
 from neurointerp.attribution import attribute
 from neurointerp.confound.gate import feature_gate, layer_features
-from neurointerp.confound.glm import bh_fdr, confound_glm
+from neurointerp.confound.glm import confound_glm
 from neurointerp.errors import InputError
 from neurointerp.models.classifier import ConvClassifier
 
@@ -50,8 +50,6 @@ def test_glm_matches_statsmodels_and_an_independent_computation():
 
 
 def test_fdr_matches_statsmodels():
-    p = np.random.default_rng(1).random(200) ** 3
-    assert np.allclose(bh_fdr(p), multipletests(p, method="fdr_bh")[1], atol=1e-12)
     f, score, conf = synthetic_features(seed=2)
     table, _, _ = confound_glm(f, score, conf, ["age"], fdr=True)
     pv = table["ptest_age"].to_numpy()

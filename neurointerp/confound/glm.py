@@ -20,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from neurointerp.errors import InputError
+from neurointerp.group.fdr import fdr_bh
 
 
 @dataclass
@@ -84,24 +85,6 @@ def fit_ols(x: np.ndarray, y: np.ndarray):
     return beta, sigma2, xtx_inv, df
 
 
-def bh_fdr(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values (NaN kept as NaN)."""
-    p = np.asarray(p, dtype=float)
-    q = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    pv = p[ok]
-    m = len(pv)
-    if m == 0:
-        return q
-    order = np.argsort(pv)
-    ranked = pv[order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(ranked, 1.0)
-    q[ok] = out
-    return q
-
-
 def confound_glm(features: np.ndarray, score: np.ndarray, confounders, names: list[str], threshold: float = 0.05, fdr: bool = False, where: str = "cohort"):
     """Test every feature; returns ``(table, mask)``.
 
@@ -147,7 +130,7 @@ def confound_glm(features: np.ndarray, score: np.ndarray, confounders, names: li
             table[f"F_{name}"] = fstat
         table[f"ptest_{name}"] = pt
         if fdr:
-            qv = bh_fdr(pt)
+            qv = fdr_bh(pt)
             table[f"q_{name}"] = qv
             pt = qv
         significant |= np.nan_to_num(pt, nan=1.0) < threshold

@@ -11,8 +11,8 @@ and work on batches.
   ``normalize=True``) so maps of different scales compare, and divided by ``E[df^2]`` so that
   0 is a perfect and 1 an uninformative explanation.
 * :func:`deletion_curve` -- remove the top-k% attributed brain voxels (set to ``fill``) for k in
-  0..100% and track the score; the area under the curve, relative to the unperturbed score,
-  is lower for a more faithful map.
+  0..100% and track the score (``evaluate`` tracks P(target class), as Petsiuk et al.); the area
+  under the curve is lower for a more faithful map.
 * :func:`max_sensitivity` -- eq. 19: the largest change of the map, relative to its norm, over
   ``samples`` inputs drawn uniformly in the L-infinity ball of radius ``epsilon`` x intensity sd.
 * :func:`continuity` -- eq. 20: max over pairs of subjects of ``|Phi1 - Phi2|_1 / |X1 - X2|_2``.
@@ -71,10 +71,9 @@ def deletion_curve(f, x: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, f
     return fractions, curves
 
 
-def deletion_auc(fractions: np.ndarray, curves: np.ndarray) -> np.ndarray:
-    """Area under each deletion curve, relative to the unperturbed score's magnitude."""
-    base = np.abs(curves[:, :1]).clip(1e-12)
-    rel = curves / base
+def deletion_auc(fractions: np.ndarray, curves: np.ndarray, relative: bool = False) -> np.ndarray:
+    """Area under each deletion curve (trapezoids); ``relative`` divides by the unperturbed score's magnitude."""
+    rel = curves / np.abs(curves[:, :1]).clip(1e-12) if relative else curves
     return ((rel[:, 1:] + rel[:, :-1]) / 2 * np.diff(fractions)).sum(axis=1)
 
 

@@ -93,6 +93,8 @@ def run_evaluate(
     if bool(brain.all()):
         info("evaluate: images have no zero background; every voxel counts as brain")
     f_score = score_function(clf.model, task=clf.task, score=score)
+    # the deletion curve follows P(target class) (Petsiuk et al.): bounded, comparable across subjects
+    f_prob = score_function(clf.model, task=clf.task, score="probability") if clf.task != "regression" else f_score
     n_layers = len(parameterised_layers(clf.model))
     info(
         f"evaluate: {len(methods)} method(s) x {len(table)} subjects: per method about "
@@ -108,17 +110,17 @@ def run_evaluate(
         targets = record["Targets"]
         maps = torch.as_tensor(maps_np).unsqueeze(1).to(x.device)
 
-        def f_subject(i):
+        def f_subject(i, fn=f_score):
             t = torch.tensor([targets[i]], device=x.device)
-            return lambda z: f_score(z, t.expand(len(z)))
+            return lambda z: fn(z, t.expand(len(z)))
 
         fid = np.array([infidelity(f_subject(i), x[i : i + 1], maps[i : i + 1], brain[i : i + 1], samples=samples, noise_level=noise_level, seed=seed)[0] for i in range(len(x))])
         curves = []
         for i in range(len(x)):
-            fractions, c = deletion_curve(f_subject(i), x[i : i + 1], maps[i : i + 1], brain[i : i + 1], signed=spec_m.signed)
+            fractions, c = deletion_curve(f_subject(i, f_prob), x[i : i + 1], maps[i : i + 1], brain[i : i + 1], signed=spec_m.signed)
             curves.append(c[0])
         curves = np.stack(curves)
-        auc = deletion_auc(fractions, curves)
+        auc = deletion_auc(fractions, curves, relative=clf.task == "regression")
 
         def explain_single(z, i):
             res, _ = attribute(clf.model, z, m, target=targets[i], task=clf.task, score=score)
@@ -178,7 +180,7 @@ def run_evaluate(
         ExtraModels=[{"path": str(Path(p).resolve()), "sha256": sha256(p)} for p in extra_model],
         Perturbations={
             "infidelity": f"Gaussian noise on brain voxels, sd = {noise_level} x brain intensity sd, {samples} samples; normalised (optimal scale), divided by E[df^2]",
-            "deletion": f"top-k% attributed brain voxels set to 0 (the model's baseline after normalisation), k = 0..100% in {len(fractions) - 1} steps",
+            "deletion": f"top-k% attributed brain voxels set to 0 (the model's baseline after normalisation), k = 0..100% in {len(fractions) - 1} steps; curve of P(target class) (regression: output relative to the unperturbed one)",
             "max_sensitivity": f"{sensitivity_samples} uniform samples in the L-inf ball of radius {epsilon} x brain intensity sd; relative to the map's norm",
             "randomisation": "layers re-initialised from the output down (reset_parameters); Spearman correlation of |map| inside the brain; flagged if > 0.5 once every fully connected layer is random",
         },
@@ -200,7 +202,7 @@ def _figure(path: Path, curves, rand) -> None:
     for m, sub in curves.groupby("method", sort=False):
         axes[0].plot(sub["fraction_deleted"] * 100, sub["score_mean"], marker="o", ms=3, label=m)
     axes[0].set_xlabel("brain voxels deleted, most attributed first (%)")
-    axes[0].set_ylabel("score of the explained class")
+    axes[0].set_ylabel("P(explained class)")
     axes[0].set_title("deletion curves (steeper = more faithful)", fontsize=9)
     axes[0].legend(fontsize=7)
     for m, sub in rand.groupby("method", sort=False):
