@@ -239,3 +239,25 @@ def test_gradient_mass_falls_in_the_informative_blocks():
     assert ncc(sal, data.group_truth) > 0.25
     gxi, _ = attribute(model, x[:64], "gradxinput")
     assert mass_in_mask(np.abs(gxi).mean(axis=0), support) > 0.9
+
+
+@pytest.mark.parametrize("shape,batch_norm", [((20, 22, 18), True), ((30, 26), False)])
+def test_incremental_occlusion_equals_full_forward_passes(shape, batch_norm):
+    from neurointerp.attribution.core import score_function
+    from neurointerp.attribution.incremental import plan
+    from neurointerp.attribution.perturbation import occlusion
+
+    torch.manual_seed(1)
+    model = ConvClassifier(shape, channels=(4, 6, 8), kernel_size=3, hidden=(8,), batch_norm=batch_norm).eval()
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 1.5)
+    assert plan(model) is not None
+    x = torch.randn(2, 1, *shape)
+    f = score_function(model)
+    t = torch.tensor([1, 0])
+    fast = occlusion(f, x, t, window=5, stride=3, fill=-0.7, model=model)
+    slow = occlusion(f, x, t, window=5, stride=3, fill=-0.7, model=model, incremental=False)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    assert plan(ConvClassifier(shape, channels=(4,), kernel_size=2)) is None  # even kernels: full passes

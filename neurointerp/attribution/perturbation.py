@@ -38,8 +38,17 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return starts
 
 
-def occlusion(f, x, targets, window: int | Sequence[int] = 8, stride: int | Sequence[int] = 4, fill: float = 0.0, mask=None, batch_size: int = 32):
-    """Occlusion maps ``(N, C, *spatial)`` (every channel gets the same value)."""
+def occlusion(f, x, targets, window: int | Sequence[int] = 8, stride: int | Sequence[int] = 4, fill: float = 0.0, mask=None, batch_size: int = 32, model=None, task: str = "binary", score: str = "logit", incremental: bool = True):
+    """Occlusion maps ``(N, C, *spatial)`` (every channel gets the same value).
+
+    With ``model`` a conv/pool classifier (see :mod:`neurointerp.attribution.incremental`) each
+    occluded copy is run incrementally -- only the region the window changes is recomputed --
+    with the same result as a full forward pass; otherwise ``f`` runs on full copies.
+    """
+    from neurointerp.attribution.core import target_scores
+    from neurointerp.attribution.incremental import occluded_features, plan
+
+    ops = plan(model) if (model is not None and incremental and x.shape[1] == 1) else None
     spatial = tuple(x.shape[2:])
     nd = len(spatial)
     win = _per_axis(window, nd, "window")
@@ -59,10 +68,14 @@ def occlusion(f, x, targets, window: int | Sequence[int] = 8, stride: int | Sequ
             s0 = f(x[i : i + 1], t)[0]
             for sl in chunks(len(keep), batch_size):
                 group = keep[sl]
-                batch = x[i].unsqueeze(0).repeat(len(group), *([1] * (x.ndim - 1)))
-                for j, box in enumerate(group):
-                    batch[(j, slice(None), *box)] = fill
-                drop = s0 - f(batch, t.expand(len(group)))
+                if ops is not None:
+                    feats = occluded_features(model, ops, x[i : i + 1], [[b.start for b in box] for box in group], win, fill)
+                    drop = s0 - target_scores(model.predictor(feats), t.expand(len(group)), task=task, score=score)
+                else:
+                    batch = x[i].unsqueeze(0).repeat(len(group), *([1] * (x.ndim - 1)))
+                    for j, box in enumerate(group):
+                        batch[(j, slice(None), *box)] = fill
+                    drop = s0 - f(batch, t.expand(len(group)))
                 for j, box in enumerate(group):
                     attr[box] += drop[j]
                     count[box] += 1

@@ -102,8 +102,7 @@ def attribute(
         f = score_function(model, task=task, score=score)
         kwargs = dict(full)
         if method == "occlusion":
-            kwargs["mask"] = mask
-            kwargs["batch_size"] = max(batch_size, 32)
+            kwargs.update(mask=mask, batch_size=max(batch_size, 32), model=model, task=task, score=score)
         else:
             kwargs["batch_size"] = batch_size
         if m.needs_model:
