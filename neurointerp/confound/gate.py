@@ -18,19 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurointerp.attribution.names import METHOD_NAMES
 from neurointerp.errors import InputError
 
-GRADIENT_METHODS = (
-    "gradient",
-    "saliency",
-    "gradxinput",
-    "guided-backprop",
-    "deconvnet",
-    "gradcam",
-    "guided-gradcam",
-    "integrated-gradients",
-    "smoothgrad",
-)
+# every method that back-propagates a gradient (perturbation methods and LRP cannot be gated)
+GRADIENT_METHODS = tuple(m for m in METHOD_NAMES if m != "occlusion" and not m.startswith("lrp"))
 
 
 def layer_module(model: nn.Module, layer: str | None) -> nn.Module:
