@@ -67,6 +67,10 @@ def test_maps_keep_the_grid_and_score_against_truth(setup):
     for label in ("all", "control", "patient"):
         assert (out / "group" / f"space-{SPACE}_desc-occlusion_label-{label}_stat-meanabs_attribution.nii.gz").exists()
     assert (out / "group" / "desc-gradxinput_meanabs.png").stat().st_size > 1000
+    roi = pd.read_csv(out / "group" / f"space-{SPACE}_desc-occlusion_label-all_atlas-AAL2_roi-table.tsv", sep="\t")
+    assert list(roi["rank"][:3]) == [1, 2, 3] and (roi["atlas"] == "AAL2").all()
+    assert roi["mean_abs_attribution"].is_monotonic_decreasing and roi["n_voxels"].min() > 0
+    assert roi["name"].str.contains("Hippocampus").any()
 
 
 def test_refuses_training_participants_and_resumes(setup):

@@ -12,7 +12,32 @@ from pathlib import Path
 import numpy as np
 
 
-def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_ses: bool, ground_truth=None, truth_mask=None) -> None:
+def region_ranking(mean_abs: np.ndarray, mean: np.ndarray, labels: np.ndarray, names) -> "object":
+    """Mean |attribution| and mean signed attribution per atlas region, ranked by the former."""
+    import pandas as pd
+
+    idx = labels.ravel()
+    keep = idx > 0
+    n_regions = int(idx.max()) + 1 if idx.size else 1
+    counts = np.bincount(idx[keep], minlength=n_regions)
+    sum_abs = np.bincount(idx[keep], weights=mean_abs.ravel()[keep], minlength=n_regions)
+    sum_signed = np.bincount(idx[keep], weights=mean.ravel()[keep], minlength=n_regions)
+    present = np.flatnonzero(counts)
+    frame = pd.DataFrame(
+        {
+            "index": present,
+            "name": [str(names.get(i, f"region {i}")) if hasattr(names, "get") else f"region {i}" for i in present],
+            "n_voxels": counts[present],
+            "mean_abs_attribution": sum_abs[present] / counts[present],
+            "mean_attribution": sum_signed[present] / counts[present],
+        }
+    )
+    frame = frame.sort_values("mean_abs_attribution", ascending=False).reset_index(drop=True)
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    return frame
+
+
+def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_ses: bool, ground_truth=None, truth_mask=None, atlas=None) -> None:
     import pandas as pd
 
     from neurointerp.attribution.pipeline import _map_path, _truth_for, method_desc
@@ -67,6 +92,11 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
                 save_image(data, affine, p, header=header, force=True)
                 write_json(p.with_name(p.name.replace(".nii.gz", ".json")), {**rec, "Statistic": stat, "NMaps": n}, force=True)
             panels.append((f"{desc} mean |map| ({c}, n={n})", background / len(table), affine, mean_abs))
+            if atlas is not None and spec.ndim == 3:
+                labels_vol, names, atlas_name = atlas
+                ranking = region_ranking(mean_abs, mean, labels_vol, names)
+                ranking.insert(1, "atlas", atlas_name)
+                write_table(group / f"space-{spec.space}_desc-{desc}_label-{_safe(c)}_atlas-{_safe(atlas_name)}_roi-table.tsv", ranking, force=True)
         if spec.ndim == 3:
             ortho_figure(panels, group / f"desc-{desc}_meanabs.png", overlay_label="mean |attribution|")
     if score_rows:

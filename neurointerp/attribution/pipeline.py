@@ -110,6 +110,8 @@ def run_saliency(
     confounder_mask: str | os.PathLike | None = None,
     ground_truth: str | None = None,
     truth_mask: str | os.PathLike | None = None,
+    atlas: str | None = "auto",
+    labels: str | os.PathLike | None = None,
     allow_train: bool = False,
     batch_size: int = 8,
     device: str = "auto",
@@ -123,7 +125,9 @@ def run_saliency(
 
     Same arguments as ``neurointerp saliency``. ``target`` is a class name of the model
     (default: each subject's predicted class). ``ground_truth`` is a NIfTI on the maps' grid or
-    the name of a cohort column holding one per subject.
+    the name of a cohort column holding one per subject. ``atlas``: a registry atlas name or a
+    label image (with ``labels``) for the region tables; ``auto`` is AAL2 for maps in MNI152
+    space, none otherwise; ``none`` turns them off.
     """
     import torch
 
@@ -257,7 +261,14 @@ def run_saliency(
         return out
     from neurointerp.attribution.group import write_group_outputs
 
-    write_group_outputs(out, table, methods, spec, clf, gate_mask is not None, has_ses, ground_truth, truth_mask_data)
+    atlas_data = None
+    if atlas is not None and str(atlas).lower() != "none" and spec.ndim == 3:
+        from neurointerp.atlases import resolve_atlas
+
+        name = "AAL2" if str(atlas).lower() == "auto" else atlas
+        if str(atlas).lower() != "auto" or spec.space.upper().startswith("MNI152"):
+            atlas_data = resolve_atlas(name, spec.shape, spec.affine, labels=labels)
+    write_group_outputs(out, table, methods, spec, clf, gate_mask is not None, has_ses, ground_truth, truth_mask_data, atlas=atlas_data)
     return out
 
 
