@@ -94,16 +94,23 @@ def working_grid(
     ``margin_mm``); with ``shape`` only, an isotropic voxel size is chosen so the box fits;
     with both, the grid of that shape and voxel size is centred on the brain.
     """
+    _, mask, affine = load_template(name)
+    return grid_from_mask(mask, affine, voxel_size=voxel_size, shape=shape, margin_mm=margin_mm)
+
+
+def grid_from_mask(mask: np.ndarray, affine: np.ndarray, voxel_size=None, shape=None, margin_mm: float = 4.0):
+    """A RAS grid covering a brain mask (the rule of :func:`working_grid`, for any template)."""
     if voxel_size is None and shape is None:
         raise InputError("give a voxel size or a grid shape")
     if voxel_size is not None and not voxel_size > 0:
         raise InputError(f"voxel size must be positive (got {voxel_size})")
     if shape is not None and (len(shape) != 3 or min(shape) < 4):
         raise InputError(f"grid shape must be three sizes of at least 4 (got {tuple(shape)})")
-    _, mask, affine = load_template(name)
     idx = np.array(np.nonzero(mask))
-    corners = np.array([idx.min(axis=1), idx.max(axis=1)], dtype=np.float64)
-    world = (affine[:3, :3] @ corners.T + affine[:3, 3:4]).T
+    if idx.size == 0:
+        raise InputError("template brain mask is empty")
+    corners = np.array(np.meshgrid(*[[idx[k].min(), idx[k].max()] for k in range(3)], indexing="ij")).reshape(3, -1)
+    world = (affine[:3, :3] @ corners + affine[:3, 3:4]).T
     low, high = world.min(axis=0) - margin_mm, world.max(axis=0) + margin_mm
     extent = high - low
     if shape is None:

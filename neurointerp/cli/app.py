@@ -18,6 +18,7 @@ from neurointerp.cli import confound_test as confound_test_cli
 from neurointerp.cli import demo as demo_cli
 from neurointerp.cli import evaluate as evaluate_cli
 from neurointerp.cli import group_map as group_map_cli
+from neurointerp.cli import preprocess as preprocess_cli
 from neurointerp.cli import saliency as saliency_cli
 from neurointerp.cli import synth as synth_cli
 from neurointerp.cli import train as train_cli
@@ -57,6 +58,7 @@ def _global(
 
 # in pipeline order (the order of --help)
 app.add_typer(synth_cli.app, name="synth")
+app.command("preprocess")(preprocess_cli.preprocess)
 app.command("train")(train_cli.train)
 app.command("saliency")(saliency_cli.saliency)
 app.command("confound-test")(confound_test_cli.confound_test)
