@@ -4,13 +4,16 @@ from neurointerp.cli.app import main
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_and_writes_report(tmp_path):
+def test_demo_runs_the_whole_chain_and_writes_report(tmp_path):
     out = tmp_path / "demo"
-    assert main(["--quiet", "demo", str(out), "--n-subjects", "8", "--voxel-size", "6"]) == 0
+    assert main(["--quiet", "demo", str(out), "--n-subjects", "16", "--voxel-size", "6"]) == 0
     html = (out / "report.html").read_text()
-    assert "Synthetic cohort" in html
-    for png in ("truth.png", "native_examples.png"):
+    for section in ("Synthetic cohort", "Preprocessing", "Classifier", "Attribution maps scored against the truth", "Confounders", "Group maps", "Attribution quality", "Timings"):
+        assert section in html, section
+    for png in ("truth.png", "native_examples.png", "preprocessed_example.png", "saliency_vs_truth.png"):
         assert (out / "figures" / png).stat().st_size > 1000
         assert f"figures/{png}" in html
-    # a second run refuses to overwrite, --force re-runs
-    assert main(["--quiet", "demo", str(out), "--n-subjects", "8", "--voxel-size", "6"]) == 2
+    assert (out / "train" / "model.pt").exists() and (out / "saliency" / "group" / "scores_summary.tsv").exists()
+    assert (out / "confound" / "mask.json").exists() and (out / "evaluate" / "metrics.tsv").exists()
+    # a second run refuses to overwrite
+    assert main(["--quiet", "demo", str(out), "--n-subjects", "16"]) == 2

@@ -9,7 +9,7 @@ import typer
 
 def demo(
     out: Path = typer.Argument(Path("neurointerp-demo"), help="Output folder (created; must be empty unless --force)."),
-    n_subjects: int = typer.Option(24, help="Subjects in the synthetic cohort."),
+    n_subjects: int = typer.Option(40, help="Subjects in the synthetic cohort (at least 16)."),
     voxel_size: float = typer.Option(4.0, help="Voxel size in mm of the synthetic cohort."),
     seed: int = typer.Option(0, help="Random seed."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
