@@ -109,3 +109,28 @@ def test_image_on_another_grid_is_one_line(setup, tmp_path):
     test.to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(InputError, match=r"c.csv row 2: .*moved.nii.gz: affine differs from the model's grid"):
         run_saliency(root / "model.pt", tmp_path / "c.csv", tmp_path / "o")
+
+
+def test_maps_back_in_native_space_and_on_another_grid(tmp_path):
+    """--native takes maps through preprocess's inverse transform; --resample-to onto any grid."""
+    from neurointerp.preprocess.pipeline import run_preprocess
+
+    synth_brain(tmp_path / "data", n_subjects=2, voxel_size=6.0, seed=4)
+    result = run_preprocess(tmp_path / "data" / "cohort.csv", tmp_path / "prep", shape=16, brain_extraction="none", registration_resolution=6.0, qc=False)
+    first = load_image(read_cohort(result.table).images[0])
+    spec = InputSpec(first.shape, first.affine, space=SPACE)
+    torch.manual_seed(0)
+    model = ConvClassifier(spec.model_shape, channels=(4,), kernel_size=3, hidden=()).eval()
+    save_checkpoint(tmp_path / "m.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "test", {"participant_ids": []}, {}))
+    target = tmp_path / "data" / "truth" / f"space-{SPACE}_T1w.nii.gz"
+    out = run_saliency(tmp_path / "m.pt", result.table, tmp_path / "sal", method=["gradient"], native=True, resample_to=target, atlas="none")
+    for pid in read_cohort(result.table).participant_ids:
+        native_ref = load_image(tmp_path / "prep" / f"sub-{pid}" / "anat" / f"sub-{pid}_desc-brain_mask.nii.gz")
+        nat = load_image(out / f"sub-{pid}" / "anat" / f"sub-{pid}_desc-gradient_attribution.nii.gz", allow_empty=True)
+        assert nat.shape == native_ref.shape and np.array_equal(nat.affine, native_ref.affine)
+        inside = np.abs(nat.data[native_ref.data > 0]).mean()
+        outside = np.abs(nat.data[native_ref.data == 0]).mean()
+        assert inside > 3 * outside  # the map lands on the subject's brain
+        ref = load_image(target)
+        res = load_image(next((out / f"sub-{pid}" / "anat").glob("*_res-6mm_desc-gradient_attribution.nii.gz")), allow_empty=True)
+        assert res.shape == ref.shape and np.array_equal(res.affine, ref.affine)

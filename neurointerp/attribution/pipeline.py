@@ -112,6 +112,8 @@ def run_saliency(
     truth_mask: str | os.PathLike | None = None,
     atlas: str | None = "auto",
     labels: str | os.PathLike | None = None,
+    native: bool = False,
+    resample_to: str | os.PathLike | None = None,
     allow_train: bool = False,
     batch_size: int = 8,
     device: str = "auto",
@@ -127,7 +129,10 @@ def run_saliency(
     (default: each subject's predicted class). ``ground_truth`` is a NIfTI on the maps' grid or
     the name of a cohort column holding one per subject. ``atlas``: a registry atlas name or a
     label image (with ``labels``) for the region tables; ``auto`` is AAL2 for maps in MNI152
-    space, none otherwise; ``none`` turns them off.
+    space, none otherwise; ``none`` turns them off. ``native``: also write each map in the
+    subject's native T1w space, through the inverse transform that ``preprocess`` saved next
+    to the image. ``resample_to``: also write each map on the grid of that NIfTI file (e.g. the
+    1 mm template), trilinear.
     """
     import torch
 
@@ -175,6 +180,10 @@ def run_saliency(
             raise InputError(f"--confounder-mask needs gradient-based methods; {', '.join(bad)} cannot be partially back-propagated")
     table = read_cohort(cohort, require_label=False)
     check_not_trained(clf, table, allow_train)
+    target_grid = None
+    if resample_to is not None:
+        ref = load_image(resample_to, allow_empty=True)
+        target_grid = (ref.shape, ref.affine)
     truth_mask_data = None
     if truth_mask is not None:
         truth_mask_data = load_image(truth_mask, ndim=spec.ndim).data > 0
@@ -247,6 +256,7 @@ def run_saliency(
                     path = derivative_path(out, pid, "attribution", session=ses, space=spec.space, desc=method_desc(m))
                     save_image(full[j], vol.affine, path, header=vol.header, force=True)
                     write_sidecar(path, rec, force=True)
+                    main_map = full[j]
                 else:
                     path = derivative_path(out, pid, "attribution", session=ses, space=spec.space, desc=method_desc(m, True))
                     diff_path = derivative_path(out, pid, "attribution", session=ses, space=spec.space, desc=method_desc(m, suffix="cdiff"))
@@ -255,6 +265,19 @@ def run_saliency(
                     write_sidecar(diff_path, {**rec, "Map": "full minus confounder-free: where the confounder acted"}, force=True)
                     save_image(cfree[j], vol.affine, path, header=vol.header, force=True)
                     write_sidecar(path, rec, force=True)
+                    main_map = cfree[j]
+                desc = method_desc(m, cfree is not None)
+                if resample_to is not None:
+                    from neurointerp.atlases import resample_to_grid
+
+                    tshape, taff = target_grid
+                    res = f"{float(np.mean(np.sqrt((taff[:3, :3] ** 2).sum(axis=0)))):g}mm"
+                    rpath = derivative_path(out, pid, "attribution", session=ses, space=spec.space, res=res, desc=desc)
+                    save_image(resample_to_grid(main_map, vol.affine, tshape, taff), taff, rpath, force=True)
+                    write_sidecar(rpath, {**rec, "ResampledTo": {"path": str(Path(resample_to).resolve()), "shape": list(tshape)}, "Interpolation": "trilinear"}, force=True)
+                if native:
+                    npath, nrec = _to_native(out, pid, ses, desc, main_map, vol, spec.space)
+                    write_sidecar(npath, {**rec, **nrec}, force=True)
     missing = [i for i in range(len(table)) for m in methods if not _map_path(out, table, i, m, spec.space, gate_mask is not None, has_ses).exists()]
     if missing:
         info(f"saliency: {len(set(missing))} subjects of the cohort still lack maps (other array tasks); group outputs are written once all exist")
@@ -270,6 +293,24 @@ def run_saliency(
             atlas_data = resolve_atlas(name, spec.shape, spec.affine, labels=labels)
     write_group_outputs(out, table, methods, spec, clf, gate_mask is not None, has_ses, ground_truth, truth_mask_data, atlas=atlas_data)
     return out
+
+
+def _to_native(out: Path, pid: str, ses, desc: str, data, vol, space: str):
+    """Write a template-space map in native space with preprocess's inverse transform."""
+    from neurointerp.io import derivative_path, load_image, save_image
+    from neurointerp.preprocess.registration import to_native
+
+    folder = vol.path.parent
+    stem = f"sub-{pid}" + (f"_ses-{ses}" if ses else "")
+    inverse = folder / f"{stem}_from-{space}_to-T1w_mode-image_xfm.h5"
+    native_ref = folder / f"{stem}_desc-brain_mask.nii.gz"
+    if not inverse.exists() or not native_ref.exists():
+        raise InputError(f"{vol.path}: --native needs the transforms preprocess writes next to the image ({inverse.name} not found)")
+    ref = load_image(native_ref, allow_empty=True)
+    native_map = to_native(np.asarray(data, dtype=np.float32), vol.affine, str(inverse), ref.shape, ref.affine)
+    path = derivative_path(out, pid, "attribution", session=ses, desc=desc)
+    save_image(native_map, ref.affine, path, header=ref.header, force=True)
+    return path, {"Space": "T1w (native)", "Transform": str(inverse), "NativeGrid": str(native_ref)}
 
 
 def _map_path(out: Path, table, i: int, m: str, space: str, cfree: bool, has_ses: bool) -> Path:
