@@ -42,7 +42,8 @@ def test_every_method_runs_on_3d_and_keeps_the_grid(method):
     model = small3d(batch_norm=True)
     x = volumes()
     params = {"window": 4, "stride": 4} if method == "occlusion" else {"steps": 4} if method == "integrated-gradients" else {"samples": 3} if method == "smoothgrad" else {}
-    maps, record = attribute(model, x, method, **params)
+    regions = np.repeat(np.arange(1, 5), 3)[:, None, None] * np.ones((12, 12, 12), int) if method == "region-perturbation" else None
+    maps, record = attribute(model, x, method, regions=regions, **params)
     assert maps.shape == (3, 12, 12, 12) and maps.dtype == np.float32 and np.all(np.isfinite(maps))
     assert np.any(maps != 0)
     assert record["Method"] == method and record["TargetChoice"] == "predicted class"
@@ -102,6 +103,24 @@ def test_occlusion_equals_slow_reference_loop():
             cnt[a : a + 5, b : b + 5, c : c + 5] += 1
         ref[i] = acc / cnt
     assert np.allclose(maps, ref, atol=1e-5)
+
+
+def test_region_perturbation_gives_each_region_its_score_drop():
+    model = small3d(seed=2)
+    x = volumes(1, seed=3)
+    regions = np.zeros((12, 12, 12), int)
+    regions[:6] = 1
+    regions[6:, :6] = 2  # the rest is background (0): never occluded, attribution 0
+    maps, _ = attribute(model, x, "region-perturbation", target=1, regions=regions, fill=0.0)
+    with torch.inference_mode():
+        base = model(x)[0, 0].item()
+        for lab in (1, 2):
+            xo = x.clone()
+            xo[0, 0][torch.from_numpy(regions == lab)] = 0.0
+            assert np.allclose(maps[0][regions == lab], base - model(xo)[0, 0].item(), atol=1e-6)
+    assert np.all(maps[0][regions == 0] == 0)
+    with pytest.raises(InputError, match="needs an atlas"):
+        attribute(model, x, "region-perturbation")
 
 
 def test_occlusion_skips_windows_outside_the_mask():

@@ -51,11 +51,11 @@ def setup(tmp_path_factory):
 def test_maps_keep_the_grid_and_score_against_truth(setup):
     root = setup
     truth = root / "data" / "truth" / f"space-{SPACE}_desc-disease_logjacobian.nii.gz"
-    out = run_saliency(root / "model.pt", root / "test.csv", root / "out", method=["gradxinput", "integrated-gradients", "occlusion"], steps=8, window=4, stride=4, ground_truth=str(truth))
+    out = run_saliency(root / "model.pt", root / "test.csv", root / "out", method=["gradxinput", "integrated-gradients", "occlusion", "region-perturbation"], steps=8, window=4, stride=4, ground_truth=str(truth))
     test = read_cohort(root / "test.csv")
     for pid, img in zip(test.participant_ids, test.images):
         src = load_image(img)
-        for desc in ("gradxinput", "integratedgradients", "occlusion"):
+        for desc in ("gradxinput", "integratedgradients", "occlusion", "regionperturbation"):
             path = out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_desc-{desc}_attribution.nii.gz"
             m = load_image(path, allow_empty=True)
             assert m.shape == src.shape and np.array_equal(m.affine, src.affine)

@@ -11,6 +11,7 @@ METHOD_NAMES = (
     "integrated-gradients",
     "smoothgrad",
     "occlusion",
+    "region-perturbation",
     "lrp-epsilon",
     "lrp-alphabeta",
 )

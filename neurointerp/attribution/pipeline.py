@@ -180,6 +180,15 @@ def run_saliency(
             raise InputError(f"--confounder-mask needs gradient-based methods; {', '.join(bad)} cannot be partially back-propagated")
     table = read_cohort(cohort, require_label=False)
     check_not_trained(clf, table, allow_train)
+    atlas_data = None
+    if atlas is not None and str(atlas).lower() != "none" and spec.ndim == 3:
+        from neurointerp.atlases import resolve_atlas
+
+        name = "AAL2" if str(atlas).lower() == "auto" else atlas
+        if str(atlas).lower() != "auto" or spec.space.upper().startswith("MNI152"):
+            atlas_data = resolve_atlas(name, spec.shape, spec.affine, labels=labels)
+    if "region-perturbation" in methods and atlas_data is None:
+        raise InputError("--method region-perturbation needs an atlas on the model's grid (--atlas NAME, or --atlas img.nii.gz --labels t.tsv)")
     target_grid = None
     if resample_to is not None:
         ref = load_image(resample_to, allow_empty=True)
@@ -225,6 +234,8 @@ def run_saliency(
                 kw["mask"] = spec.crop_tensor(np.stack([vols[k].data != 0 for k in idx])).astype(bool)
             if m == "smoothgrad":
                 kw["seed"] = seed
+            if m == "region-perturbation":
+                kw["regions"] = spec.crop_tensor(atlas_data[0])
             maps, record = attribute(clf.model, xb, m, target=target_index, task=clf.task, score=score, batch_size=batch_size, **kw)
             full = spec.uncrop(maps)
             cfree = None
@@ -284,13 +295,6 @@ def run_saliency(
         return out
     from neurointerp.attribution.group import write_group_outputs
 
-    atlas_data = None
-    if atlas is not None and str(atlas).lower() != "none" and spec.ndim == 3:
-        from neurointerp.atlases import resolve_atlas
-
-        name = "AAL2" if str(atlas).lower() == "auto" else atlas
-        if str(atlas).lower() != "auto" or spec.space.upper().startswith("MNI152"):
-            atlas_data = resolve_atlas(name, spec.shape, spec.affine, labels=labels)
     write_group_outputs(out, table, methods, spec, clf, gate_mask is not None, has_ses, ground_truth, truth_mask_data, atlas=atlas_data)
     return out
 

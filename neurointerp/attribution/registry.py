@@ -42,6 +42,7 @@ def _registry() -> dict[str, Method]:
         Method("integrated-gradients", gradients.integrated_gradients, "integrated gradients (midpoint rule)", defaults={"baseline": "zeros", "steps": 32}),
         Method("smoothgrad", gradients.smoothgrad, "SmoothGrad, noise relative to the image's intensity range", defaults={"samples": 25, "noise_level": 0.15, "absolute": False, "seed": 0}),
         Method("occlusion", perturbation.occlusion, "sliding-window occlusion (mean score drop)", defaults={"window": 8, "stride": 4, "fill": 0.0}),
+        Method("region-perturbation", lambda f, x, t, regions, fill=0.0, batch_size=32: perturbation.region_perturbation(f, x, t, regions, fill=fill, batch_size=batch_size)[0], "each atlas region occluded in turn (score drop per region)", defaults={"fill": 0.0}),
         Method("lrp-epsilon", lambda f, x, t, model, **kw: lrp.lrp(f, x, t, model, rule="epsilon", **kw), "LRP, epsilon rule", needs_model=True, defaults={"epsilon": 0.01}),
         Method("lrp-alphabeta", lambda f, x, t, model, **kw: lrp.lrp(f, x, t, model, rule="alphabeta", **kw), "LRP, alpha-beta rule", needs_model=True, defaults={"alpha": 2.0, "beta": 1.0}),
     ]
@@ -74,6 +75,7 @@ def attribute(
     task: str = "binary",
     score: str = "logit",
     mask=None,
+    regions=None,
     batch_size: int = 16,
     **params: Any,
 ):
@@ -81,6 +83,7 @@ def attribute(
 
     ``target``: class index (or one per sample); None explains the predicted class.
     ``mask``: brain mask (``spatial`` or ``(N, *spatial)``) -- occlusion skips windows outside it.
+    ``regions``: integer atlas labels on the input grid, for ``region-perturbation``.
     Other keyword arguments are the method's parameters (see :data:`methods`).
     """
     import torch
@@ -103,6 +106,10 @@ def attribute(
         kwargs = dict(full)
         if method == "occlusion":
             kwargs.update(mask=mask, batch_size=max(batch_size, 32), model=model, task=task, score=score)
+        if method == "region-perturbation":
+            if regions is None:
+                raise InputError("region-perturbation needs an atlas (--atlas)")
+            kwargs.update(regions=np.asarray(regions), batch_size=max(batch_size, 32))
         else:
             kwargs["batch_size"] = batch_size
         if m.needs_model:

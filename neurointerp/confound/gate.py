@@ -22,7 +22,7 @@ from neurointerp.attribution.names import METHOD_NAMES
 from neurointerp.errors import InputError
 
 # every method that back-propagates a gradient (perturbation methods and LRP cannot be gated)
-GRADIENT_METHODS = tuple(m for m in METHOD_NAMES if m != "occlusion" and not m.startswith("lrp"))
+GRADIENT_METHODS = tuple(m for m in METHOD_NAMES if m not in ("occlusion", "region-perturbation") and not m.startswith("lrp"))
 
 
 def layer_module(model: nn.Module, layer: str | None) -> nn.Module:
