@@ -19,7 +19,9 @@ from neurointerp.cli import demo as demo_cli
 from neurointerp.cli import evaluate as evaluate_cli
 from neurointerp.cli import group_map as group_map_cli
 from neurointerp.cli import preprocess as preprocess_cli
+from neurointerp.cli import jacobian as jacobian_cli
 from neurointerp.cli import saliency as saliency_cli
+from neurointerp.cli import simulate as simulate_cli
 from neurointerp.cli import synth as synth_cli
 from neurointerp.cli import train as train_cli
 
@@ -62,6 +64,8 @@ app.command("preprocess")(preprocess_cli.preprocess)
 app.command("train")(train_cli.train)
 app.command("saliency")(saliency_cli.saliency)
 app.command("confound-test")(confound_test_cli.confound_test)
+app.add_typer(simulate_cli.app, name="simulate")
+app.command("jacobian")(jacobian_cli.jacobian)
 app.command("group-map")(group_map_cli.group_map)
 app.command("evaluate")(evaluate_cli.evaluate)
 app.command("demo")(demo_cli.demo)

@@ -1,0 +1,103 @@
+"""Simulator checkpoints: one self-describing file, loaded with ``torch.load(weights_only=True)``.
+
+Contents (plain containers and tensors only):
+
+``format`` (``neurointerp-simulator``), ``format_version``, ``tool_version``
+``architecture``  ``{"name": "condconv-unet" | "unet-pair", "params": Simulator.config}``
+``state_dict``    the weights
+``input``         the classifier's :class:`~neurointerp.models.inputs.InputSpec` (grid shape, affine,
+                  space, normalisation, crop); the simulator works on the classifier's input
+``classifier``    ``{"sha256", "path", "classes", "space"}`` of the frozen classifier it was trained against
+``tasks``         ``{"0": "inject <positive class>", "1": "remove <positive class>"}``
+``training``      losses' weights (delta, lambda_phi, lambda_cycle), epochs, lr, seed, participant ids
+``metrics``       per-epoch history
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neurointerp._version import __version__
+from neurointerp.errors import InputError
+
+FORMAT = "neurointerp-simulator"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LoadedSimulator:
+    model: Any  # Simulator, eval mode
+    spec: Any  # InputSpec
+    meta: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.model.mode
+
+    @property
+    def classifier_sha256(self) -> str | None:
+        return self.meta.get("classifier", {}).get("sha256")
+
+
+def simulator_dict(model, spec, classifier: dict[str, Any], training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    from neurointerp.models.checkpoint import _plain
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tool_version": __version__,
+        "architecture": {"name": "condconv-unet" if model.config["condconv"] else "unet-pair", "params": _plain(model.config)},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "input": spec.to_dict(),
+        "classifier": _plain(classifier),
+        "tasks": {"0": "inject", "1": "remove"},
+        "training": _plain(training),
+        "metrics": _plain(metrics),
+    }
+
+
+def save_simulator(path: str | os.PathLike, contents: dict[str, Any]) -> Path:
+    from neurointerp.models.checkpoint import save_checkpoint
+
+    return save_checkpoint(path, contents)
+
+
+def load_simulator(path: str | os.PathLike, device: str = "cpu") -> LoadedSimulator:
+    """Load a simulator checkpoint safely (``weights_only=True``), eval mode, on ``device``."""
+    import pickle
+
+    import torch
+
+    from neurointerp.models.inputs import InputSpec
+    from neurointerp.simulate.unet import Simulator
+    from neurointerp.train.device import resolve_device
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: simulator checkpoint not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a simulator checkpoint (simulator.pt)")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(f"{path}: refused to load: the file holds objects other than tensors and plain data") from exc
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable checkpoint ({text[:160]})") from exc
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise InputError(f"{path}: not a neurointerp simulator checkpoint (no '{FORMAT}' format tag)")
+    if not isinstance(obj.get("format_version"), int) or obj["format_version"] > FORMAT_VERSION:
+        raise InputError(f"{path}: simulator format version {obj.get('format_version')} is newer than this neurointerp supports")
+    try:
+        model = Simulator.from_config(obj["architecture"]["params"])
+        model.load_state_dict(obj["state_dict"])
+    except (TypeError, KeyError, RuntimeError, ValueError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: simulator weights do not match its architecture ({text[:160]})") from exc
+    model.to(resolve_device(device)).eval()
+    meta = {k: v for k, v in obj.items() if k != "state_dict"}
+    return LoadedSimulator(model=model, spec=InputSpec.from_dict(obj["input"]), meta=meta, path=path)

@@ -1,0 +1,142 @@
+"""Spatial transformer and the displacement-field convention.
+
+Convention (inside neurointerp)
+-------------------------------
+A displacement field ``u`` on a grid of shape ``S`` has shape ``(ndim, *S)`` (batched:
+``(N, ndim, *S)``); ``u[i]`` is the displacement along voxel axis ``i``, in voxels. Warping is
+a pull-back with linear interpolation::
+
+    X_hat(v) = X(v + u(v))          (zero outside the grid)
+
+-- the convention of VoxelMorph's spatial transformer (the paper's [15]).
+
+On disk (ITK / ANTs compatible)
+-------------------------------
+:func:`save_field` writes the same map as an ITK displacement field: a NIfTI vector image of
+shape ``(X, Y, Z, 1, 3)`` (``intent_code`` 1007, *vector*), on the image's grid and affine,
+whose vectors are **physical displacements in millimetres in ITK's LPS world frame**
+(``d_LPS = diag(-1, -1, 1) @ A[:3, :3] @ u``, with ``A`` the NIfTI affine). ITK/ANTs read it as
+a displacement-field transform ``T(p) = p + d(p)`` mapping a point of the output (fixed) grid to
+the input (moving) image, so ``ants.apply_transforms(fixed=X, moving=X, transformlist=[field])``
+reproduces the simulated image, and ``ants.create_jacobian_determinant_image`` gives the
+Jacobian determinant of the simulated deformation. A 2D field (32x32x1 slices) is written with
+three components, the third zero.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from neurointerp.errors import InputError
+
+LPS = np.array([-1.0, -1.0, 1.0])
+INTENT_VECTOR = 1007
+
+
+def identity_grid(shape, device=None, dtype=None):
+    """Voxel coordinates ``(ndim, *shape)``."""
+    import torch
+
+    axes = [torch.arange(s, device=device, dtype=dtype or torch.float32) for s in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
+def warp(image, field, padding_mode: str = "zeros"):
+    """Pull ``image`` ``(N, C, *S)`` back through ``field`` ``(N, ndim, *S)`` (voxels), linear interpolation."""
+    import torch
+    import torch.nn.functional as F
+
+    shape = image.shape[2:]
+    ndim = len(shape)
+    if field.shape[1] != ndim or tuple(field.shape[2:]) != tuple(shape):
+        raise ValueError(f"field of shape {tuple(field.shape)} does not match image {tuple(image.shape)}")
+    loc = identity_grid(shape, device=field.device, dtype=field.dtype)[None] + field
+    size = torch.tensor([max(s - 1, 1) for s in shape], device=field.device, dtype=field.dtype)
+    norm = 2.0 * loc / size.reshape(1, ndim, *([1] * ndim)) - 1.0
+    # grid_sample wants (N, *S, ndim) with the last voxel axis first
+    grid = norm.permute(0, *range(2, ndim + 2), 1).flip(-1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+
+
+def voxel_to_world(field: np.ndarray, affine: np.ndarray, lps: bool = True) -> np.ndarray:
+    """``(ndim, *S)`` voxel displacements -> ``(*S, 3)`` world displacements in mm (LPS by default)."""
+    field = np.asarray(field, dtype=np.float64)
+    ndim = field.shape[0]
+    a = np.asarray(affine, dtype=np.float64)[:3, :ndim]
+    world = np.einsum("ri,i...->...r", a, field)
+    return world * LPS if lps else world
+
+
+def world_to_voxel(world: np.ndarray, affine: np.ndarray, ndim: int, lps: bool = True) -> np.ndarray:
+    """``(*S, 3)`` world displacements (mm, LPS by default) -> ``(ndim, *S)`` voxel displacements."""
+    world = np.asarray(world, dtype=np.float64)
+    if lps:
+        world = world * LPS
+    inv = np.linalg.inv(np.asarray(affine, dtype=np.float64)[:3, :3])
+    vox = np.einsum("ir,...r->i...", inv, world)
+    return vox[:ndim]
+
+
+def save_field(field: np.ndarray, affine: np.ndarray, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write a voxel displacement field ``(ndim, *S)`` as an ITK displacement field (see module doc)."""
+    import nibabel as nib
+
+    from neurointerp.io.atomic import atomic_path, check_writable
+
+    path = Path(path)
+    check_writable(path, force=force)
+    ndim = field.shape[0]
+    world = voxel_to_world(field, affine).astype(np.float32)  # (*S, 3)
+    spatial = world.shape[:-1] + (1,) * (3 - ndim)
+    data = world.reshape(spatial + (1, 3))
+    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    img.header.set_intent(INTENT_VECTOR, (), name="ITK displacement")
+    img.header.set_xyzt_units("mm")
+    img.header.set_sform(np.asarray(affine), code=1)
+    img.header.set_qform(np.asarray(affine), code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def load_field(path: str | os.PathLike, ndim: int = 3, shape=None, affine=None):
+    """Read a displacement field written by :func:`save_field` (or by ANTs/ITK).
+
+    Returns ``(field (ndim, *S) in voxels, affine)``. With ``shape``/``affine`` given, the
+    field's grid must match them. Raises :class:`InputError` with one line naming the file.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: displacement field not found")
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float64)
+    except Exception as exc:  # not a NIfTI
+        raise InputError(f"{path}: not a readable NIfTI displacement field ({str(exc).splitlines()[0][:120]})") from exc
+    aff = np.asarray(img.affine, dtype=np.float64)
+    # accept (X, Y, Z, 1, C) and (X, Y, Z, C) layouts
+    if data.ndim == 5 and data.shape[3] == 1:
+        data = data[:, :, :, 0, :]
+    if data.ndim != 4 or data.shape[-1] not in (2, 3):
+        raise InputError(
+            f"{path}: shape {'x'.join(map(str, img.shape))} is not a displacement field "
+            "(expected X x Y x Z x 1 x 3, an ITK/ANTs vector image)"
+        )
+    if data.shape[-1] == 2:
+        data = np.concatenate([data, np.zeros(data.shape[:-1] + (1,))], axis=-1)
+    spatial = data.shape[:3]
+    if ndim == 2:
+        if spatial[2] != 1:
+            raise InputError(f"{path}: expected a 2D field (X x Y x 1 x 1 x 3), got spatial shape {'x'.join(map(str, spatial))}")
+        spatial = spatial[:2]
+    world = data.reshape(tuple(spatial) + (3,))
+    if shape is not None and tuple(int(s) for s in shape) != tuple(spatial):
+        raise InputError(f"{path}: field grid {'x'.join(map(str, spatial))} differs from the image grid {'x'.join(map(str, shape))}")
+    if affine is not None and not np.allclose(aff, np.asarray(affine, float), atol=1e-3):
+        raise InputError(f"{path}: field affine differs from the image's affine")
+    return world_to_voxel(world, aff, ndim), aff
