@@ -7,21 +7,9 @@ from typing import Optional
 
 import typer
 
-from neurointerp.errors import InputError
+from neurointerp.cli._options import int_list as _ints
 
 app = typer.Typer(help="Cycle-consistent simulators that inject/remove the pattern a classifier learned (CondConv U-Net).", no_args_is_help=True)
-
-
-def _ints(text: Optional[str], option: str) -> Optional[list[int]]:
-    if text is None or not text.strip():
-        return None
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise InputError(f"{option} {text}: expected comma-separated whole numbers, e.g. 16,32,64") from None
-    if not values or any(v < 1 for v in values):
-        raise InputError(f"{option} {text}: numbers must be at least 1")
-    return values
 
 
 @app.command("train")

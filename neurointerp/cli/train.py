@@ -7,19 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from neurointerp.errors import InputError
-
-
-def _ints(text: Optional[str], option: str) -> Optional[list[int]]:
-    if text is None or not text.strip():
-        return None
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise InputError(f"{option} {text}: expected comma-separated whole numbers, e.g. 16,32,64,16") from None
-    if not values or any(v < 1 for v in values):
-        raise InputError(f"{option} {text}: numbers must be at least 1")
-    return values
+from neurointerp.cli._options import int_list as _ints
 
 
 def train(
