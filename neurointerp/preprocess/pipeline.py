@@ -391,12 +391,7 @@ def run_preprocess(
     grid_shape, grid_affine = tpl.grid(shape=grid_shape_in, voxel_size=voxel_size)
     subjects, cohort = _subjects(input_path)
 
-    parameters = {
-        "template": tpl.source,
-        "template_mask": str(Path(template_mask).resolve()) if template_mask else None,
-        "space": tpl.space,
-        "shape": list(grid_shape),
-        "voxel_size": float(grid_affine[0, 0]),
+    steps = {
         "reorient": bool(reorient),
         "n4": bool(n4),
         "n4_resolution": float(n4_resolution),
@@ -407,21 +402,21 @@ def run_preprocess(
         "qc": bool(qc),
         "seed": int(seed),
     }
+    parameters = {
+        "template": tpl.source,
+        "template_mask": str(Path(template_mask).resolve()) if template_mask else None,
+        "space": tpl.space,
+        "shape": list(grid_shape),
+        "voxel_size": float(grid_affine[0, 0]),
+        **steps,
+    }
     settings = {
         "template": template,
         "template_mask": str(Path(template_mask).resolve()) if template_mask else None,
         "space": space,
         "grid_shape": list(grid_shape),
         "grid_affine": grid_affine.tolist(),
-        "reorient": bool(reorient),
-        "n4": bool(n4),
-        "n4_resolution": float(n4_resolution),
-        "denoise": bool(denoise),
-        "brain_extraction": method,
-        "registration": registration,
-        "registration_resolution": float(registration_resolution),
-        "qc": bool(qc),
-        "seed": int(seed),
+        **steps,
         "threads": threads,
         "parameters": parameters,
     }
