@@ -220,9 +220,7 @@ def run_saliency(
         chunk = rows[start : start + batch_size]
         vols = []
         for i in chunk:
-            vol = load_image(table.images[i], ndim=spec.ndim)
-            spec.check_grid(vol.shape, vol.affine, where=f"{table.path} row {table.rows[i]}: {vol.path}")
-            vols.append(vol)
+            vols.append(spec.load_row(table, i))
         x = clf.prepare(np.stack([v.data for v in vols]))
         for m in methods:
             idx = [k for k, i in enumerate(chunk) if (i, m) in todo_set]

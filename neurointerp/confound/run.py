@@ -36,7 +36,7 @@ def run_confound_test(
     """Test every feature for confounding; returns the path of ``mask.json``. Same arguments as the CLI."""
     from neurointerp.confound.gate import layer_features
     from neurointerp.confound.glm import confound_glm
-    from neurointerp.io import check_writable, load_image, prepare_output_dir, provenance, read_cohort, sha256, write_json, write_table
+    from neurointerp.io import check_writable, prepare_output_dir, provenance, read_cohort, sha256, write_json, write_table
     from neurointerp.models.checkpoint import load_checkpoint
     from neurointerp.progress import info, track
     from neurointerp.train.device import set_threads
@@ -75,9 +75,7 @@ def run_confound_test(
     for start in track(range(0, len(table), batch_size), description="features", total=(len(table) + batch_size - 1) // batch_size):
         vols = []
         for i in range(start, min(start + batch_size, len(table))):
-            vol = load_image(table.images[i], ndim=clf.spec.ndim)
-            clf.spec.check_grid(vol.shape, vol.affine, where=f"{table.path} row {table.rows[i]}: {vol.path}")
-            vols.append(vol.data)
+            vols.append(clf.spec.load_row(table, i).data)
         f, o = layer_features(clf.model, clf.prepare(np.stack(vols)), layer=layer, batch_size=batch_size)
         feats.append(f)
         outs.append(o)

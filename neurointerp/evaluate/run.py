@@ -45,7 +45,7 @@ def run_evaluate(
     import torch
 
     from neurointerp.attribution.core import score_function
-    from neurointerp.attribution.pipeline import _truth_for, check_not_trained, method_desc
+    from neurointerp.attribution.pipeline import _truth_for, check_not_trained
     from neurointerp.attribution.registry import attribute, get_method
     from neurointerp.evaluate.fidelity import continuity, deletion_auc, deletion_curve, infidelity, max_sensitivity
     from neurointerp.evaluate.metrics import mass_in_mask, ncc
@@ -83,9 +83,7 @@ def run_evaluate(
 
     vols = []
     for i in range(len(table)):
-        vol = load_image(table.images[i], ndim=clf.spec.ndim)
-        clf.spec.check_grid(vol.shape, vol.affine, where=f"{table.path} row {table.rows[i]}: {vol.path}")
-        vols.append(vol.data)
+        vols.append(clf.spec.load_row(table, i).data)
     x = clf.prepare(np.stack(vols))
     brain = torch.as_tensor(clf.spec.crop_tensor(np.stack(vols)) != 0)[:, None].to(x.device)
     if not brain.any():

@@ -100,6 +100,14 @@ class InputSpec:
         if not np.allclose(np.asarray(affine, float), self.affine, atol=atol):
             raise InputError(f"{where}: affine differs from the model's grid (space {self.space}); resample the image first")
 
+    def load_row(self, cohort, i: int):
+        """Load row ``i`` of a cohort table, refusing an image off the model's grid (naming the row)."""
+        from neurointerp.io import load_image
+
+        vol = load_image(cohort.images[i], ndim=self.ndim)
+        self.check_grid(vol.shape, vol.affine, where=f"{cohort.path} row {cohort.rows[i]}: {vol.path}")
+        return vol
+
     def normalise_array(self, data: np.ndarray) -> np.ndarray:
         """Intensity normalisation of arrays ``(..., *shape)`` on the full grid (float32)."""
         data = np.asarray(data, dtype=np.float32)
