@@ -21,6 +21,7 @@ from neurointerp.cli import group_map as group_map_cli
 from neurointerp.cli import preprocess as preprocess_cli
 from neurointerp.cli import jacobian as jacobian_cli
 from neurointerp.cli import saliency as saliency_cli
+from neurointerp.cli import segment_bg as segment_bg_cli
 from neurointerp.cli import simulate as simulate_cli
 from neurointerp.cli import synth as synth_cli
 from neurointerp.cli import train as train_cli
@@ -68,6 +69,7 @@ app.add_typer(simulate_cli.app, name="simulate")
 app.command("jacobian")(jacobian_cli.jacobian)
 app.command("group-map")(group_map_cli.group_map)
 app.command("evaluate")(evaluate_cli.evaluate)
+app.add_typer(segment_bg_cli.app, name="segment-bg")
 app.command("demo")(demo_cli.demo)
 
 

@@ -71,3 +71,29 @@ def brain(
         force=force,
     )
     info(f"wrote {table}")
+
+
+@app.command("rodent")
+def rodent(
+    out: Path = typer.Argument(..., help="Output folder (created; must be empty unless --force)."),
+    n_animals: int = typer.Option(10, help="Number of animals (one acquisition each)."),
+    shape: str = typer.Option("64,64,16", help="Grid nx,ny,n_slices (slices along the third axis)."),
+    max_shift: float = typer.Option(6.0, help="Largest in-plane translation between acquisitions, in voxels."),
+    artefacts: bool = typer.Option(True, "--artefacts/--no-artefacts", help="Bright artefacts outside the brain (muscle arcs, blobs)."),
+    noise: float = typer.Option(0.03, help="Rician noise sd (tissue intensities: WM 0.45, GM 0.65, CSF 1.0)."),
+    test_fraction: float = typer.Option(0.2, help="Share of the animals in test.csv (the rest in train.csv)."),
+    seed: int = typer.Option(0, help="Random seed (the output is identical for the same seed)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
+) -> None:
+    """Rodent brain slices with WM/GM/CSF labels, brain masks, bright artefacts and random translations (segment-bg)."""
+    from neurointerp.cli._options import int_list
+    from neurointerp.errors import InputError
+    from neurointerp.progress import info
+    from neurointerp.synth.rodent import synth_rodent
+
+    grid = int_list(shape, "--shape")
+    if grid is None or len(grid) != 3:
+        raise InputError(f"--shape {shape}: expected three numbers nx,ny,n_slices, e.g. 64,64,16")
+    table = synth_rodent(out, n_animals=n_animals, shape=tuple(grid), max_shift=max_shift, artefacts=artefacts, noise=noise, test_fraction=test_fraction, seed=seed, force=force)
+    info(f"wrote {table}")
+
