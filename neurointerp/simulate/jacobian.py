@@ -25,12 +25,14 @@ template, as the group-level maps of papers/simulator-networks-jacobian.txt §4.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from neurointerp.errors import InputError, NeurointerpError
+from neurointerp.io.derivatives import bids_name, sidecar_path
 
 LOG_FLOOR = 0.001
 
@@ -70,8 +72,26 @@ def _field_ndim(path) -> int:
     return 2 if len(shape) >= 3 and shape[2] == 1 else 3
 
 
+def _read_table(path: Path):
+    import pandas as pd
+
+    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable table ({str(exc).splitlines()[0][:120]})") from exc
+
+
+def _resolve(value: str, folder: Path) -> Path:
+    """A table's path: absolute, relative to the table's folder, or else to the working directory."""
+    p = Path(value)
+    if p.is_absolute() or (folder / p).exists() or not p.exists():
+        return p if p.is_absolute() else folder / p
+    return p
+
+
 def _read_inputs(inputs, field_column: str, image_column: str):
-    """One field file, or a table -> list of dicts (participant_id, direction, field, image)."""
+    """One field file, a table, or a `simulate apply` folder -> list of dicts (participant_id, direction, field, image)."""
     import pandas as pd
 
     from neurointerp.io import is_nifti_path
@@ -81,28 +101,33 @@ def _read_inputs(inputs, field_column: str, image_column: str):
         raise InputError(f"{inputs}: not found")
     if is_nifti_path(inputs):
         return [{"participant_id": None, "direction": None, "field": inputs, "image": None}], inputs.parent
-    sep = "\t" if inputs.suffix.lower() in (".tsv", ".txt") else ","
-    try:
-        frame = pd.read_csv(inputs, sep=sep, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise InputError(f"{inputs}: not a readable table ({str(exc).splitlines()[0][:120]})") from exc
+    if inputs.is_dir():  # a `simulate apply` folder: fields.tsv, or the parts its array tasks wrote
+        tables = [inputs / "fields.tsv"] if (inputs / "fields.tsv").exists() else sorted(inputs.glob("fields-part*of*.tsv"))
+        if not tables:
+            raise InputError(f"{inputs}: a folder without fields.tsv or fields-part*.tsv (give a field, a table, or a `simulate apply` folder)")
+        frame = pd.concat([_read_table(t) for t in tables], ignore_index=True).drop_duplicates()
+        folder, where = inputs, tables[0]
+    else:
+        frame = _read_table(inputs)
+        folder, where = inputs.parent, inputs
     for col in ("participant_id", field_column):
         if col not in frame.columns:
-            raise InputError(f"{inputs}: no column '{col}' (columns: {', '.join(frame.columns)})")
+            raise InputError(f"{where}: no column '{col}' (columns: {', '.join(frame.columns)})")
+    if inputs.is_dir():  # one order whichever task wrote which part (array tasks of jacobian share rows)
+        order = ["participant_id"] + (["direction"] if "direction" in frame.columns else [])
+        frame = frame.sort_values(order, kind="stable").reset_index(drop=True)
     rows = []
     for k, r in frame.iterrows():
-        f = Path(r[field_column])
-        f = f if f.is_absolute() else inputs.parent / f
+        f = _resolve(r[field_column], folder)
         if not f.exists():
-            raise InputError(f"{inputs} row {k + 2}: field '{r[field_column]}' not found")
+            raise InputError(f"{where} row {k + 2}: field '{r[field_column]}' not found")
         img = None
         if image_column in frame.columns and r[image_column]:
-            img = Path(r[image_column])
-            img = img if img.is_absolute() else inputs.parent / img
+            img = _resolve(r[image_column], folder)
         rows.append({"participant_id": str(r["participant_id"]), "direction": (r.get("direction") or None), "field": f, "image": img})
     if not rows:
         raise InputError(f"{inputs}: the table lists no fields")
-    return rows, inputs.parent
+    return rows, folder
 
 
 def jacobian_maps(
@@ -118,6 +143,8 @@ def jacobian_maps(
     clamp: bool = True,
     threads: int | None = None,
     seed: int = 0,
+    array_index: int | None = None,
+    array_size: int | None = None,
     force: bool = False,
 ) -> Path:
     """Jacobian determinant and log-determinant maps of displacement fields, and group means.
@@ -131,25 +158,38 @@ def jacobian_maps(
 
     Group maps need all fields on one grid; with ``template`` and ``register`` each subject's
     ``image`` is first aligned to the template with ANTs SyN and its log-Jacobian map resampled
-    into template space (linear); with ``template`` alone the fields must lie on its grid.
-    Returns the output folder. Same arguments as ``neurointerp jacobian``.
+    into template space (linear; kept as ``..._desc-<direction>registered_logjacobian``); with
+    ``template`` alone the fields must lie on its grid.
+
+    SLURM arrays: task ``array_index`` of ``array_size`` (default ``$SLURM_ARRAY_TASK_ID``,
+    ``$SLURM_ARRAY_TASK_COUNT``) takes rows ``array_index, array_index + array_size, ...``.
+    Subjects whose maps exist from the same field, image and parameters are skipped (unless
+    ``force``), so a resubmitted array finishes only what is missing; the task that finds every
+    subject done writes ``jacobian.tsv`` and the group means. Threads default to
+    ``$SLURM_CPUS_PER_TASK``. Returns the output folder. Same arguments as ``neurointerp jacobian``.
     """
-    params = {k: v for k, v in locals().items() if k != "force"}
+    params = {k: v for k, v in locals().items() if k not in ("force", "array_index", "array_size")}
+    import nibabel as nib
     import pandas as pd
 
+    from neurointerp.cluster import array_share
     from neurointerp.io import (
-        bids_name,
-        derivative_path,
+        add_bidsignore,
         load_image,
         prepare_output_dir,
         provenance,
         save_image,
+        write_dataset_description,
+        write_json,
         write_sidecar,
         write_table,
     )
-    from neurointerp.progress import track
+    from neurointerp.progress import info, track
     from neurointerp.simulate.warp import load_field
 
+    if threads is None:
+        env = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+        threads = int(env) if env.isdigit() and int(env) > 0 else None
     if threads is not None:
         if threads < 1:
             raise InputError(f"--threads {threads}: must be at least 1")
@@ -157,6 +197,7 @@ def jacobian_maps(
     if register and template is None:
         raise InputError("--register needs --template (the image to align the subjects to)")
     rows, base = _read_inputs(inputs, field_column, image_column)
+    share = array_share(len(rows), array_index, array_size)
     tpl = None
     if template is not None:
         tpl = load_image(template, ndim=3)
@@ -164,12 +205,19 @@ def jacobian_maps(
         missing = [r for r in rows if r["image"] is None]
         if missing:
             raise InputError(f"{inputs}: --register needs an '{image_column}' column with each subject's image (missing for {missing[0]['participant_id']})")
-    out = prepare_output_dir(out, force=force, marker="jacobian.tsv")
+    # a run's folder is marked at once (jacobian.json), so array tasks starting together can share it
+    marker = "jacobian.tsv" if (Path(out) / "jacobian.tsv").exists() else "jacobian.json"
+    out = prepare_output_dir(out, force=force, marker=marker)
+    write_json(out / "jacobian.json", provenance("jacobian", params, inputs=[inputs] if Path(inputs).is_file() else []), force=True)
+    write_dataset_description(out, "neurointerp jacobian", "Jacobian determinant maps of displacement fields")
+    add_bidsignore(out, ["*_jacobian.nii.gz", "*_jacobian.json", "*_logjacobian.nii.gz", "*_logjacobian.json", "jacobian.*", "group/"])
     space = space or ((_space_of(template) or "template") if tpl is not None else None)
-    sums: dict[str, list] = {}
-    summary = []
-    ref_grid = None
-    for r in track(rows, description="jacobian", total=len(rows)):
+    same = _comparable(provenance("jacobian", params)["Parameters"])
+    for k in track(share, description="jacobian", total=len(share)):
+        r = rows[k]
+        paths = _paths(out, r, space if register else None)
+        if not force and _complete(paths, r, same):
+            continue
         ndim = _field_ndim(r["field"])
         shape = affine = None
         if r["image"] is not None:
@@ -184,29 +232,37 @@ def jacobian_maps(
             logdet, det = -logdet, np.exp(-logdet)
         det, logdet = det.astype(np.float32), logdet.astype(np.float32)
         pid, d = r["participant_id"], r["direction"]
-        if pid is None:
-            stem = Path(r["field"]).name.split(".nii")[0]
-            stem = stem[:-4] if stem.endswith("_xfm") else stem
-            paths = {"jacobian": out / f"{stem}_jacobian.nii.gz", "logjacobian": out / f"{stem}_logjacobian.nii.gz"}
-        else:
-            paths = {k: derivative_path(out, pid, k, desc=d, space=_space_of(r["field"])) for k in ("jacobian", "logjacobian")}
+        if pid is not None and not register and tpl is not None and (tuple(logdet.shape) != tuple(tpl.shape) or not np.allclose(aff, tpl.affine, atol=1e-3)):
+            raise InputError(f"{r['field']}: not on the template grid {'x'.join(map(str, tpl.shape))}; add --register to align subjects first")
         ext = (1,) if ndim == 2 else ()
-        record = provenance("jacobian", params, inputs=[r["field"]] + ([r["image"]] if r["image"] else []), FoldedVoxels=folded, Clamp={"determinant_min": 0.0, "log_floor": LOG_FLOOR} if clamp else None, Method="4th-order central differences, replicated borders (as ANTs CreateJacobianDeterminantImage)", Inverse=bool(inverse), Meaning=("volume change from the input image to the warped image (inverse mapping: 1/det, -log det)" if inverse else "determinant of the displacement-field transform T(p) = p + d(p), as ANTs"))
+        summary = {"participant_id": pid or "", "direction": d or "", "field": str(r["field"]), "mean_logjacobian": float(logdet.mean()), "min_jacobian": float(det.min()), "max_jacobian": float(det.max()), "folded_voxels": folded}
+        record = provenance("jacobian", params, inputs=[r["field"]] + ([r["image"]] if r["image"] else []), FoldedVoxels=folded, Clamp={"determinant_min": 0.0, "log_floor": LOG_FLOOR} if clamp else None, Method="4th-order central differences, replicated borders (as ANTs CreateJacobianDeterminantImage)", Inverse=bool(inverse), Meaning=("volume change from the input image to the warped image (inverse mapping: 1/det, -log det)" if inverse else "determinant of the displacement-field transform T(p) = p + d(p), as ANTs"), Summary=summary)
+        if register and pid is not None:
+            registered = _to_template(logdet, aff, r["image"], template, out, pid, seed).astype(np.float32)
+            save_image(registered, tpl.affine, paths["registered"], force=True)
+            write_sidecar(paths["registered"], {**record, "Space": space, "Registration": {"template": str(template), "transform": "SyN", "interpolation": "linear"}}, force=True)
         save_image(det.reshape(det.shape + ext), aff, paths["jacobian"], force=True)
+        write_sidecar(paths["jacobian"], record, force=True)
         save_image(logdet.reshape(logdet.shape + ext), aff, paths["logjacobian"], force=True)
-        for p in paths.values():
-            write_sidecar(p, record, force=True)
-        summary.append({"participant_id": pid or "", "direction": d or "", "field": str(r["field"]), "mean_logjacobian": float(logdet.mean()), "min_jacobian": float(det.min()), "max_jacobian": float(det.max()), "folded_voxels": folded})
-        # group accumulation (streaming: one running sum per direction)
-        if pid is None:
+        write_sidecar(paths["logjacobian"], record, force=True)  # written last: marks the subject done
+
+    # the task that finds every subject done writes the table and the group means
+    pending = [r for r in rows if not _complete(_paths(out, r, space if register else None), r, same)]
+    if pending:
+        info(f"jacobian: {len(pending)} of {len(rows)} fields still lack maps (other array tasks); jacobian.tsv and group means are written once all exist")
+        return out
+    summary, sums, ref_grid = [], {}, None
+    for r in rows:
+        paths = _paths(out, r, space if register else None)
+        summary.append(json.loads(sidecar_path(paths["logjacobian"]).read_text())["Summary"])
+        if r["participant_id"] is None:
             continue
-        if register:
-            group_map, g_aff = _to_template(logdet, aff, r["image"], template, out, pid, seed), tpl.affine
-        else:
-            group_map, g_aff = logdet, aff
-            if tpl is not None and (tuple(logdet.shape) != tuple(tpl.shape) or not np.allclose(aff, tpl.affine, atol=1e-3)):
-                raise InputError(f"{r['field']}: not on the template grid {'x'.join(map(str, tpl.shape))}; add --register to align subjects first")
-        key = d or "all"
+        img = nib.load(str(paths["registered" if register else "logjacobian"]))
+        group_map, g_aff = np.asarray(img.dataobj, np.float64), img.affine
+        ext = ()
+        if _field_ndim(r["field"]) == 2:
+            group_map, ext = group_map.reshape(group_map.shape[:2]), (1,)
+        key = r["direction"] or "all"
         grid = (tuple(group_map.shape), np.round(np.asarray(g_aff, float), 3).tobytes())
         if ref_grid is None:
             ref_grid = grid
@@ -222,6 +278,44 @@ def jacobian_maps(
         save_image(mean.reshape(mean.shape + ext), g_aff, path, force=True)
         write_sidecar(path, provenance("jacobian", params, N=n, Direction=key, Registered=bool(register)), force=True)
     return out
+
+
+def _paths(out: Path, r: dict, registered_space: str | None) -> dict[str, Path]:
+    """Output maps of one table row (a single field: named after the field file)."""
+    from neurointerp.io import derivative_path
+
+    pid, d = r["participant_id"], r["direction"]
+    if pid is None:
+        stem = Path(r["field"]).name.split(".nii")[0]
+        stem = stem[:-4] if stem.endswith("_xfm") else stem
+        return {"jacobian": out / f"{stem}_jacobian.nii.gz", "logjacobian": out / f"{stem}_logjacobian.nii.gz"}
+    paths = {k: derivative_path(out, pid, k, desc=d, space=_space_of(r["field"])) for k in ("jacobian", "logjacobian")}
+    if registered_space is not None:
+        paths["registered"] = derivative_path(out, pid, "logjacobian", desc=f"{d or ''}registered", space=registered_space)
+    return paths
+
+
+_NOT_COMPARED = ("inputs", "out", "threads")  # paths may be spelled differently; threads do not change maps
+
+
+def _comparable(parameters: dict) -> dict:
+    return {k: v for k, v in parameters.items() if k not in _NOT_COMPARED}
+
+
+def _complete(paths: dict[str, Path], r: dict, same: dict) -> bool:
+    """True if the row's maps exist, from the same field (and image) contents and parameters."""
+    from neurointerp.io import sha256
+
+    if not all(p.exists() and sidecar_path(p).exists() for p in paths.values()):
+        return False
+    try:
+        rec = json.loads(sidecar_path(paths["logjacobian"]).read_text())
+        recorded = [i.get("sha256") for i in rec.get("Inputs", [])]
+        summary_ok = isinstance(rec.get("Summary"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
+    wanted = [sha256(r["field"])] + ([sha256(r["image"])] if r["image"] else [])
+    return summary_ok and recorded == wanted and _comparable(rec.get("Parameters", {})) == same
 
 
 def _space_of(path) -> str | None:
