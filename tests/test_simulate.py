@@ -90,6 +90,16 @@ def test_cli_train_and_apply(gaussians2d, tmp_path, mode):
         assert np.abs(again - sim_img.get_fdata()[..., 0]).max() < 1e-3
         assert main(["jacobian", str(out / "fields.tsv"), str(tmp_path / "jac"), "--inverse"]) == 0
         assert (tmp_path / "jac" / "group" / "space-synthetic_desc-removemean_logjacobian.nii.gz").exists()
+        # a 2-task array into one folder: the last task joins the parts into the same tables
+        arr = tmp_path / "apply_array"
+        for k in (1, 0):
+            assert main(["simulate", "apply", str(table), str(sim_dir / "simulator.pt"), str(clf), str(arr), "--threads", "1", "--array-index", str(k), "--array-size", "2"]) == 0
+            assert (arr / "logits.tsv").exists() == (k == 0)
+        joined = pd.read_csv(arr / "logits.tsv", sep="\t").set_index("participant_id").sort_index()
+        single = logits.set_index("participant_id").sort_index()
+        assert list(joined.index) == list(single.index)
+        assert np.allclose(joined["logit_simulated"], single["logit_simulated"], atol=1e-5)
+        assert len(pd.read_csv(arr / "fields.tsv", sep="\t")) == 48 and (arr / "logits.png").exists()
     else:
         assert not (out / "fields.tsv").exists()
     # re-running skips finished subjects and gives the same table

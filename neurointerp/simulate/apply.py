@@ -274,10 +274,34 @@ def apply_simulator(
         write_table(out / f"fields{part}.tsv", pd.DataFrame(field_rows), force=True)
     if len(frame) and size == 1:
         plot_logits(frame, out / "logits.png", delta)
+    elif size > 1:
+        _merge_parts(out, size, delta)
     if failures:
         write_table(out / f"failures{part}.tsv", pd.DataFrame(failures), force=True)
         raise NeurointerpError(f"{len(failures)} of {len(jobs)} simulations failed; see {out / f'failures{part}.tsv'}")
     return table
+
+
+def _merge_parts(out: Path, size: int, delta) -> None:
+    """Once every task of an array has written its part, join them into ``logits.tsv``/``fields.tsv``/``logits.png``.
+
+    Whichever task finishes last does it (two finishing together write the same tables, atomically).
+    """
+    import pandas as pd
+
+    from neurointerp.io import write_table
+
+    for stem in ("logits", "fields"):
+        parts = [out / f"{stem}-part{k}of{size}.tsv" for k in range(size)]
+        present = [p for p in parts if p.exists()]
+        if stem == "logits" and len(present) < size:
+            return
+        if not present:
+            continue
+        frame = pd.concat([pd.read_csv(p, sep="\t") for p in present], ignore_index=True)
+        write_table(out / f"{stem}.tsv", frame, force=True)
+        if stem == "logits" and len(frame):
+            plot_logits(frame, out / "logits.png", delta)
 
 
 def _row(pid, label, d, logits, delta):
