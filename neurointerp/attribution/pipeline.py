@@ -148,6 +148,7 @@ def run_saliency(
         read_cohort,
         save_image,
         sha256,
+        sidecar_path,
         write_dataset_description,
         write_sidecar,
     )
@@ -211,7 +212,9 @@ def run_saliency(
             path = _map_path(out, table, i, m, spec.space, gate_mask is not None, has_ses)
             if _complete(path, table.images[i], ckpt_sha, method_params[m], target, score, force):
                 continue
-            if path.exists() and not force:
+            # a map without its sidecar is the leftover of a killed run (the sidecar is written
+            # last): redo it; a finished map from other inputs or parameters is refused
+            if path.exists() and not force and sidecar_path(path).exists():
                 raise InputError(f"{path}: exists from a run with other inputs or parameters (use --force to replace it, or another output folder)")
             todo.append((i, m))
     todo_set = set(todo)

@@ -53,6 +53,12 @@ def run_confound_test(
     for name in names:
         if name not in frame.columns:
             raise InputError(f"{table.path}: confounder column '{name}' not found (columns: {', '.join(map(str, frame.columns))})")
+    from neurointerp.io.cohort import mostly_numeric_outlier
+
+    for name in names:
+        typo = mostly_numeric_outlier(list(frame[name]), table.rows)
+        if typo is not None:
+            raise InputError(f"{table.path} row {typo[0]}: {name} '{typo[1]}' is not a number (the other values of '{name}' are numbers)")
     missing = [(table.rows[i], name) for name in names for i, v in enumerate(frame[name]) if _is_missing(v)]
     keep = np.ones(len(frame), dtype=bool)
     if missing:

@@ -26,6 +26,7 @@ from neurointerp.errors import CohortError, InputError
 
 _SUB_RE = re.compile(r"sub-([A-Za-z0-9]+)")
 _SES_RE = re.compile(r"ses-([A-Za-z0-9]+)")
+_ID_RE = re.compile(r"^[A-Za-z0-9]+$")
 MISSING = {"", "na", "n/a", "nan", "none", "null"}
 
 
@@ -86,9 +87,12 @@ def resolve_map_paths(maps: str | os.PathLike) -> tuple[list[Path], str]:
     text = str(maps)
     path = Path(text)
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and is_nifti_path(p))
-        if not found:
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_nifti_path(p))
+        found = sorted(p for p in path.iterdir() if p.is_file() and is_nifti_path(p) and not p.name.startswith("."))
+        if not found:  # hidden files and folders (temporary files of a killed run, .work/) are never maps
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and is_nifti_path(p) and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         if not found:
             raise InputError(f"{path}: no NIfTI maps (.nii/.nii.gz) in this folder")
         return found, str(path)
@@ -112,6 +116,15 @@ def read_table(path: str | os.PathLike) -> tuple["object", list[int]]:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".txt"):
         raise InputError(f"{path}: unknown table type '{suffix}' (expected .csv or .tsv)")
+    from neurointerp.io.cohort import _sniff_delimiter
+
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty table (no header row)")
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            _sniff_delimiter(path, fh.readline())
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         frame = pd.read_csv(path, sep="," if suffix == ".csv" else "\t", dtype=str, keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=True)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -122,6 +135,16 @@ def read_table(path: str | os.PathLike) -> tuple["object", list[int]]:
         raise InputError(f"{path} row 1: missing column 'participant_id'")
     rows = [int(i) + 2 for i in range(len(frame))]
     frame["participant_id"] = [p[4:] if p.startswith("sub-") else p for p in frame["participant_id"]]
+    problems = []
+    for r, pid in zip(rows, frame["participant_id"]):
+        if not pid:
+            problems.append(f"row {r}: participant_id is empty")
+        elif not _ID_RE.match(pid):
+            problems.append(f"row {r}: participant_id '{pid}' must be letters and digits only (no path characters, spaces or '-')")
+    if not len(frame):
+        problems.append("no rows after the header")
+    if problems:
+        raise CohortError(path, problems)
     return frame, rows
 
 
@@ -218,7 +241,12 @@ def check_covariates(frame, where: Sequence[str], columns: Sequence[str], numeri
             known = ", ".join(c for c in frame.columns if c not in ("map", "participant_id"))
             raise InputError(f"{source}: missing column '{col}' (known covariates: {known or 'none; give --covariates'})")
     problems = []
+    from neurointerp.io.cohort import mostly_numeric_outlier
+
     for col in columns:
+        typo = mostly_numeric_outlier(list(frame[col]), list(where))
+        if col not in numeric and typo is not None:
+            problems.append(f"{typo[0]}: {col} '{typo[1]}' is not a number (the other values of '{col}' are numbers)")
         for i, (w, value) in enumerate(zip(where, frame[col])):
             if str(value).strip().lower() in MISSING:
                 problems.append(f"{w}: {col} is missing for participant '{frame['participant_id'].iloc[i]}'")

@@ -34,16 +34,20 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
 
-    The temporary name keeps the extension (``.nii.gz`` stays compressed). On any exception
-    the temporary file is removed and ``path`` is left untouched.
+    The temporary file is hidden (``.<stem>.<random>.tmp<ext>``): by default it keeps the
+    extension for writers that choose the format by it (matplotlib, ANTs); ``suffix`` replaces
+    ``.tmp<ext>`` (``save_image`` uses ``.part`` so a left-over is never a ``*.nii.gz``). On any
+    exception the temporary file is removed and ``path`` is left untouched; after a SIGKILL
+    only the hidden temporary file can remain, never a partial file under the final name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ext = _suffixes(path.name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[: -len(ext)] if ext else path.name}.", suffix=f".tmp{ext}", dir=path.parent)
+    tail = suffix if suffix is not None else f".tmp{ext}"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[: -len(ext)] if ext else path.name}.", suffix=tail, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -300,6 +300,33 @@ def _relative_to(p: Path, base: Path) -> str:
         return str(p)
 
 
+def mostly_numeric_outlier(values: Sequence, rows: Sequence) -> tuple | None:
+    """``(row, value)`` of the first non-number in a column whose other values are numbers.
+
+    A column where most non-missing values are finite numbers but a few are not (``'old'``,
+    ``'7O'``) is almost always a typo; read as categorical it would silently change the analysis
+    (one dummy column per distinct age). Returns ``None`` for numeric, missing-only or truly
+    categorical columns (at most half of the values are numbers).
+    """
+    bad, n_num = None, 0
+    for row, value in zip(rows, values):
+        text = str(value).strip()
+        if text.lower() in MISSING:
+            continue
+        try:
+            ok = math.isfinite(float(text))
+        except ValueError:
+            ok = False
+        if ok:
+            n_num += 1
+        elif bad is None:
+            bad = (row, text)
+    n_bad = sum(1 for v in values if str(v).strip().lower() not in MISSING) - n_num
+    if bad is not None and n_num > n_bad:
+        return bad
+    return None
+
+
 def numeric_covariate(cohort: Cohort, column: str) -> np.ndarray:
     """Return a covariate as a float array, or raise naming the first bad row."""
     if column not in cohort.frame.columns:

@@ -7,11 +7,12 @@ in ``.bidsignore`` so BIDS validators skip them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from neurointerp._version import __version__
 from neurointerp.errors import InputError
@@ -26,8 +27,10 @@ def bids_name(participant_id: str | None, suffix: str, ext: str = ".nii.gz", ses
     """Compose a BIDS file name; entity values must be alphanumeric (``.``/``+`` allowed)."""
     parts = []
     if participant_id:
+        _check_id("participant_id", participant_id)
         parts.append(f"sub-{participant_id}")
     if session:
+        _check_id("session_id", session)
         parts.append(f"ses-{session}")
     unknown = set(entities) - set(ENTITY_ORDER)
     if unknown:
@@ -43,6 +46,15 @@ def bids_name(participant_id: str | None, suffix: str, ext: str = ".nii.gz", ses
     return "_".join(parts + [suffix]) + ext
 
 
+_ID_RE = re.compile(r"^[A-Za-z0-9]+$")
+
+
+def _check_id(kind: str, value: str) -> None:
+    """Ids become folder and file names: letters and digits only, so no path can leave the output folder."""
+    if not _ID_RE.match(str(value)):
+        raise InputError(f"{kind} '{value}': must be letters and digits only (no path characters, spaces or '-')")
+
+
 def derivative_path(
     root: str | os.PathLike,
     participant_id: str,
@@ -53,11 +65,14 @@ def derivative_path(
     **entities: Any,
 ) -> Path:
     """Full path of a per-subject derivative file."""
+    _check_id("participant_id", participant_id)  # an empty id would put the file in the root
+    name = bids_name(participant_id, suffix, ext=ext, session=session, **entities)  # checks the ids
+    if not _ID_RE.match(str(datatype)):
+        raise InputError(f"datatype '{datatype}': must be letters and digits only")
     folder = Path(root) / f"sub-{participant_id}"
     if session:
         folder = folder / f"ses-{session}"
-    folder = folder / datatype
-    return folder / bids_name(participant_id, suffix, ext=ext, session=session, **entities)
+    return folder / datatype / name
 
 
 def sidecar_path(image_path: str | os.PathLike) -> Path:
@@ -110,12 +125,38 @@ def prepare_output_dir(out: str | os.PathLike, force: bool = False, marker: str 
 
     ``marker`` is a file name whose presence shows the folder is a previous run of the same
     command (which may then be resumed); nothing in the folder is deleted either way.
+
+    Hidden entries (``.bidsignore``, temporary files of atomic writes, ``.work/``) do not count:
+    array tasks that start together into one folder see each other's half-made folder as empty
+    until the marker is written, instead of refusing it.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not force:
+    if out.exists() and not force and any(not p.name.startswith(".") for p in out.iterdir()):
         if marker is None or not (out / marker).exists():
             raise InputError(f"{out}: folder is not empty (use --force to write into it)")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, name: str = ".lock") -> Iterator[None]:
+    """An exclusive lock on ``<folder>/<name>`` (``fcntl.lockf``: also across NFS clients).
+
+    Array tasks that rebuild a shared file from what is on disk (a cohort table, failures.tsv)
+    hold it, so a task whose view is older cannot rename its table over a newer one. Where
+    ``fcntl`` does not exist (Windows) it is a no-op.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(folder) / name
+    with open(path, "a+") as fh:
+        fcntl.lockf(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fh, fcntl.LOCK_UN)

@@ -176,6 +176,11 @@ def save_image(
     img.set_qform(affine, code=qcode)
     if header is None:
         img.header.set_xyzt_units("mm", "sec")
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
+    # serialise in memory and write under a temporary name that is not a NIfTI name: a run
+    # killed mid-write leaves a hidden ``.<name>.<random>.part`` that no glob for maps picks up
+    raw = img.to_bytes()
+    if path.name.lower().endswith(".gz"):
+        raw = gzip.compress(raw, compresslevel=1, mtime=0)
+    with atomic_path(path, suffix=".part") as tmp:
+        tmp.write_bytes(raw)
     return path

@@ -160,28 +160,57 @@ def save_checkpoint(path: str | os.PathLike, contents: dict[str, Any]) -> Path:
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint file safely (``weights_only=True``) and check its format."""
+def safe_torch_load(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` with one-line :class:`InputError` messages.
+
+    Nothing in the file is executed: the restricted unpickler builds only tensors and plain
+    containers, and refuses any other global (``os.system``, ``builtins.open``...) before it is
+    called. Empty files and files that are neither a torch zip archive nor a pickle are named as
+    such (they are damaged, not dangerous).
+    """
     import pickle
 
     import torch
 
     path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path}: checkpoint file is empty (0 bytes)")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise InputError(f"{path}: not a readable checkpoint (neither a torch zip archive nor a pickle)")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc) or "REDUCE" in str(exc) or "BUILD" in str(exc):
+            raise InputError(
+                f"{path}: refused to load checkpoint: the file holds objects other than tensors and plain data "
+                f"(it could run code when unpickled; {_unsupported(str(exc)) or first[:120]})"
+            ) from exc
+        raise InputError(f"{path}: not a readable checkpoint (damaged pickle: {first[:120]})") from exc
+    except Exception as exc:  # zip/pickle corruption, truncation
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable checkpoint ({text[:160]})") from exc
+
+
+def _unsupported(text: str) -> str:
+    """The refused global from torch's message (``Unsupported global: GLOBAL builtins.open``)."""
+    import re
+
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    return f"refused global {m.group(1)}" if m else ""
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint file safely (``weights_only=True``) and check its format."""
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: checkpoint not found")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a checkpoint file (model.pt)")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise InputError(
-            f"{path}: refused to load: the file holds objects other than tensors and plain data "
-            f"(it could run code when unpickled; {first[:120]})"
-        ) from exc
-    except Exception as exc:  # zip/pickle corruption, not a torch file
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable checkpoint ({text[:160]})") from exc
+    obj = safe_torch_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise InputError(f"{path}: not a neurointerp classifier checkpoint (no '{FORMAT}' format tag)")
     version = obj.get("format_version")

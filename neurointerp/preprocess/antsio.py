@@ -45,8 +45,18 @@ def import_ants(seed: int | None = None):
     if seed is not None:
         # ants.registration appends --random-seed when this is set; set_ants_deterministic
         # would also force one thread and refuse the non-"Repro" registrations.
-        ants.config._random_seed = int(seed)
+        ants.config._random_seed = ants_seed(seed)
     return ants
+
+
+def ants_seed(seed: int) -> int:
+    """The ``--random-seed`` given to antsRegistration for our ``seed``.
+
+    antsRegistration treats a seed of 0 as *no seed* (the sampling then changes from run to run),
+    so seeds are shifted by one: ``--seed 0`` (the default) is ANTs seed 1 and repeatable.
+    """
+    seed = int(seed)
+    return seed + 1 if seed >= 0 else seed
 
 
 def to_ants(data: np.ndarray, affine: np.ndarray):

@@ -422,9 +422,10 @@ def run_preprocess(
     }
 
     out = prepare_output_dir(out, force=force, marker=RUN_MARKER)
-    write_dataset_description(out, "neurointerp preprocess", f"T1w images affinely registered to {tpl.space}, {grid_shape} grid, z-scored in the brain", force=False)
+    # the marker first: another array task starting now must see a preprocess folder
     if not (out / RUN_MARKER).exists() or force:
         write_json(out / RUN_MARKER, {"Command": "preprocess", "Input": str(input_path.resolve()), "Parameters": parameters}, force=True)
+    write_dataset_description(out, "neurointerp preprocess", f"T1w images affinely registered to {tpl.space}, {grid_shape} grid, z-scored in the brain", force=False)
 
     mine = [s for i, s in enumerate(subjects) if i % size == index]
     result = PreprocessResult(out=out, table=None)
@@ -455,7 +456,10 @@ def run_preprocess(
     else:
         _run_parallel(out, todo, jobs, n_jobs, result)
 
-    result.table = _write_tables(out, subjects, cohort, tpl.space, parameters, input_path, qc)
+    from neurointerp.io.derivatives import folder_lock
+
+    with folder_lock(out):  # array tasks: the last to rebuild the tables sees every finished subject
+        result.table = _write_tables(out, subjects, cohort, tpl.space, parameters, input_path, qc)
     _cleanup_work(out)
     result.seconds["total"] = round(time.perf_counter() - t0, 3)
     if result.failed:

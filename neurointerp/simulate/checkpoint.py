@@ -68,10 +68,7 @@ def save_simulator(path: str | os.PathLike, contents: dict[str, Any]) -> Path:
 
 def load_simulator(path: str | os.PathLike, device: str = "cpu") -> LoadedSimulator:
     """Load a simulator checkpoint safely (``weights_only=True``), eval mode, on ``device``."""
-    import pickle
-
-    import torch
-
+    from neurointerp.models.checkpoint import safe_torch_load
     from neurointerp.models.inputs import InputSpec
     from neurointerp.simulate.unet import Simulator
     from neurointerp.train.device import resolve_device
@@ -81,13 +78,7 @@ def load_simulator(path: str | os.PathLike, device: str = "cpu") -> LoadedSimula
         raise InputError(f"{path}: simulator checkpoint not found")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a simulator checkpoint (simulator.pt)")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise InputError(f"{path}: refused to load: the file holds objects other than tensors and plain data") from exc
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable checkpoint ({text[:160]})") from exc
+    obj = safe_torch_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise InputError(f"{path}: not a neurointerp simulator checkpoint (no '{FORMAT}' format tag)")
     if not isinstance(obj.get("format_version"), int) or obj["format_version"] > FORMAT_VERSION:
