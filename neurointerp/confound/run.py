@@ -27,6 +27,7 @@ def run_confound_test(
     layer: str | None = None,
     threshold: float = 0.05,
     fdr: bool = False,
+    score: str = "probability",
     drop_missing: bool = False,
     batch_size: int = 16,
     device: str = "auto",
@@ -41,6 +42,8 @@ def run_confound_test(
     from neurointerp.progress import info, track
     from neurointerp.train.device import set_threads
 
+    if score not in ("probability", "logit"):
+        raise InputError(f"--score {score}: use probability or logit")
     names = list(dict.fromkeys(confounder))
     if not names:
         raise InputError("give at least one --confounder column")
@@ -91,18 +94,22 @@ def run_confound_test(
 
     from neurointerp.models.checkpoint import outputs_to_scores
 
-    score = np.asarray(outputs_to_scores(torch.from_numpy(output), clf.task, clf.target), dtype=float).ravel()
-    result, mask, design = confound_glm(features, score, table.frame, names, threshold=threshold, fdr=fdr, where=str(table.path))
+    if score == "logit" and clf.task == "binary":
+        # the logit keeps the severity a saturated classifier squeezes into P ~ 0 or 1
+        s = output[:, 0].astype(float)
+    else:
+        s = np.asarray(outputs_to_scores(torch.from_numpy(output), clf.task, clf.target), dtype=float).ravel()
+    result, mask, design = confound_glm(features, s, table.frame, names, threshold=threshold, fdr=fdr, where=str(table.path))
     n_conf = int(result["confounded"].sum())
     n_const = int(result["constant"].sum())
-    params = dict(confounder=names, layer=layer, threshold=threshold, fdr=fdr, drop_missing=drop_missing)
+    params = dict(confounder=names, layer=layer, threshold=threshold, fdr=fdr, score=score, drop_missing=drop_missing)
     record = provenance(
         "confound-test",
         params,
         inputs=list(table.images),
         Checkpoint={"path": str(Path(model).resolve()), "sha256": sha256(model)},
         Layer=layer or "encoder (encoder -> predictor boundary)",
-        Score="P(positive class)" if clf.task == "binary" else "prediction",
+        Score=("logit of the positive class" if score == "logit" else "P(positive class)") if clf.task == "binary" else "prediction",
         Design=design.columns,
         ConfounderKinds=design.kinds,
     )
