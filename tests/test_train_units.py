@@ -193,3 +193,33 @@ def test_malicious_checkpoint_is_refused(tmp_path, monkeypatch):
     torch.save({"weights": torch.zeros(2)}, str(other))
     with pytest.raises(InputError, match="not a neurointerp classifier checkpoint"):
         read_checkpoint(other)
+
+
+def test_srun_tasks_join_one_process_group_or_are_refused(monkeypatch):
+    """srun -n 2 without torchrun: the tasks take their rank from SLURM, or are told what is missing."""
+    from neurointerp.errors import InputError
+    from neurointerp.train.distributed import env_world
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID"):
+        monkeypatch.delenv(var, raising=False)
+    assert env_world() == (0, 1, 0)
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # the batch script of `sbatch -n 4` itself: not a step
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert env_world() == (0, 1, 0)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    with pytest.raises(InputError, match="MASTER_ADDR"):
+        env_world()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    assert env_world() == (1, 2, 1)
+    import os
+
+    assert os.environ["RANK"] == "1" and os.environ["WORLD_SIZE"] == "2"
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # set by env_world, not by monkeypatch: undo by hand
+        os.environ.pop(var)
+    monkeypatch.setenv("WORLD_SIZE", "3")  # torchrun's variables win
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert env_world() == (2, 3, 0)

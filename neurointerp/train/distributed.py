@@ -54,11 +54,35 @@ class Dist:
 
 
 def env_world() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from the torchrun / SLURM environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    rank = int(os.environ.get("RANK", "0") or 0)
-    local = int(os.environ.get("LOCAL_RANK", str(rank)) or 0)
-    return rank, world, local
+    """``(rank, world_size, local_rank)`` from the torchrun / SLURM environment.
+
+    torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` come first. Without them, a step of
+    several tasks started by ``srun -n N`` (``SLURM_NTASKS`` > 1, ``SLURM_PROCID``,
+    ``SLURM_LOCALID``; ``SLURM_STEP_NUM_TASKS`` is srun's own) joins one process group too -- instead of N independent runs writing
+    into the same folder; it then needs ``MASTER_ADDR`` and ``MASTER_PORT`` (the first node and
+    a free port), which sbatch scripts export.
+    """
+    if os.environ.get("WORLD_SIZE", "").strip():
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        rank = int(os.environ.get("RANK", "0") or 0)
+        local = int(os.environ.get("LOCAL_RANK", str(rank)) or 0)
+        return rank, world, local
+    # SLURM_STEP_NUM_TASKS is set by srun for its step only (not in the batch script itself)
+    ntasks = os.environ.get("SLURM_STEP_NUM_TASKS", "").strip()
+    procid = os.environ.get("SLURM_PROCID", "").strip()
+    if ntasks.isdigit() and int(ntasks) > 1 and procid.isdigit():
+        from neurointerp.errors import InputError
+
+        if not (os.environ.get("MASTER_ADDR", "").strip() and os.environ.get("MASTER_PORT", "").strip()):
+            raise InputError(
+                f"started by srun as task {procid} of {ntasks}: export MASTER_ADDR and MASTER_PORT "
+                "(or launch through torchrun) so the tasks train one model together"
+            )
+        rank, world = int(procid), int(ntasks)
+        local = int(os.environ.get("SLURM_LOCALID", "0") or 0)
+        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
+        return rank, world, local
+    return 0, 1, 0
 
 
 def init_distributed(device) -> Dist:
