@@ -203,23 +203,43 @@ def _unsupported(text: str) -> str:
     return f"refused global {m.group(1)}" if m else ""
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint file safely (``weights_only=True``) and check its format."""
+def read_tagged_checkpoint(path: str | os.PathLike, fmt: str, version: int, kind: str, filename: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a neurointerp checkpoint of format tag ``fmt`` safely and check tag, version and keys.
+
+    ``kind`` names it in messages (``classifier``, ``simulator``, ...), ``filename`` is the usual
+    file name (``model.pt``). Every checkpoint kind of neurointerp is read through here.
+    """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: checkpoint not found")
+        raise InputError(f"{path}: {kind} checkpoint not found")
     if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a checkpoint file (model.pt)")
+        raise InputError(f"{path}: is a folder, expected a {kind} checkpoint ({filename})")
     obj = safe_torch_load(path)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise InputError(f"{path}: not a neurointerp classifier checkpoint (no '{FORMAT}' format tag)")
-    version = obj.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise InputError(f"{path}: checkpoint format version {version} is newer than this neurointerp supports ({FORMAT_VERSION})")
-    for key in ("architecture", "state_dict", "input", "task", "classes"):
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise InputError(f"{path}: not a neurointerp {kind} checkpoint (no '{fmt}' format tag)")
+    found = obj.get("format_version")
+    if not isinstance(found, int) or found > version:
+        raise InputError(f"{path}: {kind} checkpoint format version {found} is newer than this neurointerp supports ({version})")
+    for key in required:
         if key not in obj:
-            raise InputError(f"{path}: checkpoint lacks '{key}'")
+            raise InputError(f"{path}: {kind} checkpoint lacks '{key}'")
     return obj
+
+
+def build_model(cls, obj: dict[str, Any], path: str | os.PathLike, kind: str):
+    """``cls.from_config(architecture params)`` with the checkpoint's weights; one-line error on mismatch."""
+    try:
+        model = cls.from_config(obj["architecture"]["params"])
+        model.load_state_dict(obj["state_dict"])
+    except (TypeError, KeyError, RuntimeError, ValueError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: {kind} weights do not match its architecture ({text[:160]})") from exc
+    return model
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a classifier checkpoint file safely (``weights_only=True``) and check its format."""
+    return read_tagged_checkpoint(path, FORMAT, FORMAT_VERSION, "classifier", "model.pt", ("architecture", "state_dict", "input", "task", "classes"))
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedClassifier:
@@ -228,12 +248,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedClass
 
     path = Path(path)
     obj = read_checkpoint(path)
-    try:
-        model = ConvClassifier.from_config(obj["architecture"]["params"])
-        model.load_state_dict(obj["state_dict"])
-    except (TypeError, KeyError, RuntimeError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: checkpoint weights do not match its architecture ({text[:160]})") from exc
+    model = build_model(ConvClassifier, obj, path, "classifier")
     from neurointerp.train.device import resolve_device
 
     model.to(resolve_device(device)).eval()

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from neurointerp._version import __version__
-from neurointerp.errors import InputError
 
 FORMAT = "neurointerp-segment-bg"
 FORMAT_VERSION = 1
@@ -69,35 +68,13 @@ def save_segmenter(path, model, grid_shape, affine, axis: int, reference: dict, 
 
 def load_segmenter(path: str | os.PathLike, device: str = "cpu") -> LoadedSegmenter:
     """Load a segmenter checkpoint safely, eval mode, on ``device``."""
-    import pickle
-
-    import torch
-
+    from neurointerp.models.checkpoint import build_model, read_tagged_checkpoint
     from neurointerp.segment_bg.unet import UNet2D
     from neurointerp.train.device import resolve_device
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: segmenter checkpoint not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a segmenter checkpoint (model.pt)")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise InputError(f"{path}: refused to load: the file holds objects other than tensors and plain data") from exc
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable checkpoint ({text[:160]})") from exc
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise InputError(f"{path}: not a neurointerp segment-bg checkpoint (no '{FORMAT}' format tag)")
-    if not isinstance(obj.get("format_version"), int) or obj["format_version"] > FORMAT_VERSION:
-        raise InputError(f"{path}: segment-bg format version {obj.get('format_version')} is newer than this neurointerp supports")
-    try:
-        model = UNet2D.from_config(obj["architecture"]["params"])
-        model.load_state_dict(obj["state_dict"])
-    except (TypeError, KeyError, RuntimeError, ValueError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: segmenter weights do not match its architecture ({text[:160]})") from exc
+    obj = read_tagged_checkpoint(path, FORMAT, FORMAT_VERSION, "segment-bg", "model.pt")
+    model = build_model(UNet2D, obj, path, "segmenter")
     model.to(resolve_device(device)).eval()
     ref = obj["reference"]
     reference = {"participant_id": ref["participant_id"], **{k: ref[k].numpy() for k in ("image", "mask", "template")}}

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from neurointerp._version import __version__
-from neurointerp.errors import InputError
 
 FORMAT = "neurointerp-simulator"
 FORMAT_VERSION = 1
@@ -68,27 +67,14 @@ def save_simulator(path: str | os.PathLike, contents: dict[str, Any]) -> Path:
 
 def load_simulator(path: str | os.PathLike, device: str = "cpu") -> LoadedSimulator:
     """Load a simulator checkpoint safely (``weights_only=True``), eval mode, on ``device``."""
-    from neurointerp.models.checkpoint import safe_torch_load
+    from neurointerp.models.checkpoint import build_model, read_tagged_checkpoint
     from neurointerp.models.inputs import InputSpec
     from neurointerp.simulate.unet import Simulator
     from neurointerp.train.device import resolve_device
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: simulator checkpoint not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a simulator checkpoint (simulator.pt)")
-    obj = safe_torch_load(path)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise InputError(f"{path}: not a neurointerp simulator checkpoint (no '{FORMAT}' format tag)")
-    if not isinstance(obj.get("format_version"), int) or obj["format_version"] > FORMAT_VERSION:
-        raise InputError(f"{path}: simulator format version {obj.get('format_version')} is newer than this neurointerp supports")
-    try:
-        model = Simulator.from_config(obj["architecture"]["params"])
-        model.load_state_dict(obj["state_dict"])
-    except (TypeError, KeyError, RuntimeError, ValueError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: simulator weights do not match its architecture ({text[:160]})") from exc
+    obj = read_tagged_checkpoint(path, FORMAT, FORMAT_VERSION, "simulator", "simulator.pt")
+    model = build_model(Simulator, obj, path, "simulator")
     model.to(resolve_device(device)).eval()
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
     return LoadedSimulator(model=model, spec=InputSpec.from_dict(obj["input"]), meta=meta, path=path)
