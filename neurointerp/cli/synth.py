@@ -97,3 +97,22 @@ def rodent(
     table = synth_rodent(out, n_animals=n_animals, shape=tuple(grid), max_shift=max_shift, artefacts=artefacts, noise=noise, test_fraction=test_fraction, seed=seed, force=force)
     info(f"wrote {table}")
 
+
+@app.command("lesions")
+def lesions(
+    out: Path = typer.Argument(..., help="Output folder (created; must be empty unless --force)."),
+    n_per_group: int = typer.Option(128, help="Images per class (healthy, lesion)."),
+    size: int = typer.Option(32, help="Image side in pixels (the ICAM paper's 2D slices are larger, e.g. 128)."),
+    polarity: str = typer.Option("bright", help="Lesions bright, dark or mixed (each lesion bright or dark at random)."),
+    contrast: float = typer.Option(0.7, help="Lesion amplitude in image units (white matter ~1, cortex ~0.5)."),
+    noise: float = typer.Option(0.03, help="Gaussian noise sd inside the brain."),
+    voxel_size: float = typer.Option(1.0, help="Pixel size in mm."),
+    seed: int = typer.Option(0, help="Random seed (the output is identical for the same seed)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
+) -> None:
+    """2D brain-slice phantoms: healthy vs small lesions at variable sites, with lesion masks (ICAM §4.2)."""
+    from neurointerp.progress import info
+    from neurointerp.synth.lesions import synth_lesions
+
+    table = synth_lesions(out, n_per_group=n_per_group, size=size, polarity=polarity, contrast=contrast, noise=noise, voxel_size=voxel_size, seed=seed, force=force)
+    info(f"wrote {table}")

@@ -1,0 +1,292 @@
+"""Applying ICAM to single images (``simulate apply --method icam``; §3.2-3.3, Fig. 4).
+
+For every image: encode content and attribute, classify with the attribute encoder (class
+probability), draw ``n_samples`` attribute vectors of the *opposite* class by rejection sampling
+(no paired image of the other class is needed), translate ``t_s = G(E^c(x), z_s)`` and form the FA
+maps ``M_s = t_s - x``. Written per subject, on the input's grid and affine, with sidecars::
+
+    sub-<id>_space-<s>_desc-icammean_attribution.nii.gz       mean FA map over the draws
+    sub-<id>_space-<s>_desc-icamvariance_attribution.nii.gz   voxelwise variance of the FA maps
+    sub-<id>_space-<s>_desc-icamtranslated_T1w.nii.gz         mean translated image
+    sub-<id>_space-<s>_desc-icamsamples_T1w.nii.gz            all translated images (--save-samples; 4D)
+
+plus ``predictions.tsv`` (class probabilities, predicted and target class, mean rejection draws).
+Intensities are those of the model input (after the checkpoint's normalisation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from neurointerp.errors import InputError, NeurointerpError
+
+DIRECTIONS = ("auto", "label")
+
+
+def translate(model, x, *, n_samples: int = 16, target=None, max_draws: int = 1000, seed: int = 0, seeds=None, batch_size: int = 16, keep_samples: bool = False, where: str = ""):
+    """ICAM translation of model inputs ``x`` ``(N, 1, *S)`` into the opposite class.
+
+    ``target``: ``(N,)`` class to translate to; None: the opposite of the attribute encoder's
+    predicted class. Returns numpy arrays: ``probability`` (P(class 1), ``(N,)``), ``predicted``,
+    ``target``, ``mean``/``variance`` FA maps and ``translated`` (mean image) ``(N, *S)``, ``draws``
+    (mean rejection draws per sample, ``(N,)``) and, with ``keep_samples``, ``samples``
+    ``(N, n_samples, *S)``. ``seeds``: one seed per image (its draws then do not depend on the
+    batch it is in, e.g. on the SLURM array split); otherwise one stream from ``seed``.
+    """
+    import torch
+
+    from neurointerp.simulate.icam.sampling import sample_class
+
+    if n_samples < 1:
+        raise InputError(f"--n-samples {n_samples}: must be at least 1")
+    device = next(model.parameters()).device
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(int(seed))
+    if seeds is not None and len(seeds) != len(x):
+        raise ValueError(f"{len(seeds)} seeds for {len(x)} images")
+    out: dict[str, list] = {k: [] for k in ("probability", "predicted", "target", "mean", "variance", "translated", "draws", "samples")}
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(device)
+            c = model.enc_c(xb)
+            mu, _ = model.enc_a(xb)
+            p = torch.sigmoid(model.enc_a.classify(mu)[:, 0])
+            pred = (p > 0.5).long()
+            tgt = (1 - pred) if target is None else torch.as_tensor(np.asarray(target)[i : i + batch_size], dtype=torch.long, device=device)
+            s1 = torch.zeros_like(xb[:, 0])
+            s2 = torch.zeros_like(xb[:, 0])
+            draws = torch.zeros(len(xb), device=device)
+            samples = []
+            g = gen if seeds is None else [torch.Generator().manual_seed(int(v)) for v in seeds[i : i + batch_size]]
+            for _ in range(n_samples):
+                z, d = sample_class(model.enc_a, tgt, model.latent_shape, max_draws=max_draws, generator=g, device=device, where=where)
+                t = model.gen(c, z)[:, 0]
+                m = t - xb[:, 0]
+                s1 += m
+                s2 += m * m
+                draws += d.float()
+                if keep_samples:
+                    samples.append(t.cpu().numpy())
+            mean = s1 / n_samples
+            var = (s2 / n_samples - mean * mean).clamp_min(0.0)
+            out["probability"].append(p.cpu().numpy())
+            out["predicted"].append(pred.cpu().numpy())
+            out["target"].append(tgt.cpu().numpy())
+            out["mean"].append(mean.cpu().numpy())
+            out["variance"].append(var.cpu().numpy())
+            out["translated"].append((mean + xb[:, 0]).cpu().numpy())
+            out["draws"].append((draws / n_samples).cpu().numpy())
+            if keep_samples:
+                out["samples"].append(np.stack(samples, axis=1))
+    return {k: (np.concatenate(v) if v else None) for k, v in out.items()}
+
+
+def apply_icam(
+    cohort: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    n_samples: int = 16,
+    direction: str = "auto",
+    image_column: str = "image",
+    label_column: str = "label",
+    max_draws: int = 1000,
+    save_samples: bool = False,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str = "auto",
+    threads: int | None = None,
+    array_index: int | None = None,
+    array_size: int | None = None,
+    force: bool = False,
+) -> Path:
+    """Mean/variance FA maps, translated images and class probabilities for the images of ``cohort``.
+
+    ``direction``: ``auto`` translates into the opposite of the predicted class (no label needed);
+    ``label`` into the opposite of the cohort's label. Subjects with complete outputs are skipped
+    unless ``force`` (a killed SLURM array can be resubmitted). Returns the predictions table path.
+    Same arguments as ``neurointerp simulate apply --method icam``.
+    """
+    params = {k: v for k, v in locals().items() if k != "force"}
+    import pandas as pd
+
+    from neurointerp.cluster import array_share, resolve_array
+    from neurointerp.io import (
+        add_bidsignore,
+        derivative_path,
+        load_image,
+        prepare_output_dir,
+        provenance,
+        read_cohort,
+        sha256,
+        write_dataset_description,
+        write_sidecar,
+        write_table,
+    )
+    from neurointerp.progress import track
+    from neurointerp.simulate.icam.checkpoint import load_icam
+    from neurointerp.simulate.icam.sampling import RejectionError
+    from neurointerp.train.device import resolve_device, set_threads
+
+    if direction not in DIRECTIONS:
+        raise InputError(f"--direction {direction}: choose {' or '.join(DIRECTIONS)} for --method icam")
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: must be at least 1")
+    if n_samples < 1:
+        raise InputError(f"--n-samples {n_samples}: must be at least 1")
+    index, size = resolve_array(array_index, array_size)
+    set_threads(threads)
+    dev = resolve_device(device)
+    icam = load_icam(checkpoint, device=str(dev))
+    spec = icam.spec
+    coh = read_cohort(cohort, require_label=direction == "label", image_column=image_column, label_column=label_column, min_classes=1)
+    for i in range(len(coh)):  # refuse any image off the model's grid before work starts
+        _check_header(coh.images[i], spec, f"{coh.path} row {coh.rows[i]}: {coh.images[i]}", str(checkpoint))
+    targets = None
+    if direction == "label":
+        labels = [str(v) for v in coh.frame[label_column]]
+        unknown = sorted(set(labels) - set(icam.classes))
+        if unknown:
+            raise InputError(f"{cohort}: label {unknown[0]!r} is not a class of the ICAM model ({', '.join(icam.classes)})")
+        targets = np.array([1 - icam.classes.index(v) for v in labels])
+    share = array_share(len(coh), index, size)
+    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
+    write_dataset_description(out, "neurointerp simulate (icam)", "ICAM feature attribution: mean/variance FA maps by rejection sampling of the attribute space", force=False)
+    add_bidsignore(out, ["*_attribution.nii.gz", "predictions*", "failures*"])
+    ckpt_sha = sha256(checkpoint)
+    sessions = coh.frame["session_id"].astype(str).tolist() if "session_id" in coh.frame.columns else [None] * len(coh)
+    labels_out = coh.frame[label_column].astype(str).tolist() if label_column in coh.frame.columns else [""] * len(coh)
+
+    def paths_of(i):
+        kw = dict(space=spec.space, session=sessions[i])
+        pid = coh.participant_ids[i]
+        p = {
+            "variance": derivative_path(out, pid, "attribution", desc="icamvariance", **kw),
+            "translated": derivative_path(out, pid, "T1w", desc="icamtranslated", **kw),
+        }
+        if save_samples:
+            p["samples"] = derivative_path(out, pid, "T1w", desc="icamsamples", **kw)
+        p["mean"] = derivative_path(out, pid, "attribution", desc="icammean", **kw)  # written last
+        return p
+
+    rows, failures, pending = [], [], []
+    for i in share:
+        p = paths_of(i)
+        meta = None if force else _completed(p, coh.images[i], ckpt_sha, params)
+        if meta is not None:
+            rows.append(_row(coh.participant_ids[i], labels_out[i], meta["Prediction"], icam.classes))
+        else:
+            pending.append((i, p))
+
+    for start in track(range(0, len(pending), batch_size), description="icam apply", total=(len(pending) + batch_size - 1) // batch_size):
+        chunk = pending[start : start + batch_size]
+        vols = [load_image(coh.images[i], ndim=spec.ndim) for i, _ in chunk]
+        x = spec.prepare(np.stack([v.data for v in vols]))
+        tg = None if targets is None else targets[[i for i, _ in chunk]]
+        try:
+            seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i, _ in chunk]  # per subject (row)
+            res = translate(icam.model, x, n_samples=n_samples, target=tg, max_draws=max_draws, seeds=seeds, batch_size=batch_size, keep_samples=save_samples, where=str(checkpoint))
+        except RejectionError as exc:
+            for i, _ in chunk:
+                failures.append({"participant_id": coh.participant_ids[i], "error": str(exc)})
+            continue
+        for k, ((i, p), vol) in enumerate(zip(chunk, vols)):
+            pid = coh.participant_ids[i]
+            pred = {
+                "probability": [float(1.0 - res["probability"][k]), float(res["probability"][k])],
+                "predicted": icam.classes[int(res["predicted"][k])],
+                "target": icam.classes[int(res["target"][k])],
+                "mean_draws": float(res["draws"][k]),
+            }
+            record = provenance(
+                "simulate apply --method icam",
+                params,
+                inputs=[coh.images[i], checkpoint],
+                seed=seed,
+                CheckpointSha256=ckpt_sha,
+                Space=spec.space,
+                Classes=icam.classes,
+                Prediction=pred,
+                Translation=f"{pred['predicted'] if targets is None else labels_out[i]} -> {pred['target']}",
+                NSamples=n_samples,
+                Definition="M = G(E^c(x), z) - x, z ~ N(0, I) rejection-sampled to the target class; mean and variance over the draws",
+                Units="model input intensities" + ("" if spec.normalize == "none" else f" ({spec.normalize})"),
+            )
+            try:
+                maps = {"variance": res["variance"][k], "translated": res["translated"][k], "mean": res["mean"][k]}
+                if save_samples:
+                    maps["samples"] = np.moveaxis(res["samples"][k], 0, -1)
+                for key in p:
+                    _save(maps[key], vol, spec, p[key])
+                    write_sidecar(p[key], record, force=True)
+                rows.append(_row(pid, labels_out[i], pred, icam.classes))
+            except (OSError, NeurointerpError) as exc:
+                failures.append({"participant_id": pid, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+
+    part = "" if size == 1 else f"-part{index}of{size}"
+    cols = ["participant_id", "label", "predicted", "target", *[f"p_{c}" for c in icam.classes], "mean_draws"]
+    table = write_table(out / f"predictions{part}.tsv", pd.DataFrame(rows, columns=cols), force=True)
+    if failures:
+        write_table(out / f"failures{part}.tsv", pd.DataFrame(failures), force=True)
+        raise NeurointerpError(f"{len(failures)} of {len(share)} subjects failed; see {out / f'failures{part}.tsv'}")
+    return table
+
+
+def _check_header(path, spec, where: str, ckpt: str) -> None:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:
+        raise InputError(f"{where}: not a readable NIfTI image ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+    shape = tuple(int(s) for s in img.shape)
+    while len(shape) > spec.ndim and shape[-1] == 1:
+        shape = shape[:-1]
+    spec.check_grid(shape, img.affine, where=f"{where} (ICAM checkpoint {ckpt})")
+
+
+def _row(pid, label, pred, classes):
+    return {
+        "participant_id": pid,
+        "label": label,
+        "predicted": pred["predicted"],
+        "target": pred["target"],
+        **{f"p_{c}": pred["probability"][j] for j, c in enumerate(classes)},
+        "mean_draws": pred["mean_draws"],
+    }
+
+
+def _completed(paths, image, ckpt_sha, params):
+    """Sidecar of a finished subject (same input, checkpoint and parameters), else ``None``."""
+    from neurointerp.io import sha256
+    from neurointerp.io.derivatives import sidecar_path
+    from neurointerp.io.provenance import _plain
+
+    if not all(Path(p).exists() and sidecar_path(p).exists() for p in paths.values()):
+        return None
+    try:
+        meta = json.loads(sidecar_path(paths["mean"]).read_text())
+        recorded = {Path(r["path"]).resolve(): r.get("sha256") for r in meta.get("Inputs", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    keys = ("n_samples", "direction", "max_draws", "seed")
+    same = meta.get("CheckpointSha256") == ckpt_sha and all(meta.get("Parameters", {}).get(k) == _plain(params[k]) for k in keys)
+    if not same or recorded.get(Path(image).resolve()) != sha256(image) or "Prediction" not in meta:
+        return None
+    return meta
+
+
+def _save(arr, vol, spec, path):
+    from neurointerp.io import save_image
+
+    arr = np.asarray(arr, dtype=np.float32)
+    data = spec.uncrop(arr) if arr.shape[: spec.ndim] != tuple(spec.shape) else arr
+    extra = data.shape[spec.ndim :]  # samples axis (4th) if any
+    if spec.ndim == 2:
+        data = data.reshape(data.shape[:2] + (1,) + extra)
+    save_image(data, vol.affine, path, header=vol.header if not extra else None, force=True)

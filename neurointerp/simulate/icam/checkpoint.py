@@ -1,0 +1,106 @@
+"""ICAM checkpoints: one self-describing file, loaded with ``torch.load(weights_only=True)``.
+
+Contents (plain containers and tensors only):
+
+``format`` (``neurointerp-icam``), ``format_version``, ``tool_version``
+``architecture``  ``{"name": "icam", "params": ICAM.config}`` (grid, attribute latent shape, channels)
+``state_dict``    weights of all five networks (``enc_c.*``, ``enc_a.*``, ``gen.*``, ``dis_c.*``, ``dis.*``)
+``input``         :class:`~neurointerp.models.inputs.InputSpec` (grid shape, affine, space, normalisation)
+``classes``       class names, class 0 first (the attribute classifier's logit is that of class 1)
+``training``      loss weights, epochs, lr, seed, participant ids
+``metrics``       per-epoch history
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neurointerp._version import __version__
+from neurointerp.errors import InputError
+
+FORMAT = "neurointerp-icam"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LoadedICAM:
+    model: Any  # ICAM, eval mode
+    spec: Any  # InputSpec
+    classes: list[str]
+    meta: dict[str, Any]
+    path: Path | None = None
+
+
+def icam_dict(model, spec, classes, training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    from neurointerp.models.checkpoint import _plain
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tool_version": __version__,
+        "architecture": {"name": "icam", "params": _plain(model.config)},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "input": spec.to_dict(),
+        "classes": [str(c) for c in classes],
+        "training": _plain(training),
+        "metrics": _plain(metrics),
+    }
+
+
+def save_icam(path: str | os.PathLike, contents: dict[str, Any]) -> Path:
+    from neurointerp.models.checkpoint import save_checkpoint
+
+    return save_checkpoint(path, contents)
+
+
+def checkpoint_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` tag of a neurointerp checkpoint file, or None if unreadable/untagged."""
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    return obj.get("format") if isinstance(obj, dict) else None
+
+
+def load_icam(path: str | os.PathLike, device: str = "cpu") -> LoadedICAM:
+    """Load an ICAM checkpoint safely (``weights_only=True``), eval mode, on ``device``."""
+    import pickle
+
+    import torch
+
+    from neurointerp.models.inputs import InputSpec
+    from neurointerp.simulate.icam.networks import ICAM
+    from neurointerp.train.device import resolve_device
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: ICAM checkpoint not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an ICAM checkpoint (icam.pt)")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(f"{path}: refused to load: the file holds objects other than tensors and plain data") from exc
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable checkpoint ({text[:160]})") from exc
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        found = obj.get("format") if isinstance(obj, dict) else None
+        hint = f" (it is a '{found}' checkpoint)" if found else ""
+        raise InputError(f"{path}: not a neurointerp ICAM checkpoint (no '{FORMAT}' format tag){hint}")
+    if not isinstance(obj.get("format_version"), int) or obj["format_version"] > FORMAT_VERSION:
+        raise InputError(f"{path}: ICAM format version {obj.get('format_version')} is newer than this neurointerp supports")
+    try:
+        model = ICAM.from_config(obj["architecture"]["params"])
+        model.load_state_dict(obj["state_dict"])
+    except (TypeError, KeyError, RuntimeError, ValueError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: ICAM weights do not match its architecture ({text[:160]})") from exc
+    model.to(resolve_device(device)).eval()
+    meta = {k: v for k, v in obj.items() if k != "state_dict"}
+    return LoadedICAM(model=model, spec=InputSpec.from_dict(obj["input"]), classes=[str(c) for c in obj["classes"]], meta=meta, path=path)

@@ -1,0 +1,252 @@
+"""Training ICAM (papers/icam-vae-gan-attribution.txt §3; ``simulate train --method icam``).
+
+:func:`fit_icam` trains on arrays in memory; :func:`train_icam` reads a cohort and writes a checkpoint.
+
+One step draws ``B`` images of class 0 (``x``) and ``B`` of class 1 (``y``), unpaired, and:
+
+1. updates the content discriminator ``D^c`` to tell ``E^c(x)`` from ``E^c(y)``;
+2. encodes ``z^c = E^c``, ``z^a ~ q(E^a)``; draws ``z_r`` of the *opposite* class by rejection
+   sampling (:mod:`~neurointerp.simulate.icam.sampling`; a row the classifier has not accepted
+   within the draw budget -- early in training -- falls back to the attribute of the paired image
+   of the other class);
+3. generates reconstructions ``G(z^c_x, z^a_x)``, swapped translations ``v = G(z^c_x, z^a_y)``,
+   ``mu = G(z^c_y, z^a_x)``, random translations ``G(z^c, z_r)`` and cycle reconstructions
+   ``G(E^c(v), E^a(mu))`` (Eq. 4);
+4. updates the domain discriminator ``D`` (real/fake on real vs generated, class head on real images);
+5. updates ``E^c, E^a, G`` with the generator side of Eq. 5.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from neurointerp.errors import InputError
+
+
+def fit_icam(
+    x,
+    labels,
+    *,
+    latent_shape=None,
+    channels: int = 8,
+    n_res: int = 2,
+    lambdas: dict | None = None,
+    epochs: int = 30,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    lr_content_ratio: float = 0.4,
+    max_draws: int = 64,
+    seed: int = 0,
+    device=None,
+    progress: bool = False,
+):
+    """Train ICAM on model inputs ``x`` ``(N, 1, *S)`` with binary ``labels`` ``(N,)`` (0/1).
+
+    ``lambdas`` overrides entries of :data:`~neurointerp.simulate.icam.losses.LAMBDAS`. The
+    content discriminator's learning rate is ``lr * lr_content_ratio`` (authors: 1e-4 and 4e-5).
+    Returns ``(model in eval mode, history: list of per-epoch dicts)``.
+    """
+    import torch
+
+    from neurointerp.simulate.icam import losses as L
+    from neurointerp.simulate.icam.networks import ICAM
+    from neurointerp.simulate.icam.sampling import rejection_sample
+
+    if epochs < 1:
+        raise InputError(f"--epochs {epochs}: must be at least 1")
+    if batch_size < 2:
+        raise InputError(f"--batch-size {batch_size}: must be at least 2")
+    lam = dict(L.LAMBDAS)
+    for k, v in (lambdas or {}).items():
+        if k not in lam:
+            raise InputError(f"unknown ICAM loss weight '{k}' (choose {', '.join(lam)})")
+        if v is not None:
+            if v < 0:
+                raise InputError(f"ICAM loss weight {k}={v}: must be >= 0")
+            lam[k] = float(v)
+    device = device or torch.device("cpu")
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+    labels = np.asarray(labels).astype(int)
+    idx = [np.flatnonzero(labels == k) for k in (0, 1)]
+    if min(len(i) for i in idx) == 0:
+        raise InputError("ICAM needs training images of both classes (found only one class)")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    try:
+        model = ICAM(tuple(x.shape[2:]), latent_shape, channels=channels, n_res=n_res).to(device)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    lat = model.latent_shape
+    gen_params = [*model.enc_c.parameters(), *model.enc_a.parameters(), *model.gen.parameters()]
+    opt_g = torch.optim.Adam(gen_params, lr=lr, betas=(0.5, 0.999), weight_decay=1e-4)
+    opt_d = torch.optim.Adam(model.dis.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=1e-4)
+    opt_dc = torch.optim.Adam(model.dis_c.parameters(), lr=lr * lr_content_ratio, betas=(0.5, 0.999), weight_decay=1e-4)
+    half = max(1, batch_size // 2)
+    steps = int(np.ceil(max(len(i) for i in idx) / half))
+    history = []
+    from neurointerp.progress import track
+
+    epochs_iter = track(range(epochs), description="icam train", total=epochs) if progress else range(epochs)
+    for epoch in epochs_iter:
+        model.train()
+        perm = [rng.permutation(np.resize(rng.permutation(i), steps * half)) for i in idx]
+        sums: dict[str, float] = {}
+        for s in range(steps):
+            b0, b1 = perm[0][s * half : (s + 1) * half], perm[1][s * half : (s + 1) * half]
+            X = x[np.concatenate([b0, b1])].to(device)
+            B = len(b0)
+            lab = torch.cat([torch.zeros(B), torch.ones(B)]).to(device)
+            tgt = 1.0 - lab
+
+            def swap(t):
+                return torch.cat([t[B:], t[:B]])
+
+            # 1. content discriminator
+            with torch.no_grad():
+                c_det = model.enc_c(X)
+            loss_dc = lam["content_adv"] * L.bce(model.dis_c(c_det), lab)
+            opt_dc.zero_grad(set_to_none=True)
+            loss_dc.backward()
+            opt_dc.step()
+
+            # 2. encode, rejection-sample the opposite class
+            c = model.enc_c(X)
+            mu, logvar = model.enc_a(X)
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            z_swap = swap(z)
+            z_r, ok, _ = rejection_sample(model.enc_a, tgt.long(), lat, max_draws=max_draws, device=device)
+            z_r = torch.where(ok.reshape(-1, *([1] * len(lat))), z_r, z_swap.detach())
+
+            # 3. generate: reconstruction, swapped translation, random translation
+            out = model.gen(torch.cat([c, c, c]), torch.cat([z, z_swap, z_r]))
+            rec, trans, rand = out[: 2 * B], out[2 * B : 4 * B], out[4 * B :]
+            c_t = model.enc_c(trans)
+            mu_t, _ = model.enc_a(trans)
+            cyc = model.gen(c_t, swap(mu_t))  # G(E^c(v), E^a(mu)) -> x, G(E^c(mu), E^a(v)) -> y
+            mu_r, _ = model.enc_a(rand)
+            fakes = torch.cat([trans, rand])
+            fake_tgt = torch.cat([tgt, tgt])
+
+            # 4. domain discriminator
+            rf_real, cls_real = model.dis(X)
+            rf_fake, _ = model.dis(fakes.detach())
+            loss_d = lam["domain_adv"] * (L.bce(rf_real, 1.0) + L.bce(rf_fake, 0.0)) + lam["domain_bce_real"] * L.bce(cls_real, lab)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            # 5. encoders and generator (Eq. 5, generator side)
+            rf_g, cls_g = model.dis(fakes)
+            terms = {
+                "content_adv": L.content_adversarial(model.dis_c(c)),
+                "domain_adv": L.bce(rf_g, 1.0),
+                "domain_bce": L.bce(cls_g, fake_tgt),
+                "attr_bce": L.bce(model.enc_a.classify(z), lab),
+                "kl": L.kl_normal(mu, logvar),
+                "fa_map": L.l1(trans, X) + L.l1(rand, X),
+                "latent": L.l1(mu_r, z_r),
+                "rec": L.l1(rec, X) + L.l2(rec, X) + L.l1(cyc, X) + L.l2(cyc, X),
+                "content_l2": c.pow(2).mean(),
+            }
+            loss_g = sum(lam[k] * v for k, v in terms.items())
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+
+            with torch.no_grad():
+                acc = float(((model.enc_a.classify(mu)[:, 0] > 0).float() == lab).float().mean())
+            rows = {"loss_g": float(loss_g.detach()), "loss_d": float(loss_d.detach()), "loss_dc": float(loss_dc.detach()), "accuracy": acc, "rejection_fallback": float((~ok).float().mean()), **{k: float(v.detach()) for k, v in terms.items()}}
+            for k, v in rows.items():
+                sums[k] = sums.get(k, 0.0) + v
+        history.append({"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}})
+    model.eval()
+    return model, history
+
+
+def image_ndim(path) -> int:
+    """Spatial dimensions of a NIfTI image: 2 for ``X x Y`` or ``X x Y x 1``, else 3."""
+    import nibabel as nib
+
+    try:
+        shape = [int(s) for s in nib.load(str(path)).shape]
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable NIfTI image ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+    while len(shape) > 2 and shape[-1] == 1:
+        shape.pop()
+    if len(shape) not in (2, 3):
+        raise InputError(f"{path}: image of shape {tuple(shape)} is neither 2D nor 3D")
+    return len(shape)
+
+
+def _load_arrays(cohort, spec):
+    from neurointerp.io import load_image
+
+    arrays = []
+    for i in range(len(cohort)):
+        vol = load_image(cohort.images[i], ndim=spec.ndim)
+        spec.check_grid(vol.shape, vol.affine, where=f"{cohort.path} row {cohort.rows[i]}: {cohort.images[i]}")
+        arrays.append(vol.data)
+    return spec.prepare(np.stack(arrays))
+
+
+def train_icam(
+    cohort: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    image_column: str = "image",
+    label_column: str = "label",
+    normalize: str = "zscore",
+    space: str | None = None,
+    latent_shape=None,
+    channels: int = 8,
+    n_res: int = 2,
+    lambdas: dict | None = None,
+    epochs: int = 30,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    max_draws: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int | None = None,
+    force: bool = False,
+) -> Path:
+    """Train ICAM on a binary cohort; writes ``OUT/icam.pt``, ``OUT/history.tsv``, ``OUT/icam.json``.
+
+    The grid (shape + affine) is that of the first image; every image must share it. Classes are
+    the cohort's two labels in sorted order (class 0 first). Same arguments as
+    ``neurointerp simulate train --method icam``; returns the checkpoint path.
+    """
+    params = {k: v for k, v in locals().items() if k != "force"}
+    import pandas as pd
+
+    from neurointerp.io import load_image, prepare_output_dir, provenance, read_cohort, write_json, write_table
+    from neurointerp.models.inputs import InputSpec
+    from neurointerp.simulate.icam.checkpoint import icam_dict, save_icam
+    from neurointerp.simulate.icam.losses import LAMBDAS
+    from neurointerp.train.device import resolve_device, set_threads
+
+    set_threads(threads)
+    dev = resolve_device(device)
+    coh = read_cohort(cohort, image_column=image_column, label_column=label_column, min_classes=2)
+    classes = coh.classes
+    if len(classes) != 2:
+        raise InputError(f"{cohort}: column '{label_column}' has {len(classes)} classes ({', '.join(classes)}); ICAM here is binary")
+    ndim = image_ndim(coh.images[0])
+    first = load_image(coh.images[0], ndim=ndim)
+    spec = InputSpec(first.shape, first.affine, space=space or "unknown", normalize=normalize)
+    x = _load_arrays(coh, spec)
+    labels = np.array([classes.index(str(v)) for v in coh.frame[label_column].astype(str)])
+    out = prepare_output_dir(out, force=force)
+    model, history = fit_icam(
+        x, labels, latent_shape=latent_shape, channels=channels, n_res=n_res, lambdas=lambdas, epochs=epochs,
+        batch_size=batch_size, lr=lr, max_draws=max_draws, seed=seed, device=dev, progress=True,
+    )
+    lam = {**LAMBDAS, **{k: float(v) for k, v in (lambdas or {}).items() if v is not None}}
+    training = {**params, "lambdas": lam, "participant_ids": coh.participant_ids, "n_per_class": [int((labels == k).sum()) for k in (0, 1)], "ndim": ndim}
+    path = save_icam(out / "icam.pt", icam_dict(model, spec, classes, training, {"history": history}))
+    write_table(out / "history.tsv", pd.DataFrame(history), force=True)
+    write_json(out / "icam.json", provenance("simulate train --method icam", params, inputs=[cohort, *coh.images], seed=seed, Classes=classes, Space=spec.space, Lambdas=lam), force=True)
+    return path
