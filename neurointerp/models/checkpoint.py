@@ -216,7 +216,9 @@ def read_tagged_checkpoint(path: str | os.PathLike, fmt: str, version: int, kind
         raise InputError(f"{path}: is a folder, expected a {kind} checkpoint ({filename})")
     obj = safe_torch_load(path)
     if not isinstance(obj, dict) or obj.get("format") != fmt:
-        raise InputError(f"{path}: not a neurointerp {kind} checkpoint (no '{fmt}' format tag)")
+        other = obj.get("format") if isinstance(obj, dict) else None
+        hint = f" (it is a '{other}' checkpoint)" if isinstance(other, str) and other else ""
+        raise InputError(f"{path}: not a neurointerp {kind} checkpoint (no '{fmt}' format tag){hint}")
     found = obj.get("format_version")
     if not isinstance(found, int) or found > version:
         raise InputError(f"{path}: {kind} checkpoint format version {found} is newer than this neurointerp supports ({version})")

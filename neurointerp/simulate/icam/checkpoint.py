@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from neurointerp._version import __version__
-from neurointerp.errors import InputError
 
 FORMAT = "neurointerp-icam"
 FORMAT_VERSION = 1
@@ -69,38 +68,14 @@ def checkpoint_format(path: str | os.PathLike) -> str | None:
 
 def load_icam(path: str | os.PathLike, device: str = "cpu") -> LoadedICAM:
     """Load an ICAM checkpoint safely (``weights_only=True``), eval mode, on ``device``."""
-    import pickle
-
-    import torch
-
+    from neurointerp.models.checkpoint import build_model, read_tagged_checkpoint
     from neurointerp.models.inputs import InputSpec
     from neurointerp.simulate.icam.networks import ICAM
     from neurointerp.train.device import resolve_device
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: ICAM checkpoint not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected an ICAM checkpoint (icam.pt)")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise InputError(f"{path}: refused to load: the file holds objects other than tensors and plain data") from exc
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable checkpoint ({text[:160]})") from exc
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        found = obj.get("format") if isinstance(obj, dict) else None
-        hint = f" (it is a '{found}' checkpoint)" if found else ""
-        raise InputError(f"{path}: not a neurointerp ICAM checkpoint (no '{FORMAT}' format tag){hint}")
-    if not isinstance(obj.get("format_version"), int) or obj["format_version"] > FORMAT_VERSION:
-        raise InputError(f"{path}: ICAM format version {obj.get('format_version')} is newer than this neurointerp supports")
-    try:
-        model = ICAM.from_config(obj["architecture"]["params"])
-        model.load_state_dict(obj["state_dict"])
-    except (TypeError, KeyError, RuntimeError, ValueError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: ICAM weights do not match its architecture ({text[:160]})") from exc
+    obj = read_tagged_checkpoint(path, FORMAT, FORMAT_VERSION, "ICAM", "icam.pt", ("classes", "input"))
+    model = build_model(ICAM, obj, path, "ICAM")
     model.to(resolve_device(device)).eval()
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
     return LoadedICAM(model=model, spec=InputSpec.from_dict(obj["input"]), classes=[str(c) for c in obj["classes"]], meta=meta, path=path)
