@@ -118,3 +118,47 @@ def test_register_to_template_keeps_aligned_maps(tmp_path):
     assert b.shape == ref.shape and np.allclose(b.affine, ref.affine)
     mask = nib.load(str(tmp_path / "data" / "truth" / f"space-{SPACE}_desc-brain_mask.nii.gz")).get_fdata() > 0
     assert np.corrcoef(a[mask], b.get_fdata()[mask])[0, 1] > 0.8
+
+
+def test_fields_table_rows_are_validated_and_named(tmp_path, capsys):
+    """Ids follow the cohort rules (row named, nothing written); sessions and directions keep maps apart."""
+    shape, affine = (6, 7, 5), np.diag([2.0, 2.0, 2.0, 1.0])
+    g = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")).astype(float)
+    for k, s in enumerate((1.1, 1.2, 1.3)):
+        save_field(np.stack([(s - 1.0) * g[0], 0 * g[1], 0 * g[2]]), affine, tmp_path / f"f{k}.nii.gz")
+    good = [
+        {"participant_id": "sub-a", "session_id": "ses-1", "direction": "inject", "field": "f0.nii.gz"},
+        {"participant_id": "a", "session_id": "2", "direction": "inject", "field": "f1.nii.gz"},
+        {"participant_id": "a", "session_id": "2", "direction": "remove", "field": "f2.nii.gz"},
+    ]
+
+    def run(rows, name):
+        pd.DataFrame(rows).to_csv(tmp_path / f"{name}.tsv", sep="\t", index=False)
+        code = main(["--quiet", "jacobian", str(tmp_path / f"{name}.tsv"), str(tmp_path / name)])
+        return code, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+
+    for name, change, want in [
+        ("dup", {"session_id": "1"}, "dup.tsv row 3: duplicate participant_id 'a' with session_id '1' and direction 'inject' (first at row 2)"),
+        ("dotdot", {"participant_id": "../x"}, "dotdot.tsv row 3: participant_id '../x' must be letters and digits only"),
+        ("noid", {"participant_id": ""}, "noid.tsv row 3: participant_id is empty"),
+        ("nofield", {"field": ""}, "nofield.tsv row 3: field is empty"),
+        ("baddir", {"direction": "in/out"}, "baddir.tsv row 3: direction 'in/out' must be letters and digits only"),
+    ]:
+        code, err = run([good[0], {**good[1], **change}, good[2]], name)
+        assert code == 2 and len(err) == 1 and want in err[0], err
+        assert not (tmp_path / name).exists()  # refused before the output folder is made
+
+    code, err = run(good, "ok")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "ok" / "jacobian.tsv", sep="\t", dtype=str)
+    assert list(zip(table["participant_id"], table["session_id"], table["direction"])) == [("a", "1", "inject"), ("a", "2", "inject"), ("a", "2", "remove")]
+    for ses, d, s in (("1", "inject", 1.1), ("2", "inject", 1.2), ("2", "remove", 1.3)):
+        path = tmp_path / "ok" / "sub-a" / f"ses-{ses}" / "anat" / f"sub-a_ses-{ses}_desc-{d}_logjacobian.nii.gz"
+        assert np.allclose(nib.load(str(path)).get_fdata()[2:-2], np.log(s), atol=1e-5)
+
+    # a NaN field in row 3: exit 2 naming the table row and the file
+    u = np.zeros((3, *shape))
+    u[0, 1, 1, 1] = np.nan
+    save_field(u, affine, tmp_path / "nan.nii.gz")
+    code, err = run([good[0], {**good[1], "field": "nan.nii.gz"}], "nan")
+    assert code == 2 and len(err) == 1 and "nan.tsv row 3: " in err[0] and "nan.nii.gz: 1 voxel has NaN or Inf" in err[0], err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +168,132 @@ def test_simulator_checkpoint_roundtrip(tmp_path):
     torch.save({"format": "other"}, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="not a neurointerp simulator"):
         load_simulator(tmp_path / "bad.pt")
+
+
+def test_load_field_rejects_non_finite_values_and_degenerate_grids(tmp_path):
+    """NaN/Inf vectors and a singular or zero-voxel-size affine are refused, naming the file."""
+    import nibabel as nib
+
+    u = 0.1 * np.ones((3, 5, 6, 7))
+    for name, value in (("nan.nii.gz", np.nan), ("inf.nii.gz", -np.inf)):
+        bad = u.copy()
+        bad[1, 2, 3, 4] = value
+        save_field(bad, np.eye(4), tmp_path / name)
+        with pytest.raises(InputError, match=rf"{name}: 1 voxel has NaN or Inf displacements"):
+            load_field(tmp_path / name, 3)
+    save_field(u, np.eye(4), tmp_path / "good.nii.gz")
+    img = nib.load(str(tmp_path / "good.nii.gz"))
+    data = np.asarray(img.dataobj)
+    singular = np.eye(4)
+    singular[:3, 1] = singular[:3, 0]  # two voxel axes along one world direction
+    nib.save(nib.Nifti1Image(data, singular), str(tmp_path / "singular.nii.gz"))
+    with pytest.raises(InputError, match=r"singular\.nii\.gz: affine is singular"):
+        load_field(tmp_path / "singular.nii.gz", 3)
+    flat = np.eye(4)
+    flat[2, 2] = 0.0  # the third axis has no extent (sform only: a qform cannot store it)
+    hdr = nib.Nifti1Header()
+    hdr.set_sform(flat, code=2)
+    hdr["qform_code"] = 0
+    nib.save(nib.Nifti1Image(data, None, header=hdr), str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(InputError, match=r"flat\.nii\.gz: affine has a zero voxel size"):
+        load_field(tmp_path / "flat.nii.gz", 3)
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.nii\.gz: file is empty"):
+        load_field(tmp_path / "empty.nii.gz", 3)
+    back, _ = load_field(tmp_path / "good.nii.gz", 3)  # the good field still reads
+    assert np.allclose(back, u, atol=1e-6)
+
+
+def _tiny_apply_inputs(tmp_path, n=4):
+    """An untrained warp simulator with its classifier and a cohort of ``n`` images (12x10x8, 2 mm)."""
+    import nibabel as nib
+    import pandas as pd
+
+    from neurointerp.io import sha256
+    from neurointerp.models.checkpoint import checkpoint_dict, save_checkpoint
+    from neurointerp.models.classifier import ConvClassifier
+    from neurointerp.models.inputs import InputSpec
+    from neurointerp.simulate.checkpoint import save_simulator, simulator_dict
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    spec = InputSpec((12, 10, 8), affine, space="test", normalize="zscore")
+    torch.manual_seed(0)
+    clf = save_checkpoint(tmp_path / "clf.pt", checkpoint_dict(ConvClassifier(spec.model_shape, channels=(2,), hidden=()), spec, "binary", ["control", "patient"], "simnet3d", {}, {}))
+    sim = Simulator(spec.model_shape, mode="warp", channels=[2, 4], fc=8).eval()
+    simulator = save_simulator(tmp_path / "sim.pt", simulator_dict(sim, spec, {"sha256": sha256(clf)}, {"delta": 1.0}, {}))
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(n):
+        path = tmp_path / f"img{k}.nii.gz"
+        nib.save(nib.Nifti1Image((1.0 + rng.random((12, 10, 8))).astype(np.float32), affine), str(path))
+        rows.append({"participant_id": f"s{k}", "image": path.name, "label": ("control", "patient")[k % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "cohort.csv", index=False)
+    return tmp_path / "cohort.csv", Path(simulator), Path(clf)
+
+
+def test_apply_refuses_a_bad_image_before_writing_and_keeps_failures_tsv_for_runtime_failures(tmp_path, capsys, monkeypatch):
+    import nibabel as nib
+    import pandas as pd
+
+    import neurointerp.simulate.apply as apply_mod
+    from neurointerp.cli.app import main
+
+    cohort, simulator, clf = _tiny_apply_inputs(tmp_path)
+    argv = ["--quiet", "simulate", "apply", str(cohort), str(simulator), str(clf)]
+    # a NaN voxel in the last row's image: exit 2, one line naming the table row and the file, nothing written
+    img = nib.load(str(tmp_path / "img3.nii.gz"))
+    data = np.asarray(img.dataobj).copy()
+    data[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), str(tmp_path / "nan.nii.gz"))
+    frame = pd.read_csv(cohort)
+    frame.loc[3, "image"] = "nan.nii.gz"
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    assert main([*argv[:3], str(tmp_path / "bad.csv"), *argv[4:], str(tmp_path / "o1"), "--threads", "1"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "bad.csv row 5" in err[0] and "nan.nii.gz" in err[0] and "NaN" in err[0], err
+    assert not (tmp_path / "o1").exists()
+
+    # a genuine runtime failure (a write fails for one subject) stays a per-subject failure: exit 1,
+    # failures.tsv names it, the other subjects finish; a rerun completes only the missing one
+    real_save = apply_mod._save
+
+    def flaky_save(arr, vol, path, ndim):
+        if "sub-s1_" in Path(path).name:
+            raise OSError(f"{path}: disk full")
+        return real_save(arr, vol, path, ndim)
+
+    monkeypatch.setattr(apply_mod, "_save", flaky_save)
+    out = tmp_path / "o2"
+    assert main([*argv, str(out), "--threads", "1"]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "1 of 4 simulations failed" in err[0] and "failures.tsv" in err[0], err
+    failures = pd.read_csv(out / "failures.tsv", sep="\t")
+    assert list(failures["participant_id"]) == ["s1"] and "disk full" in failures["error"][0]
+    done = pd.read_csv(out / "logits.tsv", sep="\t")
+    assert sorted(done["participant_id"]) == ["s0", "s2", "s3"]
+    kept = {p: p.read_bytes() for p in out.rglob("sub-s0_*")}
+    monkeypatch.setattr(apply_mod, "_save", real_save)
+    assert main([*argv, str(out), "--threads", "1"]) == 0
+    assert sorted(pd.read_csv(out / "logits.tsv", sep="\t")["participant_id"]) == ["s0", "s1", "s2", "s3"]
+    assert all(p.read_bytes() == raw for p, raw in kept.items())  # finished subjects were not redone
+    assert (out / "sub-s1" / "anat" / "sub-s1_space-test_desc-remove_T1w.nii.gz").exists()
+
+
+def test_apply_array_merge_keeps_ids_as_text(tmp_path):
+    """The last array task joins the parts; ids like '01' stay '01' (they name the subjects' files)."""
+    import pandas as pd
+
+    from neurointerp.simulate.apply import apply_simulator
+
+    cohort, simulator, clf = _tiny_apply_inputs(tmp_path)
+    frame = pd.read_csv(cohort)
+    frame["participant_id"] = ["01", "02", "003", "04"]
+    frame.to_csv(cohort, index=False)
+    for k in range(2):
+        apply_simulator(cohort, simulator, clf, tmp_path / "out", threads=1, array_index=k, array_size=2)
+    ids = ["003", "01", "02", "04"]
+    for name in ("logits.tsv", "fields.tsv"):
+        merged = pd.read_csv(tmp_path / "out" / name, sep="\t", dtype=str)
+        assert sorted(merged["participant_id"]) == ids, name
+    fields = pd.read_csv(tmp_path / "out" / "fields.tsv", sep="\t", dtype=str)
+    assert all(Path(f).exists() and f"sub-{p}_" in Path(f).name for p, f in zip(fields["participant_id"], fields["field"]))

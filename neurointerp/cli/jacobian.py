@@ -9,7 +9,7 @@ import typer
 
 
 def jacobian(
-    inputs: Path = typer.Argument(..., help="A displacement field (NIfTI vector image, ITK/ANTs convention), a table (fields.tsv of `simulate apply`: participant_id, field[, direction, image]) or a `simulate apply` folder (its fields.tsv or the fields-part*.tsv of an array)."),
+    inputs: Path = typer.Argument(..., help="A displacement field (NIfTI vector image, ITK/ANTs convention), a table (fields.tsv of `simulate apply`: participant_id, field[, session_id, direction, image]; ids letters and digits, rows checked before any work) or a `simulate apply` folder (its fields.tsv or the fields-part*.tsv of an array)."),
     out: Path = typer.Argument(..., help="Output folder (per-subject _jacobian/_logjacobian maps, jacobian.tsv, group/ means)."),
     template: Optional[Path] = typer.Option(None, help="Template image: group maps in its space (fields must lie on its grid unless --register)."),
     register: bool = typer.Option(False, "--register", help="Align each subject's image to --template with ANTs SyN first and resample its log-Jacobian (§4.2 group maps)."),

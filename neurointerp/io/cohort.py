@@ -95,7 +95,7 @@ def _class_key(value: str):
         return (1, 0.0, value)
 
 
-def _normalise_id(value: str, prefix: str) -> str:
+def normalise_id(value: str, prefix: str) -> str:
     value = value.strip()
     return value[len(prefix):] if value.startswith(prefix) else value
 
@@ -196,7 +196,7 @@ def read_cohort(
             continue
         rec = {h: v.strip() for h, v in zip(header, values)}
         pid_raw = rec["participant_id"]
-        pid = _normalise_id(pid_raw, "sub-")
+        pid = normalise_id(pid_raw, "sub-")
         if not pid:
             problems.append(f"row {row}: participant_id is empty")
         elif not ID_RE.match(pid):
@@ -204,7 +204,7 @@ def read_cohort(
         rec["participant_id"] = pid
         ses = ""
         if "session_id" in rec:
-            ses = _normalise_id(rec["session_id"], "ses-")
+            ses = normalise_id(rec["session_id"], "ses-")
             if ses and not ID_RE.match(ses):
                 problems.append(f"row {row}: session_id '{rec['session_id']}' must be letters and digits only")
             rec["session_id"] = ses

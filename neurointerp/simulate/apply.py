@@ -68,19 +68,41 @@ def _check_simulator_classifier(sim, clf, sim_path, clf_path) -> None:
         raise InputError(f"{sim_path}: simulator grid {sim.model.shape} differs from its input crop {sim.spec.model_shape}")
 
 
-def _check_headers(paths, spec, ndim: int, where: str) -> None:
-    """Every image must be on the simulator's grid: one line naming the first that is not."""
+def _check_headers(paths, spec, ndim: int, where: str, rows=None) -> None:
+    """Every image must be on the simulator's grid (headers only, cheap): one line naming the first that is not.
+
+    ``rows`` (optional, one per path) prefixes the message, e.g. ``cohort.csv row 3``.
+    """
     import nibabel as nib
 
-    for path in paths:
+    from neurointerp.io import check_affine
+
+    for k, path in enumerate(paths):
+        at = f"{rows[k]}: {path}" if rows is not None else str(path)
         try:
             img = nib.load(str(path))
         except Exception as exc:
-            raise InputError(f"{path}: not a readable NIfTI image ({str(exc).splitlines()[0][:120]})") from exc
+            raise InputError(f"{at}: not a readable NIfTI image ({str(exc).splitlines()[0][:120]})") from exc
         shape = tuple(int(s) for s in img.shape)
         while len(shape) > ndim and shape[-1] == 1:
             shape = shape[:-1]
-        spec.check_grid(shape, img.affine, where=f"{path} ({where})")
+        check_affine(img.affine, f"{at} ({where})")  # a degenerate grid is named as such, not as another grid
+        spec.check_grid(shape, img.affine, where=f"{at} ({where})")
+
+
+def _load_row(coh, i: int, spec):
+    """Load and validate row ``i`` of the cohort (readable, finite, not all zero, on the grid).
+
+    Raises :class:`InputError` naming the table, the row and the image.
+    """
+    from neurointerp.io import load_image
+
+    try:
+        vol = load_image(coh.images[i], ndim=spec.ndim)
+        spec.check_grid(vol.shape, vol.affine, where=str(coh.images[i]))
+    except InputError as exc:
+        raise InputError(f"{coh.path} row {coh.rows[i]}: {exc}") from exc
+    return vol
 
 
 def plot_logits(frame, path, delta: float | None = None) -> Path:
@@ -138,6 +160,12 @@ def apply_simulator(
     ``remove`` or ``both`` (every subject in both directions). Subjects whose outputs exist are
     skipped unless ``force`` (a killed SLURM array can be resubmitted). Same arguments as
     ``neurointerp simulate apply``.
+
+    Bad input (an unreadable, truncated, non-finite, all-zero or off-grid image, a degenerate
+    affine) raises :class:`InputError` naming the table row and the file before anything is
+    written: every image this task will simulate is validated first. A subject that fails while
+    it is simulated (an image changed or vanished meanwhile, a failed write) is listed in
+    ``failures.tsv`` and the others still finish (:class:`NeurointerpError`, exit code 1).
     """
     params = {k: v for k, v in locals().items() if k != "force"}
     import pandas as pd
@@ -146,7 +174,6 @@ def apply_simulator(
     from neurointerp.io import (
         add_bidsignore,
         derivative_path,
-        load_image,
         prepare_output_dir,
         provenance,
         read_cohort,
@@ -173,7 +200,7 @@ def apply_simulator(
     clf = load_checkpoint(classifier, device=str(dev))
     _check_simulator_classifier(sim, clf, simulator, classifier)
     coh = read_cohort(cohort, require_label=direction == "auto", image_column=image_column, label_column=label_column, min_classes=1)
-    _check_headers(coh.images, sim.spec, sim.spec.ndim, f"column {image_column}")
+    _check_headers(coh.images, sim.spec, sim.spec.ndim, f"column {image_column}", rows=[f"{coh.path} row {r}" for r in coh.rows])
     if direction == "auto":
         tasks = tasks_from_labels(coh.frame[label_column], clf.classes, str(cohort))
         jobs = [(i, int(tasks[i])) for i in range(len(coh))]
@@ -183,12 +210,9 @@ def apply_simulator(
     share = set(array_share(len(coh), index, size))
     jobs = [j for j in jobs if j[0] in share]
 
-    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
-    write_dataset_description(out, "neurointerp simulate", "Simulated disease injection/removal (cycle-consistent simulators)", force=False)
-    add_bidsignore(out, ["*_difference.nii.gz", "*_xfm.nii.gz", "logits*", "fields*", "failures*"])
+    out = Path(out)
     space = sim.spec.space
     delta = float(sim.meta.get("training", {}).get("delta", 0.0)) or None
-    sim_sha, clf_sha = sha256(simulator), sha256(classifier)
     labels = coh.frame[label_column].astype(str).tolist() if label_column in coh.frame.columns else [""] * len(coh)
     rows, field_rows, failures = [], [], []
 
@@ -203,7 +227,13 @@ def apply_simulator(
             p["field"] = derivative_path(out, pid, "xfm", desc=d, **kw)
         return p
 
-    sessions = coh.frame["session_id"].astype(str).tolist() if "session_id" in coh.frame.columns else [None] * len(coh)
+    has_ses = "session_id" in coh.frame.columns
+    sessions = [s or None for s in coh.frame["session_id"].astype(str)] if has_ses else [None] * len(coh)
+
+    def field_row(i, d, path):
+        ses = {"session_id": sessions[i] or ""} if has_ses else {}
+        return {"participant_id": coh.participant_ids[i], **ses, "direction": d, "field": str(path), "image": str(coh.images[i])}
+
     pending = []
     for i, t in jobs:
         p = paths_of(coh.participant_ids[i], DIRECTIONS[t], sessions[i])
@@ -211,21 +241,38 @@ def apply_simulator(
         if meta is not None:
             rows.append(_row(coh.participant_ids[i], labels[i], DIRECTIONS[t], meta["Logits"], delta))
             if "field" in p:
-                field_rows.append({"participant_id": coh.participant_ids[i], "direction": DIRECTIONS[t], "field": str(p["field"]), "image": str(coh.images[i])})
+                field_rows.append(field_row(i, DIRECTIONS[t], p["field"]))
         else:
             pending.append((i, t, p))
+
+    # bad input is refused before anything is written: validate every image this task will
+    # simulate (the first batch's volumes are kept, the others are read again when their turn comes)
+    first_batch = {i for i, _, _ in pending[:batch_size]}
+    last_job = {i: k for k, (i, _, _) in enumerate(pending)}
+    loaded = {}
+    for i in dict.fromkeys(i for i, _, _ in pending):
+        vol = _load_row(coh, i, sim.spec)
+        if i in first_batch:
+            loaded[i] = vol
+
+    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
+    write_dataset_description(out, "neurointerp simulate", "Simulated disease injection/removal (cycle-consistent simulators)", force=False)
+    add_bidsignore(out, ["*_difference.nii.gz", "*_xfm.nii.gz", "logits*", "fields*", "failures*"])
+    sim_sha, clf_sha = sha256(simulator), sha256(classifier)
 
     for start in track(range(0, len(pending), batch_size), description="simulate apply", total=(len(pending) + batch_size - 1) // batch_size):
         chunk = pending[start : start + batch_size]
         vols, ok = [], []
         for i, t, p in chunk:
-            try:
-                vol = load_image(coh.images[i], ndim=sim.spec.ndim)
-                sim.spec.check_grid(vol.shape, vol.affine, where=str(coh.images[i]))
+            try:  # validated above; an image that changed or vanished since is a runtime failure
+                vol = loaded[i] if i in loaded else _load_row(coh, i, sim.spec)
                 vols.append(vol)
                 ok.append((i, t, p))
-            except InputError as exc:
-                failures.append({"participant_id": coh.participant_ids[i], "error": str(exc)})
+            except (OSError, InputError) as exc:
+                failures.append({"participant_id": coh.participant_ids[i], "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+        for i, _, _ in chunk:  # both directions of a subject share its volume: drop it after its last job
+            if last_job[i] < start + batch_size:
+                loaded.pop(i, None)
         if not ok:
             continue
         x = sim.spec.prepare(np.stack([v.data for v in vols]))
@@ -263,7 +310,7 @@ def apply_simulator(
                 write_sidecar(p["simulated"], record, force=True)
                 rows.append(_row(pid, labels[i], d, logits, delta))
                 if "field" in p:
-                    field_rows.append({"participant_id": pid, "direction": d, "field": str(p["field"]), "image": str(coh.images[i])})
+                    field_rows.append(field_row(i, d, p["field"]))
             except (OSError, NeurointerpError) as exc:
                 failures.append({"participant_id": pid, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
 
@@ -298,7 +345,9 @@ def _merge_parts(out: Path, size: int, delta) -> None:
             return
         if not present:
             continue
-        frame = pd.concat([pd.read_csv(p, sep="\t") for p in present], ignore_index=True)
+        # ids and labels stay text ('01' must not become 1: it names the subject's files)
+        text = {c: str for c in ("participant_id", "session_id", "label", "direction", "field", "image")}
+        frame = pd.concat([pd.read_csv(p, sep="\t", dtype=text, keep_default_na=False) for p in present], ignore_index=True)
         write_table(out / f"{stem}.tsv", frame, force=True)
         if stem == "logits" and len(frame):
             plot_logits(frame, out / "logits.png", delta)

@@ -73,13 +73,18 @@ def _field_ndim(path) -> int:
 
 
 def _read_table(path: Path):
+    """A fields table as strings; blank lines are kept as empty rows and dropped, so that
+    ``index + 2`` is the row a spreadsheet shows (header = row 1)."""
     import pandas as pd
 
     sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
     try:
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except Exception as exc:
         raise InputError(f"{path}: not a readable table ({str(exc).splitlines()[0][:120]})") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    keep = [any(str(v).strip() for v in values) for values in frame.itertuples(index=False)]
+    return frame.loc[np.asarray(keep, dtype=bool)]
 
 
 def _resolve(value: str, folder: Path) -> Path:
@@ -90,43 +95,101 @@ def _resolve(value: str, folder: Path) -> Path:
     return p
 
 
-def _read_inputs(inputs, field_column: str, image_column: str):
-    """One field file, a table, or a `simulate apply` folder -> list of dicts (participant_id, direction, field, image)."""
-    import pandas as pd
+def _table_rows(frame, where: Path, folder: Path, field_column: str, image_column: str) -> tuple[list[dict], list[str]]:
+    """Validate the rows of one fields table -> (records, problems).
 
+    Ids follow the cohort-table rules of :func:`neurointerp.io.read_cohort` (letters and digits,
+    ``sub-``/``ses-`` prefixes dropped): they become folder and file names. Problems name the
+    spreadsheet row (header = row 1).
+    """
+    from neurointerp.io.cohort import ID_RE, normalise_id
+
+    records, problems = [], []
+    has_ses, has_dir, has_img = "session_id" in frame.columns, "direction" in frame.columns, image_column in frame.columns
+    for k, r in frame.iterrows():
+        row = int(k) + 2
+        pid_raw = str(r["participant_id"]).strip()
+        pid = normalise_id(pid_raw, "sub-")
+        if not pid:
+            problems.append(f"row {row}: participant_id is empty")
+        elif not ID_RE.match(pid):
+            problems.append(f"row {row}: participant_id '{pid_raw}' must be letters and digits only (no path characters, spaces or '-')")
+        ses = normalise_id(str(r["session_id"]), "ses-") if has_ses else ""
+        if ses and not ID_RE.match(ses):
+            problems.append(f"row {row}: session_id '{r['session_id'].strip()}' must be letters and digits only")
+        d = str(r["direction"]).strip() if has_dir else ""
+        if d and not ID_RE.match(d):
+            problems.append(f"row {row}: direction '{d}' must be letters and digits only")
+        value = str(r[field_column]).strip()
+        f = None
+        if not value:
+            problems.append(f"row {row}: {field_column} is empty")
+        else:
+            f = _resolve(value, folder)
+            if not f.is_file():
+                problems.append(f"row {row}: {field_column} '{value}' not found")
+        img = None
+        image = str(r[image_column]).strip() if has_img else ""
+        if image:
+            img = _resolve(image, folder)
+            if not img.is_file():
+                problems.append(f"row {row}: {image_column} '{image}' not found")
+        records.append({"participant_id": pid, "session_id": ses or None, "direction": d or None, "field": f, "image": img, "where": where, "row": row})
+    return records, problems
+
+
+def _read_inputs(inputs, field_column: str, image_column: str):
+    """One field file, a table, or a `simulate apply` folder -> (list of row dicts, base folder).
+
+    A row dict has ``participant_id``, ``session_id``, ``direction``, ``field``, ``image`` and,
+    for tables, ``where`` (the table) and ``row`` (its spreadsheet row) for messages. Every row
+    is validated before any work starts; a table with problems raises :class:`CohortError`
+    naming the table and the rows.
+    """
+    from neurointerp.errors import CohortError
     from neurointerp.io import is_nifti_path
 
     inputs = Path(inputs)
     if not inputs.exists():
         raise InputError(f"{inputs}: not found")
     if is_nifti_path(inputs):
-        return [{"participant_id": None, "direction": None, "field": inputs, "image": None}], inputs.parent
+        return [{"participant_id": None, "session_id": None, "direction": None, "field": inputs, "image": None, "where": None, "row": None}], inputs.parent
     if inputs.is_dir():  # a `simulate apply` folder: fields.tsv, or the parts its array tasks wrote
         tables = [inputs / "fields.tsv"] if (inputs / "fields.tsv").exists() else sorted(inputs.glob("fields-part*of*.tsv"))
         if not tables:
             raise InputError(f"{inputs}: a folder without fields.tsv or fields-part*.tsv (give a field, a table, or a `simulate apply` folder)")
-        frame = pd.concat([_read_table(t) for t in tables], ignore_index=True).drop_duplicates()
-        folder, where = inputs, tables[0]
+        folder = inputs
     else:
-        frame = _read_table(inputs)
-        folder, where = inputs.parent, inputs
-    for col in ("participant_id", field_column):
-        if col not in frame.columns:
-            raise InputError(f"{where}: no column '{col}' (columns: {', '.join(frame.columns)})")
-    if inputs.is_dir():  # one order whichever task wrote which part (array tasks of jacobian share rows)
-        order = ["participant_id"] + (["direction"] if "direction" in frame.columns else [])
-        frame = frame.sort_values(order, kind="stable").reset_index(drop=True)
-    rows = []
-    for k, r in frame.iterrows():
-        f = _resolve(r[field_column], folder)
-        if not f.exists():
-            raise InputError(f"{where} row {k + 2}: field '{r[field_column]}' not found")
-        img = None
-        if image_column in frame.columns and r[image_column]:
-            img = _resolve(r[image_column], folder)
-        rows.append({"participant_id": str(r["participant_id"]), "direction": (r.get("direction") or None), "field": f, "image": img})
+        tables, folder = [inputs], inputs.parent
+    rows, seen_rows = [], set()
+    for table in tables:
+        frame = _read_table(table)
+        for col in ("participant_id", field_column):
+            if col not in frame.columns:
+                raise InputError(f"{table}: no column '{col}' (columns: {', '.join(frame.columns)})")
+        records, problems = _table_rows(frame, table, folder, field_column, image_column)
+        if problems:
+            raise CohortError(table, problems)
+        for rec in records:
+            content = tuple(rec[k] for k in ("participant_id", "session_id", "direction", "field", "image"))
+            if inputs.is_dir() and content in seen_rows:
+                continue  # the same row in two parts (an array resubmitted with another size)
+            seen_rows.add(content)
+            rows.append(rec)
     if not rows:
         raise InputError(f"{inputs}: the table lists no fields")
+    # one output per (participant, session, direction): a repeated key would overwrite a map
+    first: dict[tuple, dict] = {}
+    for rec in rows:
+        key = (rec["participant_id"], rec["session_id"], rec["direction"])
+        if key in first:
+            what = f"participant_id '{key[0]}'" + (f" with session_id '{key[1]}'" if key[1] else "") + (f" and direction '{key[2]}'" if key[2] else "")
+            prev = first[key]
+            at = f"row {prev['row']}" if prev["where"] == rec["where"] else f"{prev['where']} row {prev['row']}"
+            raise CohortError(rec["where"], [f"row {rec['row']}: duplicate {what} (first at {at})"])
+        first[key] = rec
+    if inputs.is_dir():  # one order whichever task wrote which part (array tasks of jacobian share rows)
+        rows.sort(key=lambda r: (r["participant_id"], r["session_id"] or "", r["direction"] or ""))
     return rows, folder
 
 
@@ -150,8 +213,11 @@ def jacobian_maps(
     """Jacobian determinant and log-determinant maps of displacement fields, and group means.
 
     ``inputs``: one NIfTI displacement field, or a table (``fields.tsv`` of ``simulate apply``)
-    with ``participant_id``, ``field``, optional ``direction`` and ``image`` columns.
-    Writes ``OUT/sub-<id>/anat/sub-<id>[_space-<s>]_desc-<direction>_jacobian.nii.gz`` and
+    with ``participant_id``, ``field``, optional ``session_id``, ``direction`` and ``image``
+    columns. Ids follow the cohort-table rules (letters and digits; ``sub-``/``ses-`` dropped)
+    and one (participant, session, direction) appears once; every row is checked before any
+    work starts and a bad one raises :class:`~neurointerp.errors.InputError` naming the table
+    and the row. Writes ``OUT/sub-<id>/[ses-<s>/]anat/sub-<id>[_ses-<s>][_space-<s>]_desc-<direction>_jacobian.nii.gz`` and
     ``..._logjacobian.nii.gz`` (a single field: ``OUT/<name>_jacobian.nii.gz``), and per direction
     ``OUT/group/space-<s>_desc-<direction>mean_logjacobian.nii.gz`` (+ ``..._jacobian``) and
     ``OUT/jacobian.tsv`` (per-subject summaries).
@@ -204,7 +270,8 @@ def jacobian_maps(
     if register:
         missing = [r for r in rows if r["image"] is None]
         if missing:
-            raise InputError(f"{inputs}: --register needs an '{image_column}' column with each subject's image (missing for {missing[0]['participant_id']})")
+            at = f"{missing[0]['where']} row {missing[0]['row']}" if missing[0]["where"] is not None else str(inputs)
+            raise InputError(f"{at}: --register needs an '{image_column}' column with each subject's image (missing for {missing[0]['participant_id']})")
     # a run's folder is marked at once (jacobian.json), so array tasks starting together can share it
     marker = "jacobian.tsv" if (Path(out) / "jacobian.tsv").exists() else "jacobian.json"
     out = prepare_output_dir(out, force=force, marker=marker)
@@ -218,12 +285,17 @@ def jacobian_maps(
         paths = _paths(out, r, space if register else None)
         if not force and _complete(paths, r, same):
             continue
-        ndim = _field_ndim(r["field"])
-        shape = affine = None
-        if r["image"] is not None:
-            vol = load_image(r["image"], ndim=ndim)
-            shape, affine = vol.shape, vol.affine
-        u, aff = load_field(r["field"], ndim=ndim, shape=shape, affine=affine)
+        try:
+            ndim = _field_ndim(r["field"])
+            shape = affine = None
+            if r["image"] is not None:
+                vol = load_image(r["image"], ndim=ndim)
+                shape, affine = vol.shape, vol.affine
+            u, aff = load_field(r["field"], ndim=ndim, shape=shape, affine=affine)
+        except InputError as exc:
+            if r["where"] is None:
+                raise
+            raise InputError(f"{r['where']} row {r['row']}: {exc}") from exc
         raw_det = jacobian_determinant(u, clamp=False)
         folded = int((raw_det <= 0).sum())
         logdet = np.log(np.maximum(raw_det, LOG_FLOOR)) if clamp else np.log(raw_det)
@@ -235,7 +307,7 @@ def jacobian_maps(
         if pid is not None and not register and tpl is not None and (tuple(logdet.shape) != tuple(tpl.shape) or not np.allclose(aff, tpl.affine, atol=1e-3)):
             raise InputError(f"{r['field']}: not on the template grid {'x'.join(map(str, tpl.shape))}; add --register to align subjects first")
         ext = (1,) if ndim == 2 else ()
-        summary = {"participant_id": pid or "", "direction": d or "", "field": str(r["field"]), "mean_logjacobian": float(logdet.mean()), "min_jacobian": float(det.min()), "max_jacobian": float(det.max()), "folded_voxels": folded}
+        summary = {"participant_id": pid or "", **({"session_id": r["session_id"]} if r["session_id"] else {}), "direction": d or "", "field": str(r["field"]), "mean_logjacobian": float(logdet.mean()), "min_jacobian": float(det.min()), "max_jacobian": float(det.max()), "folded_voxels": folded}
         record = provenance("jacobian", params, inputs=[r["field"]] + ([r["image"]] if r["image"] else []), FoldedVoxels=folded, Clamp={"determinant_min": 0.0, "log_floor": LOG_FLOOR} if clamp else None, Method="4th-order central differences, replicated borders (as ANTs CreateJacobianDeterminantImage)", Inverse=bool(inverse), Meaning=("volume change from the input image to the warped image (inverse mapping: 1/det, -log det)" if inverse else "determinant of the displacement-field transform T(p) = p + d(p), as ANTs"), Summary=summary)
         if register and pid is not None:
             registered = _to_template(logdet, aff, r["image"], template, out, pid, seed).astype(np.float32)
@@ -289,9 +361,10 @@ def _paths(out: Path, r: dict, registered_space: str | None) -> dict[str, Path]:
         stem = Path(r["field"]).name.split(".nii")[0]
         stem = stem[:-4] if stem.endswith("_xfm") else stem
         return {"jacobian": out / f"{stem}_jacobian.nii.gz", "logjacobian": out / f"{stem}_logjacobian.nii.gz"}
-    paths = {k: derivative_path(out, pid, k, desc=d, space=_space_of(r["field"])) for k in ("jacobian", "logjacobian")}
+    ses = r.get("session_id")
+    paths = {k: derivative_path(out, pid, k, session=ses, desc=d, space=_space_of(r["field"])) for k in ("jacobian", "logjacobian")}
     if registered_space is not None:
-        paths["registered"] = derivative_path(out, pid, "logjacobian", desc=f"{d or ''}registered", space=registered_space)
+        paths["registered"] = derivative_path(out, pid, "logjacobian", session=ses, desc=f"{d or ''}registered", space=registered_space)
     return paths
 
 

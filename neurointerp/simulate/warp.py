@@ -106,13 +106,21 @@ def load_field(path: str | os.PathLike, ndim: int = 3, shape=None, affine=None):
     """Read a displacement field written by :func:`save_field` (or by ANTs/ITK).
 
     Returns ``(field (ndim, *S) in voxels, affine)``. With ``shape``/``affine`` given, the
-    field's grid must match them. Raises :class:`InputError` with one line naming the file.
+    field's grid must match them. A field with NaN or Inf vectors, or on a degenerate grid
+    (singular affine, zero voxel size), is refused. Raises :class:`InputError` with one line
+    naming the file.
     """
     import nibabel as nib
+
+    from neurointerp.io.nifti import check_affine
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: displacement field not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a NIfTI displacement field")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes)")
     try:
         img = nib.load(str(path))
         data = np.asarray(img.dataobj, dtype=np.float64)
@@ -127,6 +135,10 @@ def load_field(path: str | os.PathLike, ndim: int = 3, shape=None, affine=None):
             f"{path}: shape {'x'.join(map(str, img.shape))} is not a displacement field "
             "(expected X x Y x Z x 1 x 3, an ITK/ANTs vector image)"
         )
+    n_bad = int(np.count_nonzero(~np.isfinite(data).all(axis=-1)))
+    if n_bad:
+        raise InputError(f"{path}: {n_bad} voxel{'s have' if n_bad > 1 else ' has'} NaN or Inf displacements")
+    check_affine(aff, str(path))
     if data.shape[-1] == 2:
         data = np.concatenate([data, np.zeros(data.shape[:-1] + (1,))], axis=-1)
     spatial = data.shape[:3]

@@ -457,14 +457,7 @@ def cases():
 
 
 # Known bugs in modules this suite's author does not own (reported; strict xfail flips when fixed).
-KNOWN_BUGS = {
-    **{("simulate-apply", b): "simulate/apply.py: a bad image is a per-subject failure with exit 1 and no line naming the file"
-       for b in ("truncated-gz", "nan-voxel", "inf-voxel", "all-zero-image", "zero-voxel-size")},
-    **{("jacobian", b): "simulate/warp.py load_field: NaN/Inf voxels and degenerate affines of a field are not checked"
-       for b in ("nan-voxel", "inf-voxel", "singular-affine", "zero-voxel-size")},
-    **{("jacobian", b): "simulate/jacobian.py: participant ids of the fields table are not validated (row not named)"
-       for b in ("empty-id", "duplicate-id", "dotdot-id", "path-id", "space-id")},
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def snapshot(folder: Path) -> dict[str, str]:
