@@ -141,7 +141,7 @@ def test_array_shares_and_intermediates(trained, tmp_path):
         assert (anat / f"sub-{test_ids[0]}_desc-{step}_gbp.nii.gz").exists()
 
 
-def test_bad_inputs_are_collected_in_failures(trained, tmp_path):
+def test_bad_inputs_are_refused_before_anything_is_written(trained, tmp_path, capsys):
     root, model = trained
     cohort = pd.read_csv(root / "data" / "test.csv")
     data = root / "data"
@@ -164,14 +164,20 @@ def test_bad_inputs_are_collected_in_failures(trained, tmp_path):
     )
     rows.to_csv(tmp_path / "bad.csv", index=False)
     code = main(["--quiet", "segment-bg", "apply", str(model), str(tmp_path / "bad.csv"), str(tmp_path / "out"), "--threads", "1"])
-    assert code == 2  # every failure is bad input
-    fails = pd.read_csv(tmp_path / "out" / "failures.tsv", sep="\t").set_index("participant_id")
-    assert set(fails.index) == {"flat", "badlab", "four", "small"}
-    assert "4D image" in fails.loc["four", "message"]
-    assert "not 3D" in fails.loc["flat", "message"]
-    assert "unknown classes 9" in fails.loc["badlab", "message"]
-    assert "24x24" in fails.loc["small", "message"]
+    err = capsys.readouterr().err.strip().splitlines()
+    # bad input is refused before anything is written, in one line listing every bad row
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    line = err[0]
+    assert "bad.csv row 2:" in line and "flat.nii.gz" in line and "not 3D" in line
+    assert "row 3:" in line and "badlab.nii.gz" in line and "unknown classes 9" in line
+    assert "row 4:" in line and "4D image" in line
+    assert "row 5:" in line and "24x24" in line and "and 3 more problems" in line
+    assert not (tmp_path / "out").exists()
+    # without the bad rows the same command runs: the good animal is segmented
+    rows.iloc[4:].to_csv(tmp_path / "good.csv", index=False)
+    assert main(["--quiet", "segment-bg", "apply", str(model), str(tmp_path / "good.csv"), str(tmp_path / "out"), "--threads", "1"]) == 0
     assert (tmp_path / "out" / "sub-good" / "anat" / "sub-good_desc-bgremoved_dseg.nii.gz").exists()
+    assert not (tmp_path / "out" / "failures.tsv").exists()
 
 
 def test_train_refuses_unknown_label_classes_and_2d_labels(tmp_path):

@@ -20,8 +20,10 @@ With truth columns (labels, brain mask) ``metrics.tsv`` (per animal) and
 ``metrics_summary.tsv`` (pooled over the animals, as the paper's Tables 1-2) compare the
 segmentation with and without background removal; they are rebuilt from the sidecars of every
 finished animal, so the last SLURM array task leaves complete tables. Animals whose outputs
-are complete with the same inputs and parameters are skipped; per-animal failures go to
-``failures.tsv`` and the others finish.
+are complete with the same inputs and parameters are skipped. Bad input (an unreadable, non-3D,
+NaN or empty image, slices of another size than the segmenter's, truth labels with unknown
+classes or off the image's grid) is refused before anything is written, in one line naming the
+rows and files (exit 2); failures while segmenting go to ``failures.tsv`` and the others finish.
 """
 
 from __future__ import annotations
@@ -55,10 +57,17 @@ class Job:
     labels: Path | None
     mask: Path | None
     row: int
+    table: Path | None = None  # the cohort table the job comes from (None: a single image)
+
+    @property
+    def where(self) -> str:
+        """``cohort.csv row 3`` for error messages ('' for a single image)."""
+        return f"{self.table} row {self.row}" if self.table is not None else ""
 
 
 def _jobs(cohort, image_column: str, label_column: str | None, mask_column: str | None) -> tuple[list[Job], list[Path]]:
     from neurointerp.io import is_nifti_path, read_cohort
+    from neurointerp.io.cohort import MISSING
 
     cohort = Path(cohort)
     if is_nifti_path(cohort):
@@ -79,10 +88,13 @@ def _jobs(cohort, image_column: str, label_column: str | None, mask_column: str 
     def path_of(i, key):
         if key not in cols:
             return None
-        p = Path(str(table.frame.loc[i, cols[key]]))
+        value = str(table.frame.loc[i, cols[key]]).strip()
+        if value.lower() in MISSING:  # no truth for this animal: no metrics for it
+            return None
+        p = Path(value)
         return p if p.is_absolute() else (base / p)
 
-    jobs = [Job(table.participant_ids[i], sessions[i], table.images[i], path_of(i, "labels"), path_of(i, "mask"), table.row_of(i)) for i in range(len(table))]
+    jobs = [Job(table.participant_ids[i], sessions[i], table.images[i], path_of(i, "labels"), path_of(i, "mask"), table.row_of(i), table.path) for i in range(len(table))]
     return jobs, [cohort]
 
 
@@ -121,32 +133,73 @@ def _complete(paths: dict[str, Path], job: Job, ckpt_sha: str, params: dict) -> 
     return bool(same)
 
 
-def segment_animal(seg, job: Job, positioning: str, max_shift: int | None, gbp_score: str, batch_size: int, device, clip_to_mask: bool = True) -> tuple[Any, dict[str, Any], dict | None]:
-    """Load one animal, run both phases; returns ``(volume, results as volumes, truth)``."""
+def load_job(seg, job: Job, name_row: bool = True) -> tuple[Any, dict | None]:
+    """Load and check one animal: its image (3D, slices of the model's size) and, when the cohort
+    has truth columns, its labels (classes 0..3) and brain mask on the image's grid.
+
+    Returns ``(volume, truth or None)``; an :class:`InputError` names the file and, with
+    ``name_row``, the table and row.
+    """
     from neurointerp.io import load_image
-    from neurointerp.segment_bg.core import from_slices, remove_background, to_slices
+    from neurointerp.segment_bg.core import to_slices
     from neurointerp.segment_bg.train import check_labels
 
-    vol = load_image(job.image, ndim=3)
-    slices = to_slices(vol.data, seg.axis)
+    try:
+        vol = load_image(job.image, ndim=3)
+        slices = to_slices(vol.data, seg.axis)
+        tpl = seg.reference["template"]
+        if slices.shape[1:] != tpl.shape[1:]:
+            raise InputError(
+                f"{job.image}: slices of {slices.shape[1]}x{slices.shape[2]} voxels (axis {seg.axis}) differ from the model's "
+                f"{tpl.shape[1]}x{tpl.shape[2]} (segmenter {seg.path} was trained on another grid)"
+            )
+        truth = None
+        if job.labels is not None:
+            lab = load_image(job.labels, ndim=3, allow_empty=True)
+            if lab.shape != vol.shape or not np.allclose(lab.affine, vol.affine, atol=1e-4):
+                raise InputError(f"{job.labels}: label grid {lab.shape} does not match image {job.image} {vol.shape}")
+            truth = {"labels": check_labels(lab.data, str(job.labels)), "mask": None}
+            if job.mask is not None:
+                m = load_image(job.mask, ndim=3, allow_empty=True)
+                if m.shape != vol.shape or not np.allclose(m.affine, vol.affine, atol=1e-4):
+                    raise InputError(f"{job.mask}: mask grid {m.shape} does not match image {job.image} {vol.shape}")
+                truth["mask"] = (m.data > 0).astype(np.uint8)
+    except InputError as exc:
+        raise InputError(f"{job.where}: {exc}" if job.where and name_row else str(exc)) from exc
+    return vol, truth
+
+
+def check_jobs(seg, jobs: list[Job]) -> None:
+    """Load and check every animal (:func:`load_job`); raise one error listing every bad one.
+
+    Called before anything is written, so a cohort with a bad image, label volume or mask (or
+    images off the segmenter's grid) is refused at once instead of after a night of work.
+    """
+    from neurointerp.errors import CohortError
+
+    problems, table = [], None
+    for job in jobs:
+        try:
+            load_job(seg, job, name_row=False)
+        except InputError as exc:
+            if job.table is None:
+                raise
+            table = job.table
+            problems.append(f"row {job.row}: {exc}")
+    if problems:
+        raise CohortError(table, problems)
+
+
+def segment_animal(seg, job: Job, positioning: str, max_shift: int | None, gbp_score: str, batch_size: int, device, clip_to_mask: bool = True) -> tuple[Any, dict[str, Any], dict | None]:
+    """Load one animal (:func:`load_job`), run both phases; returns ``(volume, results as volumes, truth)``."""
+    from neurointerp.segment_bg.core import from_slices, remove_background, to_slices
+
+    vol, truth = load_job(seg, job)
     ref = seg.reference
-    if slices.shape[1:] != ref["template"].shape[1:]:
-        raise InputError(f"{job.image}: slices of {slices.shape[1]}x{slices.shape[2]} voxels (axis {seg.axis}) differ from the model's {ref['template'].shape[1]}x{ref['template'].shape[2]}")
-    res = remove_background(seg.model, slices, ref["template"], ref["mask"], max_shift=max_shift, positioning=positioning, score=gbp_score, clip_to_mask=clip_to_mask, batch_size=batch_size, device=device)
+    res = remove_background(seg.model, to_slices(vol.data, seg.axis), ref["template"], ref["mask"], max_shift=max_shift, positioning=positioning, score=gbp_score, clip_to_mask=clip_to_mask, batch_size=batch_size, device=device)
     shifts = res.pop("shifts")
     vols = {k: from_slices(v, seg.axis) for k, v in res.items()}
     vols["shifts"] = shifts
-    truth = None
-    if job.labels is not None:
-        lab = load_image(job.labels, ndim=3, allow_empty=True)
-        if lab.shape != vol.shape:
-            raise InputError(f"{job.labels}: label grid {lab.shape} does not match image {job.image} {vol.shape}")
-        truth = {"labels": check_labels(lab.data, str(job.labels)), "mask": None}
-        if job.mask is not None:
-            m = load_image(job.mask, ndim=3, allow_empty=True)
-            if m.shape != vol.shape:
-                raise InputError(f"{job.mask}: mask grid {m.shape} does not match image {job.image} {vol.shape}")
-            truth["mask"] = (m.data > 0).astype(np.uint8)
     return vol, vols, truth
 
 
@@ -200,9 +253,7 @@ def run_apply(
     score = gbp_score or seg.gbp_score
     jobs, inputs = _jobs(cohort, image_column, label_column, mask_column)
     params = {"positioning": positioning, "max_shift": max_shift, "gbp_score": score, "axis": seg.axis, "clip_to_mask": clip_to_mask, "save_intermediates": save_intermediates}
-    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
-    write_dataset_description(out, "neurointerp segment-bg", "Tissue segmentation with guided-backprop background removal")
-    add_bidsignore(out, ["*_gbp.nii.gz", "*_gbp.json", "*_input.nii.gz", "*_input.json", "metrics*", "failures*"])
+    out = Path(out)
     ckpt_sha = sha256(model)
     share = array_share(len(jobs), index, size)
     todo, skipped = [], 0
@@ -216,6 +267,12 @@ def run_apply(
         if state is False:
             raise InputError(f"{paths['final']}: exists from a run with other inputs or parameters (use --force to replace it, or another output folder)")
         todo.append((job, paths))
+    # bad input is refused before anything is written: every animal this task will segment is
+    # loaded and checked once (image, slice size, truth labels and mask), then read again in turn
+    check_jobs(seg, [job for job, _ in todo])
+    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
+    write_dataset_description(out, "neurointerp segment-bg", "Tissue segmentation with guided-backprop background removal")
+    add_bidsignore(out, ["*_gbp.nii.gz", "*_gbp.json", "*_input.nii.gz", "*_input.json", "metrics*", "failures*"])
     if skipped:
         info(f"segment-bg apply: {skipped} animal(s) already done, skipped")
     failures = []

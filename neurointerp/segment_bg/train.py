@@ -162,8 +162,28 @@ def _resolve(table, column: str | None, what: str) -> str | None:
 
 
 def _absolute(table, column: str):
+    """Resolve the paths of ``column`` against the table's folder; refuse empty cells, names that
+    are not NIfTI and missing files with a :class:`~neurointerp.errors.CohortError` naming the rows."""
+    from neurointerp.errors import CohortError
+    from neurointerp.io import is_nifti_path
+    from neurointerp.io.cohort import MISSING
+
     base = table.path.parent
-    table.frame[column] = [str(p if Path(p).is_absolute() else (base / p).resolve()) for p in table.frame[column].astype(str)]
+    paths, problems = [], []
+    for i, raw in enumerate(table.frame[column].astype(str)):
+        row = table.row_of(i)
+        value = raw.strip()
+        p = Path(value) if Path(value).is_absolute() else base / value
+        if value.lower() in MISSING:
+            problems.append(f"row {row}: {column} is empty")
+        elif not is_nifti_path(p):
+            problems.append(f"row {row}: {column} '{value}' is not a NIfTI file name (.nii or .nii.gz)")
+        elif not p.is_file():
+            problems.append(f"row {row}: {column} '{value}' not found")
+        paths.append(str(p.resolve() if p.exists() else p.absolute()))
+    if problems:
+        raise CohortError(table.path, problems)
+    table.frame[column] = paths
 
 
 def run_train(
@@ -222,12 +242,15 @@ def run_train(
     animals = []
     grid = None
     for i in range(len(table)):
-        a = load_animal(table, i, image_column, label_column, mask_column)
-        vol = a["image"]
-        if grid is None:
-            grid = (vol.shape, vol.affine)
-        elif to_slices(vol.data, axis).shape[1:] != to_slices(np.zeros(grid[0]), axis).shape[1:]:
-            raise InputError(f"{vol.path}: slice size {to_slices(vol.data, axis).shape[1:]} differs from the first image's {to_slices(np.zeros(grid[0]), axis).shape[1:]}")
+        try:
+            a = load_animal(table, i, image_column, label_column, mask_column)
+            vol = a["image"]
+            if grid is None:
+                grid = (vol.shape, vol.affine)
+            elif to_slices(vol.data, axis).shape[1:] != to_slices(np.zeros(grid[0]), axis).shape[1:]:
+                raise InputError(f"{vol.path}: slice size {to_slices(vol.data, axis).shape[1:]} differs from the first image's {to_slices(np.zeros(grid[0]), axis).shape[1:]}")
+        except InputError as exc:
+            raise InputError(f"{table.path} row {table.row_of(i)}: {exc}") from exc
         data = vol.data * a["mask"] if a["mask"] is not None else vol.data
         mask = a["mask"] if a["mask"] is not None else (a["labels"] > 0).astype(np.uint8)
         animals.append({"pid": table.participant_ids[i], "image": to_slices(data, axis), "labels": to_slices(a["labels"], axis), "mask": to_slices(mask, axis), "path": vol.path})

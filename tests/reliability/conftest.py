@@ -1,7 +1,10 @@
 """Shared, session-scoped good inputs for the reliability tests (tiny: 8 mm synth brains, 20x25x22).
 
 ``world`` builds once per session: a template-space cohort with a classifier, a simulator and a
-displacement field, and a native-space cohort for ``preprocess``. Every bad input of the
+displacement field, and a native-space cohort for ``preprocess``; for ``segment-bg`` a synth
+rodent cohort (16x16x12, slices along the third axis) with a 1-epoch segmenter and one trained on
+20x20 slices (another grid); for ``simulate --method icam`` a 2D synth lesions cohort (24x24x1)
+with a 1-epoch ICAM and one trained on 32x32 (another grid). Every bad input of the
 corpus is derived from these at test time (no binary file is committed).
 """
 
@@ -37,6 +40,12 @@ class World:
     fields_table: Path  # participant_id, field
     shape: tuple
     affine: np.ndarray
+    rodent_cohort: Path  # participant_id, image, masked, labels, mask, ... (segment-bg)
+    segmenter: Path
+    segmenter_other_grid: Path
+    lesions_cohort: Path  # participant_id, image (S x S x 1), label, mask, n_lesions (ICAM)
+    icam: Path
+    icam_other_grid: Path
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +58,12 @@ def world(tmp_path_factory) -> World:
     from neurointerp.models.classifier import ConvClassifier
     from neurointerp.models.inputs import InputSpec
     from neurointerp.simulate.train import train_simulator
+    from neurointerp.segment_bg.train import run_train as train_segmenter
+    from neurointerp.simulate.icam.train import train_icam
     from neurointerp.simulate.warp import save_field
     from neurointerp.synth.brain import SPACE, synth_brain
+    from neurointerp.synth.lesions import synth_lesions
+    from neurointerp.synth.rodent import synth_rodent
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("reliability")
@@ -80,6 +93,17 @@ def world(tmp_path_factory) -> World:
     field = save_field(0.3 * rng.standard_normal((3, *vol.shape)).astype(np.float32), vol.affine, root / "fields" / "sub-01_xfm.nii.gz")
     fields_table = root / "fields" / "fields.tsv"
     pd.DataFrame({"participant_id": ["01", "02", "03", "04"], "field": [field.name] * 4}).to_csv(fields_table, sep="\t", index=False)
+
+    tiny_unet = dict(epochs=1, base=4, depth=2, batch_size=4, threads=1, seed=0)
+    rodent = synth_rodent(root / "rodent", n_animals=4, shape=(16, 16, 12), max_shift=1, seed=0)
+    segmenter = train_segmenter(rodent, root / "seg", **tiny_unet)
+    rodent20 = synth_rodent(root / "rodent20", n_animals=3, shape=(20, 20, 4), max_shift=1, seed=1)
+    segmenter20 = train_segmenter(rodent20, root / "seg20", **tiny_unet)
+    tiny_icam = dict(epochs=1, batch_size=4, channels=2, threads=1, seed=0)
+    lesions = synth_lesions(root / "lesions", n_per_group=2, size=24, voxel_size=2.0, seed=0)
+    icam = train_icam(lesions, root / "icam", **tiny_icam)
+    lesions32 = synth_lesions(root / "lesions32", n_per_group=2, size=32, voxel_size=2.0, seed=1)
+    icam32 = train_icam(lesions32, root / "icam32", **tiny_icam)
     return World(
         root=root,
         native_cohort=data / "cohort.csv",
@@ -92,4 +116,10 @@ def world(tmp_path_factory) -> World:
         fields_table=fields_table,
         shape=vol.shape,
         affine=vol.affine,
+        rodent_cohort=Path(rodent),
+        segmenter=Path(segmenter),
+        segmenter_other_grid=Path(segmenter20),
+        lesions_cohort=Path(lesions),
+        icam=Path(icam),
+        icam_other_grid=Path(icam32),
     )

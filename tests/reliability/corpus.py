@@ -92,17 +92,28 @@ def img_2d(src: Path, d: Path) -> Path:
     return _save(x[:, :, 10], aff, d / "twod.nii.gz")
 
 
+def _at(x, *index):
+    """``index`` clipped into ``x`` (2D images are stored ``S x S x 1``)."""
+    return tuple(min(i, s - 1) for i, s in zip(index, x.shape))
+
+
 def img_nan(src: Path, d: Path) -> Path:
     x, aff = _load(src)
-    x[5, 5, 5] = np.nan
+    x[_at(x, 5, 5, 5)] = np.nan
     return _save(x, aff, d / "nanvoxel.nii.gz")
 
 
 def img_inf(src: Path, d: Path) -> Path:
     x, aff = _load(src)
-    x[5, 5, 5] = np.inf
-    x[6, 6, 6] = -np.inf
+    x[_at(x, 5, 5, 5)] = np.inf
+    x[_at(x, 6, 6, 6)] = -np.inf
     return _save(x, aff, d / "infvoxel.nii.gz")
+
+
+def img_3d_slab(src: Path, d: Path) -> Path:
+    """A 3D volume (four copies of the slice) where a 2D ``S x S x 1`` image is expected."""
+    x, aff = _load(src)
+    return _save(np.repeat(x.reshape(x.shape[0], x.shape[1], -1)[:, :, :1], 4, axis=2), aff, d / "threed.nii.gz")
 
 
 def img_all_zero(src: Path, d: Path) -> Path:
@@ -142,7 +153,7 @@ def _frame(table: Path):
     sep = "\t" if table.suffix == ".tsv" else ","
     frame = pd.read_csv(table, sep=sep, dtype=str, keep_default_na=False)
     # absolute paths: the bad table lives in another folder
-    for col in ("image", "map", "field"):
+    for col in ("image", "map", "field", "labels", "mask", "masked"):
         if col in frame.columns:
             frame[col] = [v if os.path.isabs(v) else str((table.parent / v).resolve()) for v in frame[col]]
     return frame, sep
@@ -221,6 +232,31 @@ def tab_latin1(world, d: Path, cmd) -> Path:
     return p
 
 
+def _label_volume(fn, name: str):
+    """A table whose row 2 points at a label volume derived from row 2's by ``fn(labels, affine)``."""
+
+    def make(world, d: Path, cmd) -> Path:
+        frame, sep = _frame(cmd.table(world))
+        data, aff = fn(*_load(Path(frame.loc[0, cmd.label_column])))
+        frame.loc[0, cmd.label_column] = str(_save(data, aff, d / name))
+        return _write(frame, d, "bad" + cmd.table(world).suffix, sep)
+
+    return make
+
+
+def _unknown_class(lab, aff):
+    lab[lab.shape[0] // 2, lab.shape[1] // 2, 0] = 7  # a class the segmenter does not have
+    return lab, aff
+
+
+def _fractional(lab, aff):
+    return lab * 0.5, aff
+
+
+def _other_label_grid(lab, aff):
+    return lab[:-2], aff
+
+
 def tab_bom_then_missing_image(world, d: Path, cmd) -> Path:
     """A UTF-8 BOM is accepted: the first column is still read as participant_id, so the error
     is about row 3's missing image, not about a missing participant_id column."""
@@ -238,11 +274,24 @@ def ck_other_grid(world, d: Path) -> Path:
     return Path(shutil.copy(world.classifier_other_grid, d / "othergrid.pt"))
 
 
-def ck_truncated(world, d: Path) -> Path:
-    raw = world.classifier.read_bytes()
+def ck_copy(attr: str, name: str):
+    """A copy of the world's checkpoint ``attr`` (another kind or another grid) named ``name``."""
+
+    def make(world, d: Path) -> Path:
+        return Path(shutil.copy(getattr(world, attr), d / name))
+
+    return make
+
+
+def ck_truncated(world, d: Path, attr: str = "classifier") -> Path:
+    raw = getattr(world, attr).read_bytes()
     p = d / "truncated.pt"
     p.write_bytes(raw[: len(raw) // 2])
     return p
+
+
+def ck_truncated_of(attr: str):
+    return lambda world, d: ck_truncated(world, d, attr)
 
 
 def ck_garbage(world, d: Path) -> Path:
@@ -291,7 +340,7 @@ def ck_wrong_kind_simulator(world, d: Path) -> Path:
 @dataclass
 class Bad:
     id: str
-    slot: str  # image | table | classifier | simulator
+    slot: str  # image | table | classifier | simulator | segmenter | icam
     make: Callable  # images/checkpoints: (world, dir); tables: (world, dir, command)
     expect: tuple = ()  # substrings of the error line; a tuple inside = any of these
     only: Callable | None = None  # (command) -> bool: applies to this command
@@ -307,14 +356,23 @@ def _numeric_age(cmd) -> bool:
     return "age" in cmd.numeric
 
 
+def _volume(cmd) -> bool:
+    return cmd.image_is_volume and cmd.image_ndim == 3
+
+
+def _label_volumes(cmd) -> bool:
+    return cmd.label_volumes
+
+
 BAD_INPUTS: list[Bad] = [
     # images
     Bad("truncated-gz", "image", img_truncated, (("truncated", "corrupt", "not a readable"),)),
     Bad("wrong-magic", "image", img_bad_magic, (("not a readable", "magic", "NIfTI"),)),
     Bad("not-gzip", "image", img_not_gzip, (("not a readable", "corrupt", "gzip"),)),
     Bad("zero-size-image", "image", img_zero_size, (("empty", "Empty"),)),
-    Bad("4d-image", "image", img_4d, (("4D", "not a 3D", "x2 "),), only=lambda c: c.image_is_volume),
-    Bad("2d-image", "image", img_2d, (("not 3D", "2D", "20x25 ", "20x25;"),), only=lambda c: c.image_is_volume),
+    Bad("4d-image", "image", img_4d, (("4D", "not a 3D", "x2 ", "neither 2D nor 3D"),), only=lambda c: c.image_is_volume),
+    Bad("2d-image", "image", img_2d, (("not 3D", "2D", "20x25 ", "20x25;"),), only=_volume),
+    Bad("3d-image-for-2d-model", "image", img_3d_slab, (("not 2D", "3D", "x4"),), only=lambda c: c.image_ndim == 2),
     Bad("nan-voxel", "image", img_nan, ("NaN",)),
     Bad("inf-voxel", "image", img_inf, ("Inf",)),
     Bad("all-zero-image", "image", img_all_zero, ("zero",), only=lambda c: not c.maps_may_be_zero),
@@ -336,8 +394,17 @@ BAD_INPUTS: list[Bad] = [
     Bad("no-image-column", "table", _mut(tab_drop(column_attr="image_column")), ("{image_column}",)),
     Bad("image-not-found", "table", _mut(_set(3, column_attr="image_column", value="nope.nii.gz")), ("row 3", "nope.nii.gz")),
     Bad("image-not-nifti", "table", _mut(_set(3, column_attr="image_column", value="scan.png")), ("row 3", "scan.png")),
-    Bad("no-label-column", "table", _mut(tab_drop(column="label")), ("label",), only=_needs_label),
-    Bad("missing-label", "table", _mut(_set(3, column="label", value="")), ("row 3", "label"), only=_needs_label),
+    Bad("no-label-column", "table", _mut(tab_drop(column_attr="label_column")), ("label",), only=_needs_label),
+    Bad("missing-label", "table", _mut(_set(3, column_attr="label_column", value="")), ("row 3", "label"), only=_needs_label),
+    # label volumes (segment-bg: tissue classes 0..3 on the image's grid); the error names the volume
+    Bad("unknown-class-labels", "table", _label_volume(_unknown_class, "unknownclass.nii.gz"), ("unknownclass.nii.gz", "7"),
+        only=_label_volumes, names_file=False),
+    Bad("fractional-labels", "table", _label_volume(_fractional, "fractional.nii.gz"), ("fractional.nii.gz", "non-integer"),
+        only=_label_volumes, names_file=False),
+    Bad("label-grid-mismatch", "table", _label_volume(_other_label_grid, "othergridlabels.nii.gz"), ("othergridlabels.nii.gz", "grid"),
+        only=_label_volumes, names_file=False),
+    Bad("label-file-not-found", "table", _mut(_set(3, column_attr="label_column", value="nolabels.nii.gz")), ("row 3", "nolabels.nii.gz"),
+        only=_label_volumes, names_file=False),
     Bad("non-numeric-covariate", "table", _mut(_set(3, column="age", value="old")), ("row 3", "age", "old"), only=_numeric_age),
     Bad("missing-covariate", "table", _mut(_set(3, column="age", value="")), ("row 3", "age"), only=_numeric_age),
     # checkpoints
@@ -351,6 +418,23 @@ BAD_INPUTS: list[Bad] = [
     Bad("truncated-simulator", "simulator", ck_truncated, ("checkpoint",)),
     Bad("pickle-exec-simulator", "simulator", ck_pickle_exec_torch, ("refused",), pwned="PWNED-torch"),
     Bad("classifier-as-simulator", "simulator", ck_wrong_kind_simulator, ("not a neurointerp simulator",)),
+    # segment-bg segmenters
+    Bad("other-grid-segmenter", "segmenter", ck_copy("segmenter_other_grid", "othergrid.pt"), (("grid", "differ"),), names_file=False),
+    Bad("truncated-segmenter", "segmenter", ck_truncated_of("segmenter"), ("checkpoint",)),
+    Bad("garbage-segmenter", "segmenter", ck_garbage, ("checkpoint",)),
+    Bad("pickle-exec-raw-segmenter", "segmenter", ck_pickle_exec_raw, ("refused",), pwned="PWNED-raw"),
+    Bad("pickle-exec-segmenter", "segmenter", ck_pickle_exec_torch, ("refused",), pwned="PWNED-torch"),
+    Bad("classifier-as-segmenter", "segmenter", ck_copy("classifier", "classifier.pt"), ("not a neurointerp segment-bg",)),
+    Bad("icam-as-segmenter", "segmenter", ck_copy("icam", "icam.pt"), ("not a neurointerp segment-bg",)),
+    # ICAM models
+    Bad("other-grid-icam", "icam", ck_copy("icam_other_grid", "othergrid.pt"), ("grid",), names_file=False),
+    Bad("truncated-icam", "icam", ck_truncated_of("icam"), ("checkpoint",)),
+    Bad("zero-size-icam", "icam", ck_zero_size, ("checkpoint",)),
+    Bad("pickle-exec-raw-icam", "icam", ck_pickle_exec_raw, ("refused",), pwned="PWNED-raw"),
+    Bad("pickle-exec-icam", "icam", ck_pickle_exec_torch, ("refused",), pwned="PWNED-torch"),
+    Bad("classifier-as-icam", "icam", ck_copy("classifier", "classifier.pt"), ("not a neurointerp ICAM",)),
+    Bad("simulator-as-icam", "icam", ck_copy("simulator", "simulator.pt"), ("not a neurointerp ICAM",)),
+    Bad("segmenter-as-icam", "icam", ck_copy("segmenter", "segmenter.pt"), ("not a neurointerp ICAM",)),
 ]
 
 
@@ -367,6 +451,9 @@ class Command:
     maps_may_be_zero: bool = False  # an all-zero map is valid input (attribution/Jacobian maps)
     image_as_argument: bool = False  # a bad image is passed as the input itself, not in a table
     image_is_volume: bool = True  # the image slot holds a 3D volume (not a vector field)
+    image_ndim: int = 3  # spatial dimensions of the good images (2: S x S x 1 slices)
+    label_column: str = "label"
+    label_volumes: bool = False  # the label column holds tissue label volumes (segment-bg)
     # files a failed run may leave (bookkeeping of batch commands, never outputs)
     bookkeeping: tuple = ()
     summary_line: bool = False  # a batch command ends with one more line pointing at failures.tsv
@@ -442,6 +529,39 @@ COMMANDS: list[Command] = [
         "evaluate", ("image", "table", "classifier"), _tpl_table, "image",
         lambda w, i, out: _s("evaluate", i["classifier"], i["table"], out, "--n-subjects", 2, "--samples", 2,
                              "--sensitivity-samples", 2, "--threads", 1, "--force"),
+    ),
+    Command(
+        "segment-bg-train", ("image", "table"), lambda w: w.rodent_cohort, "image",
+        lambda w, i, out: _s("segment-bg", "train", i["table"], out, "--epochs", 1, "--base", 4, "--depth", 2, "--batch-size", 4,
+                             "--threads", 1, "--force"),
+        columns=("participant_id", "image", "masked", "labels", "mask"),
+        needs_label=True,
+        label_column="labels",
+        label_volumes=True,
+    ),
+    Command(
+        "segment-bg-apply", ("image", "table", "segmenter"), lambda w: w.rodent_cohort, "image",
+        lambda w, i, out: _s("segment-bg", "apply", i.get("segmenter") or w.segmenter, i["table"], out, "--threads", 1, "--force"),
+        columns=("participant_id", "image", "masked", "labels", "mask"),
+        label_column="labels",
+        label_volumes=True,  # truth for the metrics: checked like training labels
+        bookkeeping=DERIVATIVES_METADATA,
+    ),
+    Command(
+        "icam-train", ("image", "table"), lambda w: w.lesions_cohort, "image",
+        lambda w, i, out: _s("simulate", "train", i["table"], out, "--method", "icam", "--epochs", 1, "--batch-size", 4, "--channels", 2,
+                             "--threads", 1, "--force"),
+        columns=("participant_id", "image", "label", "mask"),
+        needs_label=True,
+        image_ndim=2,
+    ),
+    Command(
+        "icam-apply", ("image", "table", "icam"), lambda w: w.lesions_cohort, "image",
+        lambda w, i, out: _s("simulate", "apply", i["table"], i.get("icam") or w.icam, out, "--method", "icam", "--n-samples", 2,
+                             "--threads", 1, "--force"),
+        columns=("participant_id", "image", "label", "mask"),
+        image_ndim=2,
+        bookkeeping=DERIVATIVES_METADATA,
     ),
 ]
 

@@ -119,7 +119,6 @@ def apply_icam(
     from neurointerp.io import (
         add_bidsignore,
         derivative_path,
-        load_image,
         prepare_output_dir,
         provenance,
         read_cohort,
@@ -155,9 +154,7 @@ def apply_icam(
             raise InputError(f"{cohort}: label {unknown[0]!r} is not a class of the ICAM model ({', '.join(icam.classes)})")
         targets = np.array([1 - icam.classes.index(v) for v in labels])
     share = array_share(len(coh), index, size)
-    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
-    write_dataset_description(out, "neurointerp simulate (icam)", "ICAM feature attribution: mean/variance FA maps by rejection sampling of the attribute space", force=False)
-    add_bidsignore(out, ["*_attribution.nii.gz", "predictions*", "failures*"])
+    out = Path(out)
     ckpt_sha = sha256(checkpoint)
     sessions = coh.frame["session_id"].astype(str).tolist() if "session_id" in coh.frame.columns else [None] * len(coh)
     labels_out = coh.frame[label_column].astype(str).tolist() if label_column in coh.frame.columns else [""] * len(coh)
@@ -183,9 +180,24 @@ def apply_icam(
         else:
             pending.append((i, p))
 
+    # bad input is refused before anything is written: every image this task will translate is
+    # loaded and checked once (readable, finite, not all zero), then read again in its batch
+    for i, _ in pending:
+        _load_row(coh, i, spec)
+    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
+    write_dataset_description(out, "neurointerp simulate (icam)", "ICAM feature attribution: mean/variance FA maps by rejection sampling of the attribute space", force=False)
+    add_bidsignore(out, ["*_attribution.nii.gz", "predictions*", "failures*"])
+
     for start in track(range(0, len(pending), batch_size), description="icam apply", total=(len(pending) + batch_size - 1) // batch_size):
-        chunk = pending[start : start + batch_size]
-        vols = [load_image(coh.images[i], ndim=spec.ndim) for i, _ in chunk]
+        chunk, vols = [], []
+        for i, p in pending[start : start + batch_size]:
+            try:  # validated above; an image that changed or vanished since is a failure of its subject
+                vols.append(_load_row(coh, i, spec))
+                chunk.append((i, p))
+            except (OSError, InputError) as exc:
+                failures.append({"participant_id": coh.participant_ids[i], "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+        if not chunk:
+            continue
         x = spec.prepare(np.stack([v.data for v in vols]))
         tg = None if targets is None else targets[[i for i, _ in chunk]]
         try:
@@ -237,6 +249,18 @@ def apply_icam(
     return table
 
 
+def _load_row(coh, i: int, spec):
+    """Load row ``i`` of the cohort (readable, finite, not all zero, on the grid), naming the row."""
+    from neurointerp.io import load_image
+
+    try:
+        vol = load_image(coh.images[i], ndim=spec.ndim)
+        spec.check_grid(vol.shape, vol.affine, where=str(coh.images[i]))
+    except InputError as exc:
+        raise InputError(f"{coh.path} row {coh.rows[i]}: {exc}") from exc
+    return vol
+
+
 def _check_header(path, spec, where: str, ckpt: str) -> None:
     import nibabel as nib
 
@@ -244,9 +268,12 @@ def _check_header(path, spec, where: str, ckpt: str) -> None:
         img = nib.load(str(path))
     except Exception as exc:
         raise InputError(f"{where}: not a readable NIfTI image ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+    from neurointerp.io import check_affine
+
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > spec.ndim and shape[-1] == 1:
         shape = shape[:-1]
+    check_affine(img.affine, where)  # a degenerate grid is named as such, not as another grid
     spec.check_grid(shape, img.affine, where=f"{where} (ICAM checkpoint {ckpt})")
 
 

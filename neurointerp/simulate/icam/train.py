@@ -166,8 +166,8 @@ def fit_icam(
     return model, history
 
 
-def image_ndim(path) -> int:
-    """Spatial dimensions of a NIfTI image: 2 for ``X x Y`` or ``X x Y x 1``, else 3."""
+def image_shape(path) -> tuple[int, ...]:
+    """Spatial shape of a NIfTI image from its header: ``X x Y`` for ``X x Y`` or ``X x Y x 1``."""
     import nibabel as nib
 
     try:
@@ -178,7 +178,40 @@ def image_ndim(path) -> int:
         shape.pop()
     if len(shape) not in (2, 3):
         raise InputError(f"{path}: image of shape {tuple(shape)} is neither 2D nor 3D")
-    return len(shape)
+    return tuple(shape)
+
+
+def image_ndim(path) -> int:
+    """Spatial dimensions of a NIfTI image: 2 for ``X x Y`` or ``X x Y x 1``, else 3."""
+    return len(image_shape(path))
+
+
+def reference_row(cohort) -> int:
+    """Index of the image that defines the grid: the first with the cohort's most common shape.
+
+    Headers only. A cohort mixing 2D and 3D images is refused naming the first image whose
+    dimensionality differs from most images (not the first image of the table, which may be
+    the odd one out).
+    """
+    from collections import Counter
+
+    shapes = []
+    for i, path in enumerate(cohort.images):
+        try:
+            shapes.append(image_shape(path))
+        except InputError as exc:
+            raise InputError(f"{cohort.path} row {cohort.rows[i]}: {exc}") from exc
+    ndims = Counter(len(s) for s in shapes)
+    ndim = max(ndims, key=lambda d: (ndims[d], -[len(s) for s in shapes].index(d)))
+    for i, s in enumerate(shapes):
+        if len(s) != ndim:
+            raise InputError(
+                f"{cohort.path} row {cohort.rows[i]}: {cohort.images[i]}: {len(s)}D image ({'x'.join(map(str, s))}) "
+                f"where the cohort's other images are {ndim}D"
+            )
+    counts = Counter(shapes)
+    common = max(counts, key=lambda s: (counts[s], -shapes.index(s)))
+    return shapes.index(common)
 
 
 def _load_arrays(cohort, spec):
@@ -186,7 +219,10 @@ def _load_arrays(cohort, spec):
 
     arrays = []
     for i in range(len(cohort)):
-        vol = load_image(cohort.images[i], ndim=spec.ndim)
+        try:
+            vol = load_image(cohort.images[i], ndim=spec.ndim)
+        except InputError as exc:
+            raise InputError(f"{cohort.path} row {cohort.rows[i]}: {exc}") from exc
         spec.check_grid(vol.shape, vol.affine, where=f"{cohort.path} row {cohort.rows[i]}: {cohort.images[i]}")
         arrays.append(vol.data)
     return spec.prepare(np.stack(arrays))
@@ -215,7 +251,8 @@ def train_icam(
 ) -> Path:
     """Train ICAM on a binary cohort; writes ``OUT/icam.pt``, ``OUT/history.tsv``, ``OUT/icam.json``.
 
-    The grid (shape + affine) is that of the first image; every image must share it. Classes are
+    The grid (shape + affine) is that of the first image with the cohort's most common shape
+    (:func:`reference_row`); every image must share it. Classes are
     the cohort's two labels in sorted order (class 0 first). Same arguments as
     ``neurointerp simulate train --method icam``; returns the checkpoint path.
     """
@@ -234,8 +271,12 @@ def train_icam(
     classes = coh.classes
     if len(classes) != 2:
         raise InputError(f"{cohort}: column '{label_column}' has {len(classes)} classes ({', '.join(classes)}); ICAM here is binary")
-    ndim = image_ndim(coh.images[0])
-    first = load_image(coh.images[0], ndim=ndim)
+    ref = reference_row(coh)
+    ndim = image_ndim(coh.images[ref])
+    try:
+        first = load_image(coh.images[ref], ndim=ndim)
+    except InputError as exc:
+        raise InputError(f"{coh.path} row {coh.rows[ref]}: {exc}") from exc
     spec = InputSpec(first.shape, first.affine, space=space or "unknown", normalize=normalize)
     x = _load_arrays(coh, spec)
     labels = np.array([classes.index(str(v)) for v in coh.frame[label_column].astype(str)])
