@@ -11,7 +11,8 @@
 Usage::
 
     python benchmarks/simulate.py gaussians [--n-per-group 512] [--ablation]
-    python benchmarks/simulate.py brain [--n 48] [--voxel-size 6] [--epochs 12] [--delta 3] [--lambda-smooth 0.02]
+    python benchmarks/simulate.py brain [--n 48] [--voxel-size 6] [--epochs 20] [--delta 5] [--lambda-smooth 10] \\
+        [--classifier tiny|simnet3d] [--output benchmarks/results/simulate_brain.json]
 """
 
 from __future__ import annotations
@@ -55,30 +56,41 @@ def brain(args) -> dict:
     root = Path(args.work or tempfile.mkdtemp(prefix="simbench"))
     times = {}
     t = time.time()
-    synth_brain(root / "data", n_subjects=args.n, voxel_size=args.voxel_size, effect_size=3.0, confound_strength=0.0, confound_size=0.0, noise=0.0, template_space=True, seed=args.seed, force=True)
+    synth_brain(root / "data", n_subjects=args.n, voxel_size=args.voxel_size, effect_size=args.effect_size, confound_strength=0.0, confound_size=0.0, noise=0.0, template_space=True, seed=args.seed, force=True)
     frame = read_cohort(root / "data" / "cohort.csv").frame.copy()
     frame["image"] = [str(root / "data" / p) for p in frame["template_image"]]
     frame.drop(columns=["template_image"]).to_csv(root / "cohort.csv", index=False)
     vols = [load_image(p) for p in frame["image"]]
-    spec = InputSpec(vols[0].shape, vols[0].affine, space=SPACE, normalize="zscore")
-    x = spec.prepare(np.stack([v.data for v in vols]))
-    y = torch.tensor((frame["label"] == "patient").to_numpy(np.float32))
-    torch.manual_seed(args.seed)
-    model = ConvClassifier(spec.model_shape, channels=(4,), hidden=())
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-3)
-    for _ in range(args.classifier_epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 8):
-            idx = perm[i : i + 8]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    save_checkpoint(root / "clf.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "simnet3d", {"participant_ids": list(frame["participant_id"])}, {}))
+    if args.classifier == "tiny":
+        spec = InputSpec(vols[0].shape, vols[0].affine, space=SPACE, normalize="zscore")
+        x = spec.prepare(np.stack([v.data for v in vols]))
+        y = torch.tensor((frame["label"] == "patient").to_numpy(np.float32))
+        torch.manual_seed(args.seed)
+        model = ConvClassifier(spec.model_shape, channels=(4,), hidden=())
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=args.classifier_wd)
+        for _ in range(args.classifier_epochs):
+            perm = torch.randperm(len(x))
+            for i in range(0, len(x), 8):
+                idx = perm[i : i + 8]
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        model.eval()
+        save_checkpoint(root / "clf.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "simnet3d", {"participant_ids": list(frame["participant_id"])}, {}))
+    else:  # the classifier `neurointerp train` gives (simnet3d of §4.2, with shift/rotation augmentation)
+        import shutil
+
+        from neurointerp.train.loop import train
+
+        result = train(root / "cohort.csv", root / "clf_train", architecture=args.classifier, folds=0, final=True, epochs=args.classifier_epochs, batch_size=8, lr=1e-3, normalize="zscore", seed=args.seed, threads=args.threads, force=True)
+        shutil.copy(result.final_model, root / "clf.pt")
+        from neurointerp.models.checkpoint import load_checkpoint
+
+        spec = load_checkpoint(root / "clf.pt").spec
     times["data+classifier"] = time.time() - t
     t = time.time()
-    ck = train_simulator(root / "cohort.csv", root / "clf.pt", root / "sim", mode="warp", delta=args.delta, lambda_smooth=args.lambda_smooth, channels=[4, 8, 16], fc=32, epochs=args.epochs, batch_size=8, seed=args.seed, force=True)
+    ck = train_simulator(root / "cohort.csv", root / "clf.pt", root / "sim", mode="warp", delta=args.delta, lambda_smooth=args.lambda_smooth, channels=args.sim_channels, fc=32, epochs=args.epochs, batch_size=8, lr=args.lr, seed=args.seed, force=True)
     times["simulate train"] = time.time() - t
     t = time.time()
     apply_simulator(root / "cohort.csv", ck, root / "clf.pt", root / "apply", force=True)
@@ -87,9 +99,13 @@ def brain(args) -> dict:
     jacobian_maps(root / "apply" / "fields.tsv", root / "jac", inverse=True, force=True)
     times["jacobian"] = time.time() - t
     logits = pd.read_csv(root / "apply" / "logits.tsv", sep="\t")
+    first_order = _first_order_logjacobian(root, frame, vols)
     truth = nib.load(str(root / "data" / "truth" / f"space-{SPACE}_desc-disease_logjacobian.nii.gz")).get_fdata()
     mask = nib.load(str(root / "data" / "truth" / f"space-{SPACE}_desc-brain_mask.nii.gz")).get_fdata() > 0
-    res = {"grid": list(spec.shape), "n": args.n, "delta": args.delta, "lambda_smooth": args.lambda_smooth, "seconds": times, "work": str(root)}
+    # the classifier's own steepest local deformation (first order, smoothed): how far a perfect
+    # simulator of *this* classifier could get -- a diagnostic, not part of the method
+    first_order_r = float(np.corrcoef(first_order[mask], truth[mask])[0, 1])
+    res = {"first_order_r_with_planted_logjacobian": first_order_r, "grid": list(spec.shape), "n": args.n, "classifier": args.classifier, "classifier_wd": args.classifier_wd, "epochs": args.epochs, "lr": args.lr, "effect_size": args.effect_size, "voxel_size": args.voxel_size, "delta": args.delta, "lambda_smooth": args.lambda_smooth, "seconds": times, "work": str(root)}
     for d, sign in (("inject", 1.0), ("remove", -1.0)):
         sub = logits[logits["direction"] == d]
         res[d] = {
@@ -103,7 +119,37 @@ def brain(args) -> dict:
         if path.exists():
             m = nib.load(str(path)).get_fdata()
             res[d]["r_with_planted_logjacobian"] = float(np.corrcoef(sign * m[mask], truth[mask])[0, 1])
+            # mean simulated log-Jacobian where the disease shrinks / expands tissue and elsewhere
+            # (injection should follow the truth's signs, removal the opposite)
+            atrophy, expansion = mask & (truth < -0.05), mask & (truth > 0.05)
+            res[d]["mean_logjacobian"] = {
+                "planted_atrophy": float(m[atrophy].mean()),
+                "planted_expansion": float(m[expansion].mean()),
+                "elsewhere": float(m[mask & ~atrophy & ~expansion].mean()),
+                "elsewhere_sd": float(m[mask & ~atrophy & ~expansion].std()),
+            }
     return res
+
+
+def _first_order_logjacobian(root: Path, frame, vols, sigma: float = 1.0):
+    """Mean over controls of -div(G_sigma * (dlogit/dX * grad X)): the log-Jacobian of the classifier's
+    steepest smooth pull-back deformation at each control image (what injection should follow)."""
+    import torch
+    from scipy import ndimage
+
+    from neurointerp.models.checkpoint import load_checkpoint
+
+    clf = load_checkpoint(root / "clf.pt")
+    x = clf.prepare(np.stack([v.data for v in vols]))
+    x.requires_grad_(True)
+    clf.model(x)[:, 0].sum().backward()
+    g, img = x.grad[:, 0].numpy(), x.detach()[:, 0].numpy()
+    controls = np.flatnonzero((frame["label"] != "patient").to_numpy())
+    acc = []
+    for i in controls:
+        u = [ndimage.gaussian_filter(g[i] * d, sigma) for d in np.gradient(img[i])]
+        acc.append(-sum(np.gradient(u[k], axis=k) for k in range(img.ndim - 1)))
+    return clf.spec.uncrop(np.mean(acc, axis=0))
 
 
 def main(argv=None) -> int:
@@ -113,6 +159,11 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=48)
     p.add_argument("--voxel-size", type=float, default=6.0)
     p.add_argument("--classifier-epochs", type=int, default=30)
+    p.add_argument("--classifier", default="tiny", help="tiny (one conv layer, linear read-out) or an architecture of `train` (simnet3d, cas3d)")
+    p.add_argument("--effect-size", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=1e-3, help="simulator learning rate (Adam)")
+    p.add_argument("--classifier-wd", type=float, default=1e-3, help="weight decay of the tiny classifier")
+    p.add_argument("--sim-channels", type=lambda v: [int(c) for c in v.split(",")], default=[4, 8, 16])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--delta", type=float, default=5.0)
     p.add_argument("--lambda-smooth", type=float, default=0.02)
