@@ -59,12 +59,19 @@ def brain(args) -> dict:
     synth_brain(root / "data", n_subjects=args.n, voxel_size=args.voxel_size, effect_size=args.effect_size, confound_strength=0.0, confound_size=0.0, noise=0.0, template_space=True, seed=args.seed, force=True)
     frame = read_cohort(root / "data" / "cohort.csv").frame.copy()
     frame["image"] = [str(root / "data" / p) for p in frame["template_image"]]
-    frame.drop(columns=["template_image"]).to_csv(root / "cohort.csv", index=False)
+    frame = frame.drop(columns=["template_image"])
+    clf_frame = frame
+    if args.holdout:  # the classifier learns from one half; the simulator is trained and applied on the other
+        second = frame.groupby("label").cumcount() % 2 == 1
+        clf_frame, frame = frame[~second].reset_index(drop=True), frame[second].reset_index(drop=True)
+    frame.to_csv(root / "cohort.csv", index=False)
+    clf_frame.to_csv(root / "classifier_cohort.csv", index=False)
     vols = [load_image(p) for p in frame["image"]]
+    clf_vols = vols if clf_frame is frame else [load_image(p) for p in clf_frame["image"]]
     if args.classifier == "tiny":
         spec = InputSpec(vols[0].shape, vols[0].affine, space=SPACE, normalize="zscore")
-        x = spec.prepare(np.stack([v.data for v in vols]))
-        y = torch.tensor((frame["label"] == "patient").to_numpy(np.float32))
+        x = spec.prepare(np.stack([v.data for v in clf_vols]))
+        y = torch.tensor((clf_frame["label"] == "patient").to_numpy(np.float32))
         torch.manual_seed(args.seed)
         model = ConvClassifier(spec.model_shape, channels=(4,), hidden=())
         opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=args.classifier_wd)
@@ -77,13 +84,13 @@ def brain(args) -> dict:
                 loss.backward()
                 opt.step()
         model.eval()
-        save_checkpoint(root / "clf.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "simnet3d", {"participant_ids": list(frame["participant_id"])}, {}))
+        save_checkpoint(root / "clf.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "simnet3d", {"participant_ids": list(clf_frame["participant_id"])}, {}))
     else:  # the classifier `neurointerp train` gives (simnet3d of §4.2, with shift/rotation augmentation)
         import shutil
 
         from neurointerp.train.loop import train
 
-        result = train(root / "cohort.csv", root / "clf_train", architecture=args.classifier, folds=0, final=True, epochs=args.classifier_epochs, batch_size=8, lr=1e-3, normalize="zscore", seed=args.seed, threads=args.threads, force=True)
+        result = train(root / "classifier_cohort.csv", root / "clf_train", architecture=args.classifier, folds=0, final=True, epochs=args.classifier_epochs, batch_size=8, lr=1e-3, normalize="zscore", seed=args.seed, threads=args.threads, force=True)
         shutil.copy(result.final_model, root / "clf.pt")
         from neurointerp.models.checkpoint import load_checkpoint
 
@@ -105,7 +112,7 @@ def brain(args) -> dict:
     # the classifier's own steepest local deformation (first order, smoothed): how far a perfect
     # simulator of *this* classifier could get -- a diagnostic, not part of the method
     first_order_r = float(np.corrcoef(first_order[mask], truth[mask])[0, 1])
-    res = {"first_order_r_with_planted_logjacobian": first_order_r, "grid": list(spec.shape), "n": args.n, "classifier": args.classifier, "classifier_wd": args.classifier_wd, "epochs": args.epochs, "lr": args.lr, "effect_size": args.effect_size, "voxel_size": args.voxel_size, "delta": args.delta, "lambda_smooth": args.lambda_smooth, "seconds": times, "work": str(root)}
+    res = {"first_order_r_with_planted_logjacobian": first_order_r, "grid": list(spec.shape), "n": args.n, "classifier": args.classifier, "holdout": args.holdout, "classifier_wd": args.classifier_wd, "epochs": args.epochs, "lr": args.lr, "effect_size": args.effect_size, "voxel_size": args.voxel_size, "delta": args.delta, "lambda_smooth": args.lambda_smooth, "seconds": times, "work": str(root)}
     for d, sign in (("inject", 1.0), ("remove", -1.0)):
         sub = logits[logits["direction"] == d]
         res[d] = {
@@ -162,6 +169,7 @@ def main(argv=None) -> int:
     p.add_argument("--classifier", default="tiny", help="tiny (one conv layer, linear read-out) or an architecture of `train` (simnet3d, cas3d)")
     p.add_argument("--effect-size", type=float, default=3.0)
     p.add_argument("--lr", type=float, default=1e-3, help="simulator learning rate (Adam)")
+    p.add_argument("--holdout", action="store_true", help="train the classifier on half of the subjects and the simulator on the other half")
     p.add_argument("--classifier-wd", type=float, default=1e-3, help="weight decay of the tiny classifier")
     p.add_argument("--sim-channels", type=lambda v: [int(c) for c in v.split(",")], default=[4, 8, 16])
     p.add_argument("--epochs", type=int, default=20)
