@@ -65,6 +65,7 @@ class ConfoundTestInputSpec(NeurointerpInputSpec):
     layer = traits.Str(argstr="--layer %s", desc="Layer whose features are tested")
     threshold = traits.Float(argstr="--threshold %g", desc="p (or q with fdr) below which a feature is confounded")
     fdr = flag("--fdr", "Benjamini-Hochberg correction across features")
+    score = traits.Enum("probability", "logit", argstr="--score %s", desc="The GLM's score s: P(positive class) or the logit")
     drop_missing = flag("--drop-missing", "Drop rows with a missing confounder")
     batch_size = traits.Int(argstr="--batch-size %d", desc="Images per batch")
     num_threads = threads_input()
