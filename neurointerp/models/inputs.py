@@ -101,12 +101,41 @@ class InputSpec:
             raise InputError(f"{where}: affine differs from the model's grid (space {self.space}); resample the image first")
 
     def load_row(self, cohort, i: int):
-        """Load row ``i`` of a cohort table, refusing an image off the model's grid (naming the row)."""
+        """Load row ``i`` of a cohort table (readable, finite, not all zero, on the model's grid).
+
+        Any :class:`InputError` names the table, the row and the image.
+        """
         from neurointerp.io import load_image
 
-        vol = load_image(cohort.images[i], ndim=self.ndim)
-        self.check_grid(vol.shape, vol.affine, where=f"{cohort.path} row {cohort.rows[i]}: {vol.path}")
+        where = f"{cohort.path} row {cohort.rows[i]}"
+        try:
+            vol = load_image(cohort.images[i], ndim=self.ndim)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from exc
+        self.check_grid(vol.shape, vol.affine, where=f"{where}: {vol.path}")
         return vol
+
+    def check_header(self, path, where: str, source: str | None = None) -> None:
+        """Header-only (cheap) check that ``path`` is a readable NIfTI on the model's grid.
+
+        ``where`` opens the message (e.g. ``cohort.csv row 3: img.nii.gz``); ``source`` (e.g.
+        ``simulator model.pt``) is added in parentheses. A degenerate affine is named as such.
+        """
+        import nibabel as nib
+
+        from neurointerp.io import check_affine
+
+        try:
+            img = nib.load(str(path))
+        except Exception as exc:
+            text = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            raise InputError(f"{where}: not a readable NIfTI image ({text})") from exc
+        shape = tuple(int(s) for s in img.shape)
+        while len(shape) > self.ndim and shape[-1] == 1:
+            shape = shape[:-1]
+        label = f"{where} ({source})" if source else where
+        check_affine(img.affine, label)
+        self.check_grid(shape, img.affine, where=label)
 
     def normalise_array(self, data: np.ndarray) -> np.ndarray:
         """Intensity normalisation of arrays ``(..., *shape)`` on the full grid (float32)."""

@@ -68,43 +68,6 @@ def _check_simulator_classifier(sim, clf, sim_path, clf_path) -> None:
         raise InputError(f"{sim_path}: simulator grid {sim.model.shape} differs from its input crop {sim.spec.model_shape}")
 
 
-def _check_headers(paths, spec, ndim: int, where: str, rows=None) -> None:
-    """Every image must be on the simulator's grid (headers only, cheap): one line naming the first that is not.
-
-    ``rows`` (optional, one per path) prefixes the message, e.g. ``cohort.csv row 3``.
-    """
-    import nibabel as nib
-
-    from neurointerp.io import check_affine
-
-    for k, path in enumerate(paths):
-        at = f"{rows[k]}: {path}" if rows is not None else str(path)
-        try:
-            img = nib.load(str(path))
-        except Exception as exc:
-            raise InputError(f"{at}: not a readable NIfTI image ({str(exc).splitlines()[0][:120]})") from exc
-        shape = tuple(int(s) for s in img.shape)
-        while len(shape) > ndim and shape[-1] == 1:
-            shape = shape[:-1]
-        check_affine(img.affine, f"{at} ({where})")  # a degenerate grid is named as such, not as another grid
-        spec.check_grid(shape, img.affine, where=f"{at} ({where})")
-
-
-def _load_row(coh, i: int, spec):
-    """Load and validate row ``i`` of the cohort (readable, finite, not all zero, on the grid).
-
-    Raises :class:`InputError` naming the table, the row and the image.
-    """
-    from neurointerp.io import load_image
-
-    try:
-        vol = load_image(coh.images[i], ndim=spec.ndim)
-        spec.check_grid(vol.shape, vol.affine, where=str(coh.images[i]))
-    except InputError as exc:
-        raise InputError(f"{coh.path} row {coh.rows[i]}: {exc}") from exc
-    return vol
-
-
 def plot_logits(frame, path, delta: float | None = None) -> Path:
     """Fig. 4 of the paper: logits of raw, simulated and cycle-back images, subjects ordered by raw logit."""
     import matplotlib
@@ -200,7 +163,8 @@ def apply_simulator(
     clf = load_checkpoint(classifier, device=str(dev))
     _check_simulator_classifier(sim, clf, simulator, classifier)
     coh = read_cohort(cohort, require_label=direction == "auto", image_column=image_column, label_column=label_column, min_classes=1)
-    _check_headers(coh.images, sim.spec, sim.spec.ndim, f"column {image_column}", rows=[f"{coh.path} row {r}" for r in coh.rows])
+    for path, r in zip(coh.images, coh.rows):  # cheap header check of the whole table first
+        sim.spec.check_header(path, f"{coh.path} row {r}: {path}", f"column {image_column}")
     if direction == "auto":
         tasks = tasks_from_labels(coh.frame[label_column], clf.classes, str(cohort))
         jobs = [(i, int(tasks[i])) for i in range(len(coh))]
@@ -251,7 +215,7 @@ def apply_simulator(
     last_job = {i: k for k, (i, _, _) in enumerate(pending)}
     loaded = {}
     for i in dict.fromkeys(i for i, _, _ in pending):
-        vol = _load_row(coh, i, sim.spec)
+        vol = sim.spec.load_row(coh, i)
         if i in first_batch:
             loaded[i] = vol
 
@@ -265,7 +229,7 @@ def apply_simulator(
         vols, ok = [], []
         for i, t, p in chunk:
             try:  # validated above; an image that changed or vanished since is a runtime failure
-                vol = loaded[i] if i in loaded else _load_row(coh, i, sim.spec)
+                vol = loaded[i] if i in loaded else sim.spec.load_row(coh, i)
                 vols.append(vol)
                 ok.append((i, t, p))
             except (OSError, InputError) as exc:

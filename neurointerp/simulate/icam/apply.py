@@ -145,7 +145,7 @@ def apply_icam(
     spec = icam.spec
     coh = read_cohort(cohort, require_label=direction == "label", image_column=image_column, label_column=label_column, min_classes=1)
     for i in range(len(coh)):  # refuse any image off the model's grid before work starts
-        _check_header(coh.images[i], spec, f"{coh.path} row {coh.rows[i]}: {coh.images[i]}", str(checkpoint))
+        spec.check_header(coh.images[i], f"{coh.path} row {coh.rows[i]}: {coh.images[i]}", f"ICAM checkpoint {checkpoint}")
     targets = None
     if direction == "label":
         labels = [str(v) for v in coh.frame[label_column]]
@@ -183,7 +183,7 @@ def apply_icam(
     # bad input is refused before anything is written: every image this task will translate is
     # loaded and checked once (readable, finite, not all zero), then read again in its batch
     for i, _ in pending:
-        _load_row(coh, i, spec)
+        spec.load_row(coh, i)
     out = prepare_output_dir(out, force=force, marker="dataset_description.json")
     write_dataset_description(out, "neurointerp simulate (icam)", "ICAM feature attribution: mean/variance FA maps by rejection sampling of the attribute space", force=False)
     add_bidsignore(out, ["*_attribution.nii.gz", "predictions*", "failures*"])
@@ -192,7 +192,7 @@ def apply_icam(
         chunk, vols = [], []
         for i, p in pending[start : start + batch_size]:
             try:  # validated above; an image that changed or vanished since is a failure of its subject
-                vols.append(_load_row(coh, i, spec))
+                vols.append(spec.load_row(coh, i))
                 chunk.append((i, p))
             except (OSError, InputError) as exc:
                 failures.append({"participant_id": coh.participant_ids[i], "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
@@ -247,34 +247,6 @@ def apply_icam(
         write_table(out / f"failures{part}.tsv", pd.DataFrame(failures), force=True)
         raise NeurointerpError(f"{len(failures)} of {len(share)} subjects failed; see {out / f'failures{part}.tsv'}")
     return table
-
-
-def _load_row(coh, i: int, spec):
-    """Load row ``i`` of the cohort (readable, finite, not all zero, on the grid), naming the row."""
-    from neurointerp.io import load_image
-
-    try:
-        vol = load_image(coh.images[i], ndim=spec.ndim)
-        spec.check_grid(vol.shape, vol.affine, where=str(coh.images[i]))
-    except InputError as exc:
-        raise InputError(f"{coh.path} row {coh.rows[i]}: {exc}") from exc
-    return vol
-
-
-def _check_header(path, spec, where: str, ckpt: str) -> None:
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:
-        raise InputError(f"{where}: not a readable NIfTI image ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
-    from neurointerp.io import check_affine
-
-    shape = tuple(int(s) for s in img.shape)
-    while len(shape) > spec.ndim and shape[-1] == 1:
-        shape = shape[:-1]
-    check_affine(img.affine, where)  # a degenerate grid is named as such, not as another grid
-    spec.check_grid(shape, img.affine, where=f"{where} (ICAM checkpoint {ckpt})")
 
 
 def _row(pid, label, pred, classes):
