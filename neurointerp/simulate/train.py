@@ -35,6 +35,18 @@ def classifier_logit(model):
     return fn
 
 
+def balanced_batches(idx, batch_size: int, rng) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of ``(class-0 rows, class-1 rows)`` pairs, ``batch_size // 2`` of each per step.
+
+    ``idx``: the row indices of the two classes. The larger class sets the number of steps; the
+    smaller one is cycled (each pass in a new random order). Used by the simulator and ICAM.
+    """
+    half = max(1, batch_size // 2)
+    steps = int(np.ceil(max(len(i) for i in idx) / half))
+    perm = [rng.permutation(np.resize(rng.permutation(i), steps * half)) for i in idx]
+    return [(perm[0][s * half : (s + 1) * half], perm[1][s * half : (s + 1) * half]) for s in range(steps)]
+
+
 def fit_simulator(
     x,
     task,
@@ -90,18 +102,17 @@ def fit_simulator(
     with torch.no_grad():
         raw = torch.cat([logit(x[i : i + 64].to(device)).cpu() for i in range(0, len(x), 64)])
     opt = torch.optim.Adam(sim.parameters(), lr=lr)
-    half = max(1, batch_size // 2)
-    steps = int(np.ceil(max(len(i) for i in idx) / half))
     history = []
     from neurointerp.progress import track
 
     epochs_iter = track(range(epochs), description="simulate train", total=epochs) if progress else range(epochs)
     for epoch in epochs_iter:
         sim.train()
-        perm = [rng.permutation(np.resize(rng.permutation(i), steps * half)) for i in idx]
+        batches = balanced_batches(idx, batch_size, rng)
+        steps = len(batches)
         sums = {"loss": 0.0, "logit": 0.0, "cycle": 0.0, "smooth": 0.0, "shift_inject": 0.0, "shift_remove": 0.0}
-        for s in range(steps):
-            b = np.concatenate([perm[0][s * half : (s + 1) * half], perm[1][s * half : (s + 1) * half]])
+        for b0, b1 in batches:
+            b = np.concatenate([b0, b1])
             xb = x[b].to(device)
             tb = torch.as_tensor(task[b], dtype=torch.float32, device=device)
             rb = raw[b].to(device)

@@ -84,18 +84,17 @@ def fit_icam(
     opt_g = torch.optim.Adam(gen_params, lr=lr, betas=(0.5, 0.999), weight_decay=1e-4)
     opt_d = torch.optim.Adam(model.dis.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=1e-4)
     opt_dc = torch.optim.Adam(model.dis_c.parameters(), lr=lr * lr_content_ratio, betas=(0.5, 0.999), weight_decay=1e-4)
-    half = max(1, batch_size // 2)
-    steps = int(np.ceil(max(len(i) for i in idx) / half))
     history = []
     from neurointerp.progress import track
+    from neurointerp.simulate.train import balanced_batches
 
     epochs_iter = track(range(epochs), description="icam train", total=epochs) if progress else range(epochs)
     for epoch in epochs_iter:
         model.train()
-        perm = [rng.permutation(np.resize(rng.permutation(i), steps * half)) for i in idx]
+        batches = balanced_batches(idx, batch_size, rng)
+        steps = len(batches)
         sums: dict[str, float] = {}
-        for s in range(steps):
-            b0, b1 = perm[0][s * half : (s + 1) * half], perm[1][s * half : (s + 1) * half]
+        for b0, b1 in batches:
             X = x[np.concatenate([b0, b1])].to(device)
             B = len(b0)
             lab = torch.cat([torch.zeros(B), torch.ones(B)]).to(device)
