@@ -297,3 +297,44 @@ def test_apply_array_merge_keeps_ids_as_text(tmp_path):
         assert sorted(merged["participant_id"]) == ids, name
     fields = pd.read_csv(tmp_path / "out" / "fields.tsv", sep="\t", dtype=str)
     assert all(Path(f).exists() and f"sub-{p}_" in Path(f).name for p, f in zip(fields["participant_id"], fields["field"]))
+
+
+def test_population_field_is_added_per_task_and_kept_in_the_checkpoint(tmp_path):
+    """phi = U-Net(X, t) + B_t: B starts at zero (identity start), B_0 acts on inject rows only,
+    and a saved simulator reproduces it."""
+    from neurointerp.models.inputs import InputSpec
+    from neurointerp.simulate.checkpoint import load_simulator, save_simulator, simulator_dict
+
+    torch.manual_seed(0)
+    sim = Simulator((8, 6, 7), mode="warp", channels=[2, 4], fc=8, population_field=True).eval()
+    assert sim.population.shape == (2, 3, 8, 6, 7) and float(sim.population.abs().max()) == 0.0
+    x = torch.rand(2, 1, 8, 6, 7)
+    t = torch.tensor([0.0, 1.0])
+    with torch.no_grad():
+        base_out, base_field = sim(x, t)
+        sim.population[0, 2] = 1.0  # inject: one voxel along the last axis
+        out, field = sim(x, t)
+    assert torch.allclose(field[0] - base_field[0], torch.stack([torch.zeros(8, 6, 7)] * 2 + [torch.ones(8, 6, 7)]))
+    assert torch.allclose(field[1], base_field[1]) and torch.allclose(out[1], base_out[1])
+    assert torch.allclose(out[0], warp(x[:1], field[:1])[0])
+    spec = InputSpec((8, 6, 7), np.eye(4), space="test")
+    save_simulator(tmp_path / "s.pt", simulator_dict(sim, spec, {"sha256": "abc"}, {}, {}))
+    loaded = load_simulator(tmp_path / "s.pt")
+    assert loaded.model.config["population_field"] is True
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x, t)[0], out)
+    with pytest.raises(ValueError, match="warp"):
+        Simulator((8, 8), mode="image", channels=[2], fc=4, population_field=True)
+
+
+def test_checkpoint_without_population_field_key_loads_as_the_plain_unet(tmp_path):
+    """Simulators saved before the population field existed have no config key: they load unchanged."""
+    from neurointerp.models.inputs import InputSpec
+    from neurointerp.simulate.checkpoint import load_simulator, save_simulator, simulator_dict
+
+    sim = Simulator((8, 6, 7), mode="warp", channels=[2, 4], fc=8).eval()
+    ck = simulator_dict(sim, InputSpec((8, 6, 7), np.eye(4), space="test"), {"sha256": "abc"}, {}, {})
+    ck["architecture"]["params"].pop("population_field")
+    save_simulator(tmp_path / "old.pt", ck)
+    loaded = load_simulator(tmp_path / "old.pt")
+    assert loaded.model.population is None

@@ -67,13 +67,15 @@ def train(
     method: str = typer.Option("simulator", help="simulator (cycle-consistent simulators against CLASSIFIER) or icam (ICAM VAE-GAN, its own classifier)."),
     mode: str = typer.Option("warp", help="simulator: warp: output a displacement field applied by a spatial transformer (shape change, §3.3); image: output the image directly (intensity change, §4.1)."),
     delta: float = typer.Option(5.0, help="simulator: Logit shift threshold delta of eq. (1) (paper: 5 synthetic, 12.5 ADNI)."),
-    lambda_smooth: float = typer.Option(0.02, help="simulator: Weight lambda_phi of the diffusion smoothness loss on the field (eq. 5; warp mode)."),
+    lambda_smooth: float = typer.Option(10.0, help="simulator: Weight lambda_phi of the diffusion smoothness loss on the field (eq. 5; warp mode), which is averaged over voxels here, so the weight does not depend on the grid (the paper's 0.02 multiplies a sum over its 64^3 grid, about 5000 here). 10 recovers the planted deformations of `synth brain`; in benchmarks/simulate.py, 1 gives rougher maps and at 1500 most logits no longer move by delta."),
     lambda_cycle: float = typer.Option(1.0, help="simulator: Weight of the cycle-consistency loss (eq. 2)."),
     lambda_identity: float = typer.Option(0.0, help="simulator: Weight of an optional L1 penalty on |X_hat - X| (not in the paper; 0: off)."),
     experts: int = typer.Option(3, help="simulator: Experts K per CondConv layer."),
     condconv: bool = typer.Option(True, "--condconv/--no-condconv", help="simulator: --no-condconv: two separate conventional-convolution simulators (the paper's ablation)."),
     channels: Optional[str] = typer.Option(None, help="simulator: encoder channels, e.g. 16,32,64,16,16 (default: the paper's 1,2,4,8 in 2D, 16,32,64,16,16 in 3D). icam: one number, the base width (default 8; the authors' code: 16)."),
     fc: Optional[int] = typer.Option(None, help="simulator: Units of the bottleneck fully connected layer (default 64 in 2D, 512 in 3D)."),
+    population_field: bool = typer.Option(True, "--population-field/--no-population-field", help="simulator, warp mode: add a learned template-space field per task, shared by all subjects, to the U-Net's field (not in the paper; recovers the classifier's localised pattern where the U-Net alone drifts to near-global fields, see README). --no-population-field: the paper's U-Net alone."),
+    population_lr: float = typer.Option(0.01, help="simulator: Adam learning rate of the population field (voxels per step)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default 20 for simulator, 30 for icam; the ICAM authors: 300)."),
     batch_size: int = typer.Option(16, help="Images per step (half of each class)."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate (default 1e-3; paper, ADNI: 1e-4 for 45 epochs; ICAM authors: 1e-4)."),
@@ -130,8 +132,8 @@ def train(
     path = train_simulator(
         cohort, classifier, out, mode=mode, delta=delta, lambda_smooth=lambda_smooth, lambda_cycle=lambda_cycle,
         lambda_identity=lambda_identity, experts=experts, condconv=condconv, channels=_ints(channels, "--channels"), fc=fc,
-        epochs=epochs, batch_size=batch_size, lr=lr, image_column=image_column, label_column=label_column,
-        seed=seed, device=device, threads=threads, force=force,
+        epochs=epochs, batch_size=batch_size, lr=lr, population_field=population_field, population_lr=population_lr,
+        image_column=image_column, label_column=label_column, seed=seed, device=device, threads=threads, force=force,
     )
     info(f"wrote {path}")
 

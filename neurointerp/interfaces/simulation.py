@@ -20,6 +20,8 @@ class SimulateTrainInputSpec(NeurointerpInputSpec):
     condconv = flag("--condconv", "CondConv layers (False: two conventional simulators)", "--no-condconv")
     channels = traits.Str(argstr="--channels %s", desc="Encoder channels, e.g. '16,32,64,16,16'")
     fc = traits.Int(argstr="--fc %d", desc="Units of the bottleneck fully connected layer")
+    population_field = flag("--population-field", "Learned template-space field per task added to the U-Net's (False: the paper's U-Net alone)", "--no-population-field")
+    population_lr = traits.Float(argstr="--population-lr %g", desc="Adam learning rate of the population field")
     epochs = traits.Int(argstr="--epochs %d", desc="Training epochs")
     batch_size = traits.Int(argstr="--batch-size %d", desc="Images per step")
     lr = traits.Float(argstr="--lr %g", desc="Adam learning rate")

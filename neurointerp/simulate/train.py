@@ -13,6 +13,11 @@ again with the opposite task (the cycle)::
 The classifier P is frozen (eval mode, no parameter updates); gradients flow through it to G.
 ``lambda_identity`` (default 0, not in the paper) optionally adds ``lambda_identity * mean |X_hat - X|``,
 asking for the smallest change that achieves the logit shift.
+
+``population_field`` (default on in warp mode, not in the paper) adds a learned template-space
+field per task to the U-Net's output (see :mod:`neurointerp.simulate.unet`); it is trained with
+its own Adam learning rate ``population_lr`` (voxels per step; default 0.01), since it is a
+displacement in voxels rather than a network weight.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def fit_simulator(
     *,
     mode: str = "warp",
     delta: float = 5.0,
-    lambda_smooth: float = 0.02,
+    lambda_smooth: float = 10.0,
     lambda_cycle: float = 1.0,
     lambda_identity: float = 0.0,
     experts: int = 3,
@@ -65,6 +70,8 @@ def fit_simulator(
     epochs: int = 20,
     batch_size: int = 16,
     lr: float = 1e-3,
+    population_field: bool = True,
+    population_lr: float = 1e-2,
     seed: int = 0,
     device=None,
     progress: bool = False,
@@ -86,6 +93,8 @@ def fit_simulator(
         raise InputError(f"--batch-size {batch_size}: must be at least 2")
     if delta <= 0:
         raise InputError(f"--delta {delta}: must be positive")
+    if lr <= 0 or population_lr <= 0:
+        raise InputError(f"--lr {lr} / --population-lr {population_lr}: must be positive")
     device = device or torch.device("cpu")
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
     task = np.asarray(task).astype(int)
@@ -94,14 +103,17 @@ def fit_simulator(
         raise InputError("the simulator needs images of both classes (controls to inject, patients to remove)")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    sim = Simulator(tuple(x.shape[2:]), mode=mode, channels=channels, fc=fc, kernel_size=kernel_size, experts=experts, condconv=condconv).to(device)
+    sim = Simulator(tuple(x.shape[2:]), mode=mode, channels=channels, fc=fc, kernel_size=kernel_size, experts=experts, condconv=condconv, population_field=population_field and mode == "warp").to(device)
     classifier = classifier.to(device).eval()
     for p in classifier.parameters():
         p.requires_grad_(False)
     logit = classifier_logit(classifier)
     with torch.no_grad():
         raw = torch.cat([logit(x[i : i + 64].to(device)).cpu() for i in range(0, len(x), 64)])
-    opt = torch.optim.Adam(sim.parameters(), lr=lr)
+    groups = [{"params": [p for n, p in sim.named_parameters() if n != "population"], "lr": lr}]
+    if sim.population is not None:
+        groups.append({"params": [sim.population], "lr": population_lr})
+    opt = torch.optim.Adam(groups)
     history = []
     from neurointerp.progress import track
 
@@ -171,7 +183,7 @@ def train_simulator(
     image_column: str = "image",
     label_column: str = "label",
     delta: float = 5.0,
-    lambda_smooth: float = 0.02,
+    lambda_smooth: float = 10.0,
     lambda_cycle: float = 1.0,
     lambda_identity: float = 0.0,
     experts: int = 3,
@@ -182,6 +194,8 @@ def train_simulator(
     epochs: int = 20,
     batch_size: int = 16,
     lr: float = 1e-3,
+    population_field: bool = True,
+    population_lr: float = 1e-2,
     seed: int = 0,
     device: str = "auto",
     threads: int | None = None,
@@ -216,7 +230,8 @@ def train_simulator(
     sim, history = fit_simulator(
         x, task, clf.model, mode=mode, delta=delta, lambda_smooth=lambda_smooth, lambda_cycle=lambda_cycle, lambda_identity=lambda_identity,
         experts=experts, condconv=condconv, channels=channels, fc=fc, kernel_size=kernel_size,
-        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=dev, progress=True,
+        epochs=epochs, batch_size=batch_size, lr=lr, population_field=population_field, population_lr=population_lr,
+        seed=seed, device=dev, progress=True,
     )
     clf_sha = sha256(classifier)
     training = {**params, "participant_ids": coh.participant_ids, "n_inject": int((task == 0).sum()), "n_remove": int((task == 1).sum())}

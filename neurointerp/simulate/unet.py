@@ -12,6 +12,15 @@ connections from the encoder; a final CondConv gives the output:
   channel ``i`` = displacement along voxel axis ``i``), applied to ``X`` by the spatial
   transformer of :mod:`neurointerp.simulate.warp` (linear interpolation).
 
+``population_field=True`` (warp mode; not in the paper) adds to the network's output one learned
+displacement field per task on the model grid, shared by all subjects: ``phi = U-Net(X, t) +
+B_t``. For images in a common template space -- what the classifier of ``train`` sees -- ``B_t``
+holds the population's mean disease deformation and the U-Net the subject-specific rest. Why:
+with the U-Net alone, training settles on broad, near-global fields (shifts and sub-voxel
+resampling blur that move the logit of any classifier that is not shift invariant, at little
+smoothness cost) instead of the classifier's localised pattern; see ``benchmarks/simulate.py``.
+``B_t`` starts at zero, so the simulator still starts at the identity.
+
 The task label ``t`` (0: inject the disease pattern, G1; 1: remove it, G2) enters every
 CondConv's routing. ``condconv=False`` gives the paper's ablation: two separate U-Nets of
 conventional convolutions, one per task, in one module.
@@ -127,10 +136,13 @@ class Simulator(nn.Module):
         experts: int = 3,
         condconv: bool = True,
         field_scale: float = 1.0,
+        population_field: bool = False,
     ):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
+        if population_field and mode != "warp":
+            raise ValueError("population_field needs mode='warp'")
         shape = tuple(int(s) for s in shape)
         d = default_params(len(shape))
         channels = [int(c) for c in (channels or d["channels"])]
@@ -144,6 +156,7 @@ class Simulator(nn.Module):
             "experts": int(experts),
             "condconv": bool(condconv),
             "field_scale": float(field_scale),
+            "population_field": bool(population_field),
         }
         self.mode = mode
         self.ndim = len(shape)
@@ -157,6 +170,8 @@ class Simulator(nn.Module):
             nn.init.normal_(w, 0.0, 1e-3)
             b = head.bias if isinstance(head, CondConv) else head.conv.bias
             nn.init.zeros_(b)
+        # B_t of the docstring: one field per task (0 inject, 1 remove), in voxels
+        self.population = nn.Parameter(torch.zeros(2, self.ndim, *shape)) if population_field else None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "Simulator":
@@ -186,4 +201,6 @@ class Simulator(nn.Module):
         if self.mode == "image":
             return x + y, None
         field = y * self.config["field_scale"]
+        if self.population is not None:
+            field = field + self.population[task.to(x.device).reshape(-1).long()]
         return warp(x, field), field
