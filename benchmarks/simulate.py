@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from neurointerp.train.arrays import fit_binary_on_arrays
+
 
 def gaussians(args) -> dict:
     from neurointerp.simulate.synthetic import gaussian_experiment
@@ -79,15 +81,7 @@ def brain(args) -> dict:
         y = torch.tensor((clf_frame["label"] == "patient").to_numpy(np.float32))
         torch.manual_seed(args.seed)
         model = ConvClassifier(spec.model_shape, channels=(4,), hidden=())
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=args.classifier_wd)
-        for _ in range(args.classifier_epochs):
-            perm = torch.randperm(len(x))
-            for i in range(0, len(x), 8):
-                idx = perm[i : i + 8]
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        fit_binary_on_arrays(model, x, y, epochs=args.classifier_epochs, batch_size=8, lr=3e-3, weight_decay=args.classifier_wd)
         model.eval()
         save_checkpoint(root / "clf.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "simnet3d", {"participant_ids": list(clf_frame["participant_id"])}, {}))
     else:  # the classifier `neurointerp train` gives (simnet3d of §4.2, with shift/rotation augmentation)

@@ -11,6 +11,7 @@ from neurointerp.attribution.registry import methods
 from neurointerp.errors import InputError
 from neurointerp.evaluate.metrics import mass_in_mask, ncc
 from neurointerp.models.classifier import ConvClassifier
+from neurointerp.train.arrays import fit_binary_on_arrays
 
 
 def small3d(seed=0, batch_norm=False, bias=True):
@@ -236,15 +237,7 @@ def test_gradient_mass_falls_in_the_informative_blocks():
     y = torch.from_numpy(data.labels.astype(np.float32))
     torch.manual_seed(0)
     model = ConvClassifier((32, 32), channels=(2, 4, 8), kernel_size=3, hidden=(16,))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(30):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_binary_on_arrays(model, x, y, epochs=30, batch_size=64, lr=3e-3)
     model.eval()
     with torch.inference_mode():
         acc = ((model(x)[:, 0] > 0).float() == y).float().mean().item()

@@ -11,6 +11,7 @@ from neurointerp.confound.gate import feature_gate, layer_features
 from neurointerp.confound.glm import confound_glm
 from neurointerp.errors import InputError
 from neurointerp.models.classifier import ConvClassifier
+from neurointerp.train.arrays import fit_binary_on_arrays
 
 
 def synthetic_features(n=80, m=6, seed=0):
@@ -114,15 +115,7 @@ def test_reproduces_the_papers_synthetic_experiment():
     y = torch.from_numpy(data.labels.astype(np.float32))
     torch.manual_seed(0)
     model = ConvClassifier((32, 32), channels=(8, 8, 2), kernel_size=2, hidden=(16,), activation="tanh")
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(25):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_binary_on_arrays(model, x, y, epochs=25, batch_size=64, lr=2e-3)
     feats, out = layer_features(model.eval(), x)
     score = 1 / (1 + np.exp(-out[:, 0]))
     assert ((score > 0.5) == data.labels).mean() > 0.85

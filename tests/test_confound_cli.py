@@ -16,6 +16,7 @@ from neurointerp.models.checkpoint import checkpoint_dict, save_checkpoint
 from neurointerp.models.classifier import ConvClassifier
 from neurointerp.models.inputs import InputSpec
 from neurointerp.synth.gaussians import block_masks, synth_gaussians
+from neurointerp.train.arrays import fit_binary_on_arrays
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +32,7 @@ def setup(tmp_path_factory):
     y = torch.tensor(frame["label"].to_numpy(np.float32))
     torch.manual_seed(0)
     model = ConvClassifier((32, 32), channels=(8, 8, 2), kernel_size=2, hidden=(16,), activation="tanh")
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 32):
-            idx = perm[i : i + 32]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_binary_on_arrays(model, x, y, epochs=40, batch_size=32, lr=3e-3)
     spec = InputSpec((32, 32), np.eye(4), space="synthetic")
     ckpt = checkpoint_dict(model.eval(), spec, "binary", ["0", "1"], "cas2d", {"participant_ids": list(frame["participant_id"])}, {})
     save_checkpoint(root / "model.pt", ckpt)

@@ -12,6 +12,7 @@ from neurointerp.models.checkpoint import checkpoint_dict, save_checkpoint
 from neurointerp.models.classifier import ConvClassifier
 from neurointerp.models.inputs import InputSpec
 from neurointerp.synth.gaussians import make_gaussians, synth_gaussians
+from neurointerp.train.arrays import fit_binary_on_arrays
 
 
 def test_infidelity_of_the_true_weights_of_a_linear_model_is_zero():
@@ -49,15 +50,7 @@ def trained2d():
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = ConvClassifier((32, 32), channels=(8, 16, 32), kernel_size=3, hidden=(16,))
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for _ in range(15):
-            perm = torch.randperm(len(x))
-            for i in range(0, len(x), 32):
-                idx = perm[i : i + 32]
-                loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        fit_binary_on_arrays(model, x, y, epochs=15, batch_size=32, lr=3e-3)
         models.append(model.eval())
     return models, x
 

@@ -14,6 +14,7 @@ from neurointerp.models.checkpoint import checkpoint_dict, save_checkpoint
 from neurointerp.models.classifier import ConvClassifier
 from neurointerp.models.inputs import InputSpec
 from neurointerp.synth.brain import SPACE, synth_brain
+from neurointerp.train.arrays import fit_binary_on_arrays
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +34,7 @@ def setup(tmp_path_factory):
     y = torch.tensor((train_rows["label"] == "patient").to_numpy(np.float32))
     torch.manual_seed(0)
     model = ConvClassifier(spec.model_shape, channels=(4,), kernel_size=3, hidden=())  # small data: a shallow model
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-3)
-    for _ in range(15):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 8):
-            idx = perm[i : i + 8]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_binary_on_arrays(model, x, y, epochs=15, batch_size=8, lr=3e-3, weight_decay=1e-3)
     model.eval()
     ckpt = checkpoint_dict(model, spec, "binary", ["control", "patient"], "test3d", {"participant_ids": list(train_rows["participant_id"])}, {})
     save_checkpoint(root / "model.pt", ckpt)

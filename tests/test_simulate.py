@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from neurointerp.cli.app import main
+from neurointerp.train.arrays import fit_binary_on_arrays
 
 torch.set_num_threads(1)
 
@@ -213,15 +214,7 @@ def test_section_4_2_injected_log_jacobian_follows_the_planted_disease(tmp_path)
     y = torch.tensor((frame["label"] == "patient").to_numpy(np.float32))
     torch.manual_seed(0)
     model = ConvClassifier(spec.model_shape, channels=(4,), hidden=())
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-3)
-    for _ in range(30):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 8):
-            idx = perm[i : i + 8]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_binary_on_arrays(model, x, y, epochs=30, batch_size=8, lr=3e-3, weight_decay=1e-3)
     model.eval()
     with torch.no_grad():
         assert float(((model(x)[:, 0] > 0).float() == y).float().mean()) > 0.9
