@@ -28,22 +28,12 @@ def train_gaussian_classifier(x, y, epochs: int = 30, seed: int = 0, lr: float =
     import torch
 
     from neurointerp.models.classifier import ConvClassifier
+    from neurointerp.train.arrays import fit_binary_on_arrays
 
     torch.manual_seed(seed)
     model = ConvClassifier((32, 32), channels=(2, 4, 8), hidden=(16,))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     yt = torch.as_tensor(y, dtype=torch.float32)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            b = perm[i : i + batch_size]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[b])[:, 0], yt[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return fit_binary_on_arrays(model, x, yt, epochs=epochs, batch_size=batch_size, lr=lr, generator=torch.Generator().manual_seed(seed))
 
 
 def gaussian_experiment(
