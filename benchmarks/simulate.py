@@ -17,7 +17,7 @@ Usage::
 
     python benchmarks/simulate.py gaussians [--n-per-group 512] [--ablation]
     python benchmarks/simulate.py brain [--n 48] [--voxel-size 6] [--epochs 20] [--delta 5] [--lambda-smooth 10] \\
-        [--classifier tiny|simnet3d] [--no-population-field] [--output benchmarks/results/simulate_brain.json]
+        [--classifier tiny|simnet3d] [--no-population-field] [--interpolation cubic] [--output benchmarks/results/simulate_brain.json]
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def brain(args) -> dict:
         spec = load_checkpoint(root / "clf.pt").spec
     times["data+classifier"] = time.time() - t
     t = time.time()
-    ck = train_simulator(root / "cohort.csv", root / "clf.pt", root / "sim", mode="warp", delta=args.delta, lambda_smooth=args.lambda_smooth, channels=args.sim_channels, fc=32, epochs=args.epochs, batch_size=8, lr=args.lr, population_field=args.population_field, seed=args.seed, force=True)
+    ck = train_simulator(root / "cohort.csv", root / "clf.pt", root / "sim", mode="warp", delta=args.delta, lambda_smooth=args.lambda_smooth, channels=args.sim_channels, fc=32, epochs=args.epochs, batch_size=8, lr=args.lr, population_field=args.population_field, interpolation=args.interpolation, seed=args.seed, force=True)
     times["simulate train"] = time.time() - t
     t = time.time()
     apply_simulator(root / "cohort.csv", ck, root / "clf.pt", root / "apply", force=True)
@@ -117,7 +117,7 @@ def brain(args) -> dict:
     times["direct field"] = time.time() - t
     res = {"first_order_r_with_planted_logjacobian": first_order_r,
            "direct_field": {"r_with_planted_logjacobian": float(np.corrcoef(direct_mean[mask], truth[mask])[0, 1]), "share_shift_ge_delta": float((direct_shift >= args.delta).mean())},
-           "population_field": args.population_field, "grid": list(spec.shape), "n": args.n, "classifier": args.classifier, "holdout": args.holdout, "classifier_wd": args.classifier_wd, "epochs": args.epochs, "lr": args.lr, "effect_size": args.effect_size, "noise": args.noise, "voxel_size": args.voxel_size, "delta": args.delta, "lambda_smooth": args.lambda_smooth, "seconds": times, "work": str(root)}
+           "population_field": args.population_field, "interpolation": args.interpolation, "grid": list(spec.shape), "n": args.n, "classifier": args.classifier, "holdout": args.holdout, "classifier_wd": args.classifier_wd, "epochs": args.epochs, "lr": args.lr, "effect_size": args.effect_size, "noise": args.noise, "voxel_size": args.voxel_size, "delta": args.delta, "lambda_smooth": args.lambda_smooth, "seconds": times, "work": str(root)}
     for d, sign in (("inject", 1.0), ("remove", -1.0)):
         sub = logits[logits["direction"] == d]
         res[d] = {
@@ -230,6 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--sim-channels", type=lambda v: [int(c) for c in v.split(",")], default=[4, 8, 16])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--no-population-field", dest="population_field", action="store_false", help="the paper's U-Net alone")
+    p.add_argument("--interpolation", default="linear", choices=["linear", "cubic"])
     p.add_argument("--delta", type=float, default=5.0)
     p.add_argument("--lambda-smooth", type=float, default=10.0)
     p.add_argument("--ablation", action="store_true")

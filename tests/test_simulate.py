@@ -53,17 +53,17 @@ def gaussians2d(tmp_path_factory):
     return root, table, root / "clf.pt"
 
 
-@pytest.mark.parametrize("mode", ["image", "warp"])
-def test_cli_train_and_apply(gaussians2d, tmp_path, mode):
+@pytest.mark.parametrize("mode,interpolation", [("image", "linear"), ("warp", "linear"), ("warp", "cubic")])
+def test_cli_train_and_apply(gaussians2d, tmp_path, mode, interpolation):
     from neurointerp.simulate.checkpoint import load_simulator
     from neurointerp.simulate.warp import load_field, warp
 
     root, table, clf = gaussians2d
     sim_dir = tmp_path / "sim"
-    code = main(["simulate", "train", str(table), str(clf), str(sim_dir), "--mode", mode, "--epochs", "2", "--batch-size", "8", "--threads", "1", "--delta", "3"])
+    code = main(["simulate", "train", str(table), str(clf), str(sim_dir), "--mode", mode, "--epochs", "2", "--batch-size", "8", "--threads", "1", "--delta", "3", "--interpolation", interpolation])
     assert code == 0
     loaded = load_simulator(sim_dir / "simulator.pt")
-    assert loaded.mode == mode and loaded.spec.shape == (32, 32)
+    assert loaded.mode == mode and loaded.spec.shape == (32, 32) and loaded.model.config["interpolation"] == interpolation
     assert loaded.meta["training"]["delta"] == 3.0 and len(loaded.meta["training"]["participant_ids"]) == 48
     assert len(pd.read_csv(sim_dir / "history.tsv", sep="\t")) == 2
     out = tmp_path / "apply"
@@ -87,7 +87,8 @@ def test_cli_train_and_apply(gaussians2d, tmp_path, mode):
         fields = pd.read_csv(out / "fields.tsv", sep="\t")
         assert len(fields) == 48
         u, _ = load_field(anat / f"sub-{pid}_space-synthetic_desc-remove_xfm.nii.gz", 2, shape=(32, 32), affine=raw.affine)
-        again = warp(torch.from_numpy(raw.get_fdata()[..., 0]).float()[None, None], torch.from_numpy(u).float()[None])[0, 0].numpy()
+        # the written field reproduces the simulated image with the simulator's own resampling
+        again = warp(torch.from_numpy(raw.get_fdata()[..., 0]).float()[None, None], torch.from_numpy(u).float()[None], interpolation=interpolation)[0, 0].numpy()
         assert np.abs(again - sim_img.get_fdata()[..., 0]).max() < 1e-3
         assert main(["jacobian", str(out / "fields.tsv"), str(tmp_path / "jac"), "--inverse"]) == 0
         assert (tmp_path / "jac" / "group" / "space-synthetic_desc-removemean_logjacobian.nii.gz").exists()
@@ -138,6 +139,10 @@ def test_bad_input_exit_2(gaussians2d, tmp_path, capsys):
     code = main(["simulate", "train", str(tmp_path / "bad_labels.csv"), str(clf), str(tmp_path / "o3"), "--epochs", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not a class of the classifier" in err[0]
+    # an unknown resampling, refused before anything is written
+    code = main(["simulate", "train", str(table), str(clf), str(tmp_path / "o4"), "--interpolation", "spline"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--interpolation spline" in err[0] and not (tmp_path / "o4").exists()
 
 
 def test_3d_warp_pipeline_on_synth_brain(tmp_path):

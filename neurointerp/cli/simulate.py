@@ -76,6 +76,7 @@ def train(
     fc: Optional[int] = typer.Option(None, help="simulator: Units of the bottleneck fully connected layer (default 64 in 2D, 512 in 3D)."),
     population_field: bool = typer.Option(True, "--population-field/--no-population-field", help="simulator, warp mode: add a learned template-space field per task, shared by all subjects, to the U-Net's field (not in the paper; recovers the classifier's localised pattern where the U-Net alone drifts to near-global fields, see README). --no-population-field: the paper's U-Net alone."),
     population_lr: float = typer.Option(0.01, help="simulator: Adam learning rate of the population field (voxels per step)."),
+    interpolation: str = typer.Option("linear", help="simulator, warp mode: resampling of the spatial transformer, linear (the paper's) or cubic (B-spline: sub-voxel displacements do not blur the image, so the simulator cannot move the logit by blur; about 2x slower; see README)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default 20 for simulator, 30 for icam; the ICAM authors: 300)."),
     batch_size: int = typer.Option(16, help="Images per step (half of each class)."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate (default 1e-3; paper, ADNI: 1e-4 for 45 epochs; ICAM authors: 1e-4)."),
@@ -133,7 +134,7 @@ def train(
         cohort, classifier, out, mode=mode, delta=delta, lambda_smooth=lambda_smooth, lambda_cycle=lambda_cycle,
         lambda_identity=lambda_identity, experts=experts, condconv=condconv, channels=_ints(channels, "--channels"), fc=fc,
         epochs=epochs, batch_size=batch_size, lr=lr, population_field=population_field, population_lr=population_lr,
-        image_column=image_column, label_column=label_column, seed=seed, device=device, threads=threads, force=force,
+        interpolation=interpolation, image_column=image_column, label_column=label_column, seed=seed, device=device, threads=threads, force=force,
     )
     info(f"wrote {path}")
 

@@ -22,6 +22,7 @@ class SimulateTrainInputSpec(NeurointerpInputSpec):
     fc = traits.Int(argstr="--fc %d", desc="Units of the bottleneck fully connected layer")
     population_field = flag("--population-field", "Learned template-space field per task added to the U-Net's (False: the paper's U-Net alone)", "--no-population-field")
     population_lr = traits.Float(argstr="--population-lr %g", desc="Adam learning rate of the population field")
+    interpolation = traits.Enum("linear", "cubic", argstr="--interpolation %s", desc="Spatial transformer resampling: linear or cubic B-spline")
     epochs = traits.Int(argstr="--epochs %d", desc="Training epochs")
     batch_size = traits.Int(argstr="--batch-size %d", desc="Images per step")
     lr = traits.Float(argstr="--lr %g", desc="Adam learning rate")

@@ -17,7 +17,8 @@ asking for the smallest change that achieves the logit shift.
 ``population_field`` (default on in warp mode, not in the paper) adds a learned template-space
 field per task to the U-Net's output (see :mod:`neurointerp.simulate.unet`); it is trained with
 its own Adam learning rate ``population_lr`` (voxels per step; default 0.01), since it is a
-displacement in voxels rather than a network weight.
+displacement in voxels rather than a network weight. ``interpolation`` (``linear``, the paper's,
+or ``cubic``) is the spatial transformer's resampling (:func:`neurointerp.simulate.warp.warp`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def fit_simulator(
     lr: float = 1e-3,
     population_field: bool = True,
     population_lr: float = 1e-2,
+    interpolation: str = "linear",
     seed: int = 0,
     device=None,
     progress: bool = False,
@@ -93,6 +95,10 @@ def fit_simulator(
         raise InputError(f"--batch-size {batch_size}: must be at least 2")
     if delta <= 0:
         raise InputError(f"--delta {delta}: must be positive")
+    from neurointerp.simulate.warp import INTERPOLATIONS
+
+    if interpolation not in INTERPOLATIONS:
+        raise InputError(f"--interpolation {interpolation}: choose {' or '.join(INTERPOLATIONS)}")
     if lr <= 0 or population_lr <= 0:
         raise InputError(f"--lr {lr} / --population-lr {population_lr}: must be positive")
     device = device or torch.device("cpu")
@@ -103,7 +109,7 @@ def fit_simulator(
         raise InputError("the simulator needs images of both classes (controls to inject, patients to remove)")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    sim = Simulator(tuple(x.shape[2:]), mode=mode, channels=channels, fc=fc, kernel_size=kernel_size, experts=experts, condconv=condconv, population_field=population_field and mode == "warp").to(device)
+    sim = Simulator(tuple(x.shape[2:]), mode=mode, channels=channels, fc=fc, kernel_size=kernel_size, experts=experts, condconv=condconv, population_field=population_field and mode == "warp", interpolation=interpolation).to(device)
     classifier = classifier.to(device).eval()
     for p in classifier.parameters():
         p.requires_grad_(False)
@@ -196,6 +202,7 @@ def train_simulator(
     lr: float = 1e-3,
     population_field: bool = True,
     population_lr: float = 1e-2,
+    interpolation: str = "linear",
     seed: int = 0,
     device: str = "auto",
     threads: int | None = None,
@@ -216,8 +223,12 @@ def train_simulator(
     from neurointerp.simulate.unet import MODES
     from neurointerp.train.device import resolve_device, set_threads
 
+    from neurointerp.simulate.warp import INTERPOLATIONS
+
     if mode not in MODES:
         raise InputError(f"--mode {mode}: choose {' or '.join(MODES)}")
+    if interpolation not in INTERPOLATIONS:
+        raise InputError(f"--interpolation {interpolation}: choose {' or '.join(INTERPOLATIONS)}")
     set_threads(threads)
     dev = resolve_device(device)
     clf = load_checkpoint(classifier, device=str(dev))
@@ -231,7 +242,7 @@ def train_simulator(
         x, task, clf.model, mode=mode, delta=delta, lambda_smooth=lambda_smooth, lambda_cycle=lambda_cycle, lambda_identity=lambda_identity,
         experts=experts, condconv=condconv, channels=channels, fc=fc, kernel_size=kernel_size,
         epochs=epochs, batch_size=batch_size, lr=lr, population_field=population_field, population_lr=population_lr,
-        seed=seed, device=dev, progress=True,
+        interpolation=interpolation, seed=seed, device=dev, progress=True,
     )
     clf_sha = sha256(classifier)
     training = {**params, "participant_ids": coh.participant_ids, "n_inject": int((task == 0).sum()), "n_remove": int((task == 1).sum())}

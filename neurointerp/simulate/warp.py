@@ -4,11 +4,17 @@ Convention (inside neurointerp)
 -------------------------------
 A displacement field ``u`` on a grid of shape ``S`` has shape ``(ndim, *S)`` (batched:
 ``(N, ndim, *S)``); ``u[i]`` is the displacement along voxel axis ``i``, in voxels. Warping is
-a pull-back with linear interpolation::
+a pull-back::
 
     X_hat(v) = X(v + u(v))          (zero outside the grid)
 
--- the convention of VoxelMorph's spatial transformer (the paper's [15]).
+-- the convention of VoxelMorph's spatial transformer (the paper's [15]) -- with linear
+interpolation (the paper's) or, with ``interpolation="cubic"``, cubic B-spline interpolation
+(the interpolating spline of the zero-extended image, as ``scipy.ndimage.map_coordinates(order=3,
+mode="grid-constant")``). Linear interpolation at a sub-voxel offset blurs (a half-voxel shift
+averages neighbours), and a simulator can move a classifier's logit by that blur alone; the cubic
+spline nearly preserves the image's detail (a half-voxel shift and back loses 5 % of a smooth
+random image's energy, against 33 % for linear).
 
 On disk (ITK / ANTs compatible)
 -------------------------------
@@ -44,21 +50,86 @@ def identity_grid(shape, device=None, dtype=None):
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
-def warp(image, field, padding_mode: str = "zeros"):
-    """Pull ``image`` ``(N, C, *S)`` back through ``field`` ``(N, ndim, *S)`` (voxels), linear interpolation."""
+INTERPOLATIONS = ("linear", "cubic")
+_Z1 = 3.0**0.5 - 2.0  # pole of the cubic B-spline prefilter
+_TAPS = 8  # prefilter truncated at |k| <= 8 (|z1|^9 < 1e-5)
+
+
+def bspline_coefficients(image, pad: int):
+    """Cubic B-spline coefficients of ``image`` ``(N, C, *S)`` taken as zero outside its grid, on
+    the grid padded by ``pad`` voxels each side: the separable inverse filter ``sqrt(3) z1^|k|``."""
+    import torch
+    import torch.nn.functional as F
+
+    ndim = image.dim() - 2
+    k = torch.tensor([3.0**0.5 * _Z1 ** abs(i) for i in range(-_TAPS, _TAPS + 1)], dtype=image.dtype, device=image.device)
+    n, c = image.shape[:2]
+    x = F.pad(image, [pad, pad] * ndim).reshape(n * c, 1, *[s + 2 * pad for s in image.shape[2:]])
+    conv = F.conv2d if ndim == 2 else F.conv3d
+    for axis in range(ndim):
+        shape, padding = [1, 1] + [1] * ndim, [0] * ndim
+        shape[2 + axis], padding[axis] = len(k), _TAPS
+        x = conv(x, k.reshape(shape), padding=tuple(padding))
+    return x.reshape(n, c, *x.shape[2:])
+
+
+def _sample_linear(image, loc, padding_mode: str):
+    """Linear interpolation of ``image`` at voxel coordinates ``loc`` ``(N, ndim, *S)``."""
     import torch
     import torch.nn.functional as F
 
     shape = image.shape[2:]
     ndim = len(shape)
-    if field.shape[1] != ndim or tuple(field.shape[2:]) != tuple(shape):
-        raise ValueError(f"field of shape {tuple(field.shape)} does not match image {tuple(image.shape)}")
-    loc = identity_grid(shape, device=field.device, dtype=field.dtype)[None] + field
-    size = torch.tensor([max(s - 1, 1) for s in shape], device=field.device, dtype=field.dtype)
+    size = torch.tensor([max(s - 1, 1) for s in shape], device=loc.device, dtype=loc.dtype)
     norm = 2.0 * loc / size.reshape(1, ndim, *([1] * ndim)) - 1.0
     # grid_sample wants (N, *S, ndim) with the last voxel axis first
     grid = norm.permute(0, *range(2, ndim + 2), 1).flip(-1)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+
+
+def _sample_cubic(image, loc):
+    """Cubic B-spline interpolation at ``loc``: per axis the four spline weights are folded into
+    two linear lookups (Sigg & Hadwiger, GPU Gems 2, ch. 20), so 2**ndim ``grid_sample`` calls."""
+    import itertools
+
+    import torch
+
+    pad = _TAPS + 2
+    coef = bspline_coefficients(image, pad)
+    loc = loc + pad
+    base = loc.floor()
+    t = loc - base
+    w0, w1, w3 = (1 - t) ** 3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6, t**3 / 6
+    g = (w0 + w1, 1 - w0 - w1)
+    h = (base - 1 + w1 / g[0], base + 1 + w3 / g[1])
+    ndim = loc.shape[1]
+    out = 0
+    for combo in itertools.product((0, 1), repeat=ndim):
+        pos = torch.stack([h[a][:, ax] for ax, a in enumerate(combo)], 1)
+        weight = 1
+        for ax, a in enumerate(combo):
+            weight = weight * g[a][:, ax : ax + 1]
+        out = out + weight * _sample_linear(coef, pos, "zeros")
+    return out
+
+
+def warp(image, field, padding_mode: str = "zeros", interpolation: str = "linear"):
+    """Pull ``image`` ``(N, C, *S)`` back through ``field`` ``(N, ndim, *S)`` (voxels).
+
+    ``interpolation``: ``linear`` (the paper's) or ``cubic`` (B-spline; ``padding_mode`` zeros only).
+    """
+    shape = image.shape[2:]
+    ndim = len(shape)
+    if field.shape[1] != ndim or tuple(field.shape[2:]) != tuple(shape):
+        raise ValueError(f"field of shape {tuple(field.shape)} does not match image {tuple(image.shape)}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
+    loc = identity_grid(shape, device=field.device, dtype=field.dtype)[None] + field
+    if interpolation == "cubic":
+        if padding_mode != "zeros":
+            raise ValueError("cubic interpolation pads with zeros only")
+        return _sample_cubic(image, loc)
+    return _sample_linear(image, loc, padding_mode)
 
 
 def voxel_to_world(field: np.ndarray, affine: np.ndarray, lps: bool = True) -> np.ndarray:
