@@ -82,7 +82,6 @@ def brain(args) -> dict:
         torch.manual_seed(args.seed)
         model = ConvClassifier(spec.model_shape, channels=(4,), hidden=())
         fit_binary_on_arrays(model, x, y, epochs=args.classifier_epochs, batch_size=8, lr=3e-3, weight_decay=args.classifier_wd)
-        model.eval()
         save_checkpoint(root / "clf.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "simnet3d", {"participant_ids": list(clf_frame["participant_id"])}, {}))
     else:  # the classifier `neurointerp train` gives (simnet3d of §4.2, with shift/rotation augmentation)
         import shutil

@@ -116,7 +116,7 @@ def test_reproduces_the_papers_synthetic_experiment():
     torch.manual_seed(0)
     model = ConvClassifier((32, 32), channels=(8, 8, 2), kernel_size=2, hidden=(16,), activation="tanh")
     fit_binary_on_arrays(model, x, y, epochs=25, batch_size=64, lr=2e-3)
-    feats, out = layer_features(model.eval(), x)
+    feats, out = layer_features(model, x)
     score = 1 / (1 + np.exp(-out[:, 0]))
     assert ((score > 0.5) == data.labels).mean() > 0.85
     conf = pd.DataFrame({"sigma_B": data.sigma[:, 1], "sigma_C": data.sigma[:, 2]})

@@ -50,8 +50,7 @@ def trained2d():
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = ConvClassifier((32, 32), channels=(8, 16, 32), kernel_size=3, hidden=(16,))
-        fit_binary_on_arrays(model, x, y, epochs=15, batch_size=32, lr=3e-3)
-        models.append(model.eval())
+        models.append(fit_binary_on_arrays(model, x, y, epochs=15, batch_size=32, lr=3e-3))
     return models, x
 
 

@@ -35,7 +35,6 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     model = ConvClassifier(spec.model_shape, channels=(4,), kernel_size=3, hidden=())  # small data: a shallow model
     fit_binary_on_arrays(model, x, y, epochs=15, batch_size=8, lr=3e-3, weight_decay=1e-3)
-    model.eval()
     ckpt = checkpoint_dict(model, spec, "binary", ["control", "patient"], "test3d", {"participant_ids": list(train_rows["participant_id"])}, {})
     save_checkpoint(root / "model.pt", ckpt)
     return root

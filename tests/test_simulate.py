@@ -220,7 +220,6 @@ def test_section_4_2_injected_log_jacobian_follows_the_planted_disease(tmp_path)
     torch.manual_seed(0)
     model = ConvClassifier(spec.model_shape, channels=(4,), hidden=())
     fit_binary_on_arrays(model, x, y, epochs=30, batch_size=8, lr=3e-3, weight_decay=1e-3)
-    model.eval()
     with torch.no_grad():
         assert float(((model(x)[:, 0] > 0).float() == y).float().mean()) > 0.9
     save_checkpoint(tmp_path / "clf.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "simnet3d", {}, {}))

@@ -41,6 +41,17 @@ def classifier_logit(model):
     return fn
 
 
+def _check_choices(mode: str, interpolation: str) -> None:
+    """One-line errors for ``--mode`` and ``--interpolation``."""
+    from neurointerp.simulate.unet import MODES
+    from neurointerp.simulate.warp import INTERPOLATIONS
+
+    if mode not in MODES:
+        raise InputError(f"--mode {mode}: choose {' or '.join(MODES)}")
+    if interpolation not in INTERPOLATIONS:
+        raise InputError(f"--interpolation {interpolation}: choose {' or '.join(INTERPOLATIONS)}")
+
+
 def balanced_batches(idx, batch_size: int, rng) -> list[tuple[np.ndarray, np.ndarray]]:
     """One epoch of ``(class-0 rows, class-1 rows)`` pairs, ``batch_size // 2`` of each per step.
 
@@ -95,10 +106,7 @@ def fit_simulator(
         raise InputError(f"--batch-size {batch_size}: must be at least 2")
     if delta <= 0:
         raise InputError(f"--delta {delta}: must be positive")
-    from neurointerp.simulate.warp import INTERPOLATIONS
-
-    if interpolation not in INTERPOLATIONS:
-        raise InputError(f"--interpolation {interpolation}: choose {' or '.join(INTERPOLATIONS)}")
+    _check_choices(mode, interpolation)
     if lr <= 0 or population_lr <= 0:
         raise InputError(f"--lr {lr} / --population-lr {population_lr}: must be positive")
     device = device or torch.device("cpu")
@@ -220,15 +228,9 @@ def train_simulator(
     from neurointerp.io import prepare_output_dir, provenance, read_cohort, sha256, write_json, write_table
     from neurointerp.models.checkpoint import load_checkpoint
     from neurointerp.simulate.checkpoint import save_simulator, simulator_dict
-    from neurointerp.simulate.unet import MODES
     from neurointerp.train.device import resolve_device, set_threads
 
-    from neurointerp.simulate.warp import INTERPOLATIONS
-
-    if mode not in MODES:
-        raise InputError(f"--mode {mode}: choose {' or '.join(MODES)}")
-    if interpolation not in INTERPOLATIONS:
-        raise InputError(f"--interpolation {interpolation}: choose {' or '.join(INTERPOLATIONS)}")
+    _check_choices(mode, interpolation)  # before anything is read or written
     set_threads(threads)
     dev = resolve_device(device)
     clf = load_checkpoint(classifier, device=str(dev))

@@ -22,8 +22,8 @@ smoothness cost) instead of the classifier's localised pattern; see ``benchmarks
 ``B_t`` starts at zero, so the simulator still starts at the identity.
 
 ``interpolation="cubic"`` (warp mode; not in the paper) resamples with cubic B-splines instead of
-linearly, so a sub-voxel displacement no longer blurs the image: the simulator cannot move the
-logit by blur, and the cycle-back image is closer to the raw one (see README).
+linearly, so a sub-voxel displacement no longer blurs the image and the simulator cannot move the
+logit by blur (see README for what it changes on the benchmark).
 
 The task label ``t`` (0: inject the disease pattern, G1; 1: remove it, G2) enters every
 CondConv's routing. ``condconv=False`` gives the paper's ablation: two separate U-Nets of
