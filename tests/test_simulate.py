@@ -143,6 +143,9 @@ def test_bad_input_exit_2(gaussians2d, tmp_path, capsys):
     code = main(["simulate", "train", str(table), str(clf), str(tmp_path / "o4"), "--interpolation", "spline"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--interpolation spline" in err[0] and not (tmp_path / "o4").exists()
+    code = main(["simulate", "train", str(table), str(clf), str(tmp_path / "o5"), "--population-lr", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--population-lr 0" in err[0] and not (tmp_path / "o5").exists()
 
 
 def test_3d_warp_pipeline_on_synth_brain(tmp_path):

@@ -41,8 +41,8 @@ def classifier_logit(model):
     return fn
 
 
-def _check_choices(mode: str, interpolation: str) -> None:
-    """One-line errors for ``--mode`` and ``--interpolation``."""
+def _check_options(mode: str, interpolation: str, lr: float, population_lr: float) -> None:
+    """One-line errors for ``--mode``, ``--interpolation``, ``--lr`` and ``--population-lr``."""
     from neurointerp.simulate.unet import MODES
     from neurointerp.simulate.warp import INTERPOLATIONS
 
@@ -50,6 +50,8 @@ def _check_choices(mode: str, interpolation: str) -> None:
         raise InputError(f"--mode {mode}: choose {' or '.join(MODES)}")
     if interpolation not in INTERPOLATIONS:
         raise InputError(f"--interpolation {interpolation}: choose {' or '.join(INTERPOLATIONS)}")
+    if lr <= 0 or population_lr <= 0:
+        raise InputError(f"--lr {lr} / --population-lr {population_lr}: must be positive")
 
 
 def balanced_batches(idx, batch_size: int, rng) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -106,9 +108,7 @@ def fit_simulator(
         raise InputError(f"--batch-size {batch_size}: must be at least 2")
     if delta <= 0:
         raise InputError(f"--delta {delta}: must be positive")
-    _check_choices(mode, interpolation)
-    if lr <= 0 or population_lr <= 0:
-        raise InputError(f"--lr {lr} / --population-lr {population_lr}: must be positive")
+    _check_options(mode, interpolation, lr, population_lr)
     device = device or torch.device("cpu")
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
     task = np.asarray(task).astype(int)
@@ -230,7 +230,7 @@ def train_simulator(
     from neurointerp.simulate.checkpoint import save_simulator, simulator_dict
     from neurointerp.train.device import resolve_device, set_threads
 
-    _check_choices(mode, interpolation)  # before anything is read or written
+    _check_options(mode, interpolation, lr, population_lr)  # before anything is read or written
     set_threads(threads)
     dev = resolve_device(device)
     clf = load_checkpoint(classifier, device=str(dev))
