@@ -41,7 +41,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     extension for writers that choose the format by it (matplotlib, ANTs); ``suffix`` replaces
     ``.tmp<ext>`` (``save_image`` uses ``.part`` so a left-over is never a ``*.nii.gz``). On any
     exception the temporary file is removed and ``path`` is left untouched; after a SIGKILL
-    only the hidden temporary file can remain, never a partial file under the final name.
+    only the hidden temporary file can remain, never a partial file under the final name. The
+file gets the mode the umask gives new files (``tempfile.mkstemp`` alone makes it 600, which
+lab-mates could not read).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,11 +54,25 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes mode 600 whatever the umask: give the file the usual mode
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+_UMASK: list[int] = []
+
+
+def _umask() -> int:
+    """The process umask (read once: ``os.umask`` can only be read by setting it)."""
+    if not _UMASK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _UMASK.append(mask)
+    return _UMASK[0]
 
 
 def write_text(path: str | os.PathLike, text: str, force: bool = False) -> Path:
