@@ -15,12 +15,14 @@ import numpy as np
 
 from neurointerp.errors import InputError
 from neurointerp.report.html import Section
+from neurointerp.runs.context import runs_as
 
 
 # the demo's simulator: small enough for two CPU cores (see benchmarks/simulate.py for the study)
 DEMO_SIMULATOR = dict(delta=5.0, lambda_smooth=10.0, channels=[8, 16, 32], fc=32, epochs=20, batch_size=8)
 
 
+@runs_as("demo")
 def run_demo(
     out: str | os.PathLike = "neurointerp-demo",
     n_subjects: int = 40,

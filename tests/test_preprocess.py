@@ -138,12 +138,11 @@ def test_rerun_skips_and_force_redoes(synth_run):
     again = run_preprocess(table, out, brain_extraction="none", threads=THREADS)
     assert sorted(again.skipped) == ["sub-syn001", "sub-syn002", "sub-syn003"] and not again.done
     assert image.stat().st_mtime_ns == before
-    # other parameters, no --force: refused per subject, outputs untouched
-    from neurointerp.preprocess import PreprocessFailures
+    # other parameters, no --force: the folder holds another run -- refused, outputs untouched
+    from neurointerp.errors import InputError
 
-    with pytest.raises(PreprocessFailures) as err:
+    with pytest.raises(InputError, match=r"holds a `preprocess` run with other settings \(--seed 0 -> 5\)"):
         run_preprocess(table, out, brain_extraction="none", threads=THREADS, array_index=0, array_size=3, seed=5)
-    assert "different input or parameters" in err.value.result.failed[0]["message"]
     assert image.stat().st_mtime_ns == before
     # --force on one subject (array share) redoes it and clears its failure
     redo = run_preprocess(table, out, brain_extraction="none", threads=THREADS, array_index=0, array_size=3, force=True)

@@ -74,7 +74,7 @@ def test_refuses_training_participants_and_resumes(setup):
     before = path.stat().st_mtime_ns
     run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"])  # skips finished subjects
     assert path.stat().st_mtime_ns == before
-    with pytest.raises(InputError, match="exists from a run with other inputs or parameters"):
+    with pytest.raises(InputError, match=r"holds a `saliency` run with other settings \(--score logit -> probability\)"):
         run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"], score="probability")
     run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"], score="probability", force=True)
     assert path.stat().st_mtime_ns != before

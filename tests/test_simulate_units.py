@@ -266,11 +266,12 @@ def test_apply_refuses_a_bad_image_before_writing_and_keeps_failures_tsv_for_run
     out = tmp_path / "o2"
     assert main([*argv, str(out), "--threads", "1"]) == 1
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert len(err) == 1 and "1 of 4 simulations failed" in err[0] and "failures.tsv" in err[0], err
+    # one line per failed subject (naming its table row), then the summary pointing at failures.tsv
+    assert len(err) == 2 and "cohort.csv row 3" in err[0] and "disk full" in err[0], err
+    assert "1 of 4 simulations failed" in err[1] and "failures.tsv" in err[1], err
     failures = pd.read_csv(out / "failures.tsv", sep="\t")
-    assert list(failures["participant_id"]) == ["s1"] and "disk full" in failures["error"][0]
-    done = pd.read_csv(out / "logits.tsv", sep="\t")
-    assert sorted(done["participant_id"]) == ["s0", "s2", "s3"]
+    assert list(failures["participant_id"]) == ["s1"] and "disk full" in failures["message"][0]
+    assert not (out / "logits.tsv").exists()  # the run's tables are written once the cohort is complete
     kept = {p: p.read_bytes() for p in out.rglob("sub-s0_*")}
     monkeypatch.setattr(apply_mod, "_save", real_save)
     assert main([*argv, str(out), "--threads", "1"]) == 0
@@ -296,7 +297,8 @@ def test_apply_array_merge_keeps_ids_as_text(tmp_path):
         merged = pd.read_csv(tmp_path / "out" / name, sep="\t", dtype=str)
         assert sorted(merged["participant_id"]) == ids, name
     fields = pd.read_csv(tmp_path / "out" / "fields.tsv", sep="\t", dtype=str)
-    assert all(Path(f).exists() and f"sub-{p}_" in Path(f).name for p, f in zip(fields["participant_id"], fields["field"]))
+    # paths in the table resolve from the table's folder, not from the working directory
+    assert all((tmp_path / "out" / f).exists() and not Path(f).is_absolute() and f"sub-{p}_" in Path(f).name for p, f in zip(fields["participant_id"], fields["field"]))
 
 
 def test_population_field_is_added_per_task_and_kept_in_the_checkpoint(tmp_path):

@@ -83,14 +83,15 @@ def test_bad_array_index_is_one_line(tmp_path, capsys):
 
 
 def test_simulate_apply_folder_with_array_parts(tmp_path, monkeypatch):
-    """A `simulate apply` array leaves fields-part<k>of<n>.tsv: jacobian reads the folder as one table,
-    and relative field paths (relative to the working directory) are found."""
+    """An older `simulate apply` array left fields-part<k>of<n>.tsv: jacobian reads the folder as one
+    table; relative field paths resolve from the table's folder, never from the working directory."""
     table = _table(tmp_path)
     frame = pd.read_csv(table, sep="\t")
     sim = tmp_path / "sim"
     sim.mkdir()
-    monkeypatch.chdir(tmp_path)
-    frame.iloc[[0, 2]].to_csv(sim / "fields-part0of2.tsv", sep="\t", index=False)  # paths relative to the cwd
+    monkeypatch.chdir(sim)
+    frame["field"] = ["../" + f for f in frame["field"]]  # relative to the tables' folder
+    frame.iloc[[0, 2]].to_csv(sim / "fields-part0of2.tsv", sep="\t", index=False)
     frame.iloc[[3, 1]].to_csv(sim / "fields-part1of2.tsv", sep="\t", index=False)
     out = jacobian_maps(sim, tmp_path / "jac")
     summary = pd.read_csv(out / "jacobian.tsv", sep="\t")

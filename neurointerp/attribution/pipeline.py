@@ -24,6 +24,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.io import add_bidsignore, derivative_path, provenance, save_image, sha256, sidecar_path, write_dataset_description, write_sidecar
+from neurointerp.options.core import takes_options
+from neurointerp.options.saliency import SaliencyOptions
+from neurointerp.runs.subjects import Item
 
 TRAINED_ON_MESSAGE = "{n} of the cohort's participants were used to train the model ({ids}); explaining training images shows what the model memorised -- pass --allow-train to do it anyway"
 
@@ -91,38 +95,8 @@ def _cached_truth(path: str, ndim: int):
     return _TRUTH_CACHE[key]
 
 
-def run_saliency(
-    model: str | os.PathLike,
-    cohort: str | os.PathLike,
-    out: str | os.PathLike,
-    method: Sequence[str] = ("gradient",),
-    target: str | None = None,
-    score: str = "logit",
-    layer: str | None = None,
-    baseline: str = "zeros",
-    steps: int = 32,
-    samples: int = 25,
-    noise_level: float = 0.15,
-    window: int = 8,
-    stride: int = 4,
-    fill: float = 0.0,
-    epsilon: float = 0.01,
-    confounder_mask: str | os.PathLike | None = None,
-    ground_truth: str | None = None,
-    truth_mask: str | os.PathLike | None = None,
-    atlas: str | None = "auto",
-    labels: str | os.PathLike | None = None,
-    native: bool = False,
-    resample_to: str | os.PathLike | None = None,
-    allow_train: bool = False,
-    batch_size: int = 8,
-    device: str = "auto",
-    threads: int | None = None,
-    array_index: int | None = None,
-    array_size: int | None = None,
-    seed: int = 0,
-    force: bool = False,
-) -> Path:
+@takes_options(SaliencyOptions)
+def run_saliency(o: SaliencyOptions) -> Path:
     """Attribution maps for every subject of ``cohort``; returns the output folder.
 
     Same arguments as ``neurointerp saliency``. ``target`` is a class name of the model
@@ -133,171 +107,207 @@ def run_saliency(
     subject's native T1w space, through the inverse transform that ``preprocess`` saved next
     to the image. ``resample_to``: also write each map on the grid of that NIfTI file (e.g. the
     1 mm template), trilinear.
+
+    Runs through the per-subject runner (:mod:`neurointerp.runs`): subjects whose maps exist from
+    the same inputs and options are skipped, a subject that fails is listed in ``failures.tsv``
+    while the others finish, and the task that finishes the cohort writes the group outputs.
     """
     import torch
 
-    from neurointerp.attribution.registry import attribute, get_method
-    from neurointerp.cluster import array_share
-    from neurointerp.confound.gate import GRADIENT_METHODS, feature_gate
-    from neurointerp.io import (
-        add_bidsignore,
-        derivative_path,
-        load_image,
-        prepare_output_dir,
-        provenance,
-        read_cohort,
-        save_image,
-        sha256,
-        sidecar_path,
-        write_dataset_description,
-        write_sidecar,
-    )
+    from neurointerp.attribution.registry import get_method
+    from neurointerp.confound.gate import GRADIENT_METHODS
+    from neurointerp.io import load_image, read_cohort
     from neurointerp.models.checkpoint import load_checkpoint
-    from neurointerp.progress import info, track
+    from neurointerp.runs import claim_folder, run_items
+    from neurointerp.runs.subjects import pending_items
     from neurointerp.train.device import set_threads
 
-    methods = list(dict.fromkeys(method))
-    if not methods:
-        raise InputError("give at least one --method")
+    methods = list(dict.fromkeys(o.method))
     for m in methods:
         get_method(m)
-    params_all = dict(layer=layer, baseline=baseline, steps=steps, samples=samples, noise_level=noise_level, window=window, stride=stride, fill=fill, epsilon=epsilon)
-    set_threads(threads)
-    torch.manual_seed(seed)
-    clf = load_checkpoint(model, device=device)
+    params_all = dict(layer=o.layer, baseline=o.baseline, steps=o.steps, samples=o.samples, noise_level=o.noise_level, window=o.window, stride=o.stride, fill=o.fill, epsilon=o.epsilon)
+    set_threads(o.threads)
+    torch.manual_seed(o.seed)
+    clf = load_checkpoint(o.model, device=o.device)
     spec = clf.spec
-    if clf.task == "regression" and target is not None:
+    if clf.task == "regression" and o.target is not None:
         raise InputError("--target is for classifiers; a regression model explains its output")
     target_index = None
-    if target is not None:
-        if target not in clf.classes:
-            raise InputError(f"--target '{target}': the model's classes are {', '.join(clf.classes)}")
-        target_index = clf.classes.index(target)
+    if o.target is not None:
+        if o.target not in clf.classes:
+            raise InputError(f"--target '{o.target}': the model's classes are {', '.join(clf.classes)}")
+        target_index = clf.classes.index(o.target)
     gate_mask, gate_layer = (None, None)
-    if confounder_mask is not None:
-        gate_mask, gate_layer = load_confounder_mask(confounder_mask)
+    if o.confounder_mask is not None:
+        gate_mask, gate_layer = load_confounder_mask(o.confounder_mask)
         bad = [m for m in methods if m not in GRADIENT_METHODS]
         if bad:
             raise InputError(f"--confounder-mask needs gradient-based methods; {', '.join(bad)} cannot be partially back-propagated")
-    table = read_cohort(cohort, require_label=False)
-    check_not_trained(clf, table, allow_train)
+    table = read_cohort(o.cohort, require_label=False)
+    check_not_trained(clf, table, o.allow_train)
     atlas_data = None
-    if atlas is not None and str(atlas).lower() != "none" and spec.ndim == 3:
+    if o.atlas is not None and str(o.atlas).lower() != "none" and spec.ndim == 3:
         from neurointerp.atlases import resolve_atlas
 
-        name = "AAL2" if str(atlas).lower() == "auto" else atlas
-        if str(atlas).lower() != "auto" or spec.space.upper().startswith("MNI152"):
-            atlas_data = resolve_atlas(name, spec.shape, spec.affine, labels=labels)
+        name = "AAL2" if str(o.atlas).lower() == "auto" else o.atlas
+        if str(o.atlas).lower() != "auto" or spec.space.upper().startswith("MNI152"):
+            atlas_data = resolve_atlas(name, spec.shape, spec.affine, labels=o.labels)
     if "region-perturbation" in methods and atlas_data is None:
         raise InputError("--method region-perturbation needs an atlas on the model's grid (--atlas NAME, or --atlas img.nii.gz --labels t.tsv)")
     target_grid = None
-    if resample_to is not None:
-        ref = load_image(resample_to, allow_empty=True)
+    if o.resample_to is not None:
+        ref = load_image(o.resample_to, allow_empty=True)
         target_grid = (ref.shape, ref.affine)
     truth_mask_data = None
-    if truth_mask is not None:
-        truth_mask_data = load_image(truth_mask, ndim=spec.ndim).data > 0
+    if o.truth_mask is not None:
+        truth_mask_data = load_image(o.truth_mask, ndim=spec.ndim).data > 0
+    truth_file = None
+    if o.ground_truth is not None and o.ground_truth not in table.frame.columns:
+        truth_file = Path(o.ground_truth)
+        if not truth_file.is_file():
+            raise InputError(f"--ground-truth {o.ground_truth}: neither a file nor a column of {table.path}")
 
-    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
-    write_dataset_description(out, "neurointerp saliency", "attribution maps")
-    add_bidsignore(out, ["*_attribution.nii.gz", "*_attribution.json", "group/"])
-    ckpt_sha = sha256(model)
+    out = Path(o.out)
+    cfree = gate_mask is not None
     has_ses = "session_id" in table.frame.columns
-    share = array_share(len(table), array_index, array_size)
     method_params = {m: {k: v for k, v in params_all.items() if k in get_method(m).defaults} for m in methods}
+    res_entity = None
+    if target_grid is not None:
+        taff = target_grid[1]
+        res_entity = f"{float(np.mean(np.sqrt((taff[:3, :3] ** 2).sum(axis=0)))):g}mm"
 
-    todo: list[tuple[int, str]] = []  # (row index, method)
-    for i in share:
+    items = []
+    for i in range(len(table)):
+        pid = table.participant_ids[i]
+        ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
+        outputs, maps = [], []
         for m in methods:
-            path = _map_path(out, table, i, m, spec.space, gate_mask is not None, has_ses)
-            if _complete(path, table.images[i], ckpt_sha, method_params[m], target, score, force):
-                continue
-            # a map without its sidecar is the leftover of a killed run (the sidecar is written
-            # last): redo it; a finished map from other inputs or parameters is refused
-            if path.exists() and not force and sidecar_path(path).exists():
-                raise InputError(f"{path}: exists from a run with other inputs or parameters (use --force to replace it, or another output folder)")
-            todo.append((i, m))
-    todo_set = set(todo)
-    rows = sorted({i for i, _ in todo})
-    for start in track(range(0, len(rows), batch_size), description="saliency", total=(len(rows) + batch_size - 1) // batch_size):
-        chunk = rows[start : start + batch_size]
-        vols = []
-        for i in chunk:
-            vols.append(spec.load_row(table, i))
+            main = _map_path(out, table, i, m, spec.space, cfree, has_ses)
+            maps.append(main)
+            outputs += [main, sidecar_path(main)]
+            desc = method_desc(m, cfree)
+            if cfree:
+                diff = _derivative(out, pid, ses, spec.space, method_desc(m, suffix="cdiff"))
+                outputs += [diff, sidecar_path(diff)]
+            if res_entity is not None:
+                rp = _derivative(out, pid, ses, spec.space, desc, res=res_entity)
+                outputs += [rp, sidecar_path(rp)]
+            if o.native:
+                npath = _derivative(out, pid, ses, None, desc)
+                outputs += [npath, sidecar_path(npath)]
+        inputs = [table.images[i]]
+        if o.ground_truth is not None and truth_file is None:
+            inputs.append(_truth_path(o.ground_truth, table, i))
+        key = f"sub-{pid}" + (f"_ses-{ses}" if ses else "")
+        items.append(Item(key=key, inputs=inputs, outputs=outputs, maps=maps, share=i, participant_id=pid, session_id=ses or "",
+                          where=f"{table.path} row {table.row_of(i)}", image=str(table.images[i]), payload=i))
+
+    run_inputs = {"model": o.model, "confounder_mask": o.confounder_mask, "truth_mask": o.truth_mask, "labels": o.labels,
+                  "resample_to": o.resample_to, "ground_truth": truth_file}
+    atlas_file = Path(str(o.atlas)) if o.atlas is not None and Path(str(o.atlas)).is_file() else None
+    if atlas_file is not None:
+        run_inputs["atlas"] = atlas_file
+    protect = [o.cohort, *table.images]
+    claim = dict(inputs=run_inputs, protect=protect, force=o.force)
+    folder = claim_folder(out, "saliency", o.affecting(), dry_run=True, **claim)
+    # bad input is refused before anything is written: every image this task will explain
+    for it in pending_items(folder, items, o.array_index, o.array_size):
+        spec.load_row(table, it.payload)
+    folder = claim_folder(out, "saliency", o.affecting(), **claim)
+    ckpt_sha = sha256(o.model)
+
+    def process(batch: list[Item]) -> dict:
+        from neurointerp.attribution.registry import attribute
+        from neurointerp.confound.gate import feature_gate
+
+        rows = [it.payload for it in batch]
+        vols = [spec.load_row(table, i) for i in rows]
         x = clf.prepare(np.stack([v.data for v in vols]))
         for m in methods:
-            idx = [k for k, i in enumerate(chunk) if (i, m) in todo_set]
-            if not idx:
-                continue
-            xb = x[idx]
             kw = dict(method_params[m])
             if m == "occlusion":
-                kw["mask"] = spec.crop_tensor(np.stack([vols[k].data != 0 for k in idx])).astype(bool)
+                kw["mask"] = spec.crop_tensor(np.stack([v.data != 0 for v in vols])).astype(bool)
             if m == "smoothgrad":
-                kw["seed"] = seed
+                kw["seed"] = o.seed
             if m == "region-perturbation":
                 kw["regions"] = spec.crop_tensor(atlas_data[0])
-            maps, record = attribute(clf.model, xb, m, target=target_index, task=clf.task, score=score, batch_size=batch_size, **kw)
+            maps, record = attribute(clf.model, x, m, target=target_index, task=clf.task, score=o.score, batch_size=o.batch_size, **kw)
             full = spec.uncrop(maps)
-            cfree = None
-            if gate_mask is not None:
+            cmaps = None
+            if cfree:
                 with feature_gate(clf.model, gate_mask, layer=gate_layer):
-                    cmaps, _ = attribute(clf.model, xb, m, target=target_index, task=clf.task, score=score, batch_size=batch_size, **kw)
-                cfree = spec.uncrop(cmaps)
-            for j, k in enumerate(idx):
-                i = chunk[k]
-                vol = vols[k]
-                tgt = record["Targets"][j]
-                rec = provenance(
-                    "saliency",
-                    {"method": m, **record["Parameters"], "score": score, "target": target, "confounder_mask": confounder_mask},
-                    inputs=[table.images[i]],
-                    seed=seed,
-                    Method=record["Description"],
-                    TargetClass=clf.classes[tgt] if clf.task != "regression" else None,
-                    TargetChoice=record["TargetChoice"],
-                    Score=score,
-                    Checkpoint={"path": str(Path(model).resolve()), "sha256": ckpt_sha},
-                    Space=spec.space,
-                    Signed=record["Signed"],
-                    Baseline=record["Parameters"].get("baseline"),
-                )
-                ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
-                pid = table.participant_ids[i]
-                if cfree is None:
-                    path = derivative_path(out, pid, "attribution", session=ses, space=spec.space, desc=method_desc(m))
-                    save_image(full[j], vol.affine, path, header=vol.header, force=True)
-                    write_sidecar(path, rec, force=True)
-                    main_map = full[j]
-                else:
-                    path = derivative_path(out, pid, "attribution", session=ses, space=spec.space, desc=method_desc(m, True))
-                    diff_path = derivative_path(out, pid, "attribution", session=ses, space=spec.space, desc=method_desc(m, suffix="cdiff"))
-                    rec["ConfounderMask"] = {"path": str(Path(confounder_mask).resolve()), "kept": int(gate_mask.sum()), "features": int(gate_mask.size)}
-                    save_image(full[j] - cfree[j], vol.affine, diff_path, header=vol.header, force=True)
-                    write_sidecar(diff_path, {**rec, "Map": "full minus confounder-free: where the confounder acted"}, force=True)
-                    save_image(cfree[j], vol.affine, path, header=vol.header, force=True)
-                    write_sidecar(path, rec, force=True)
-                    main_map = cfree[j]
-                desc = method_desc(m, cfree is not None)
-                if resample_to is not None:
-                    from neurointerp.atlases import resample_to_grid
+                    gated, _ = attribute(clf.model, x, m, target=target_index, task=clf.task, score=o.score, batch_size=o.batch_size, **kw)
+                cmaps = spec.uncrop(gated)
+            for j, i in enumerate(rows):
+                _write_subject_maps(o, out, table, i, m, vols[j], full[j], None if cmaps is None else cmaps[j], record, j, clf, spec,
+                                    ckpt_sha, gate_mask, target_grid, res_entity, has_ses)
+        return {}
 
-                    tshape, taff = target_grid
-                    res = f"{float(np.mean(np.sqrt((taff[:3, :3] ** 2).sum(axis=0)))):g}mm"
-                    rpath = derivative_path(out, pid, "attribution", session=ses, space=spec.space, res=res, desc=desc)
-                    save_image(resample_to_grid(main_map, vol.affine, tshape, taff), taff, rpath, force=True)
-                    write_sidecar(rpath, {**rec, "ResampledTo": {"path": str(Path(resample_to).resolve()), "shape": list(tshape)}, "Interpolation": "trilinear"}, force=True)
-                if native:
-                    npath, nrec = _to_native(out, pid, ses, desc, main_map, vol, spec.space)
-                    write_sidecar(npath, {**rec, **nrec}, force=True)
-    missing = [i for i in range(len(table)) for m in methods if not _map_path(out, table, i, m, spec.space, gate_mask is not None, has_ses).exists()]
-    if missing:
-        info(f"saliency: {len(set(missing))} subjects of the cohort still lack maps (other array tasks); group outputs are written once all exist")
-        return out
-    from neurointerp.attribution.group import write_group_outputs
+    def finalize(done: list[Item]) -> None:
+        from neurointerp.attribution.group import write_group_outputs
 
-    write_group_outputs(out, table, methods, spec, clf, gate_mask is not None, has_ses, ground_truth, truth_mask_data, atlas=atlas_data)
+        write_group_outputs(out, table, methods, spec, clf, cfree, has_ses, o.ground_truth, truth_mask_data, atlas=atlas_data)
+
+    with folder.writing():
+        write_dataset_description(out, "neurointerp saliency", "attribution maps")
+        add_bidsignore(out, ["*_attribution.nii.gz", "*_attribution.json", "group", "failures.tsv"])
+    run_items(folder, items, process, batch_size=o.batch_size, array_index=o.array_index, array_size=o.array_size, finalize=finalize, label="saliency")
     return out
+
+
+def _derivative(out: Path, pid: str, ses, space, desc: str, res: str | None = None) -> Path:
+    return derivative_path(out, pid, "attribution", session=ses, space=space, res=res, desc=desc)
+
+
+def _truth_path(column: str, table, i: int) -> Path:
+    p = Path(str(table.frame.loc[i, column]))
+    return p if p.is_absolute() else table.path.parent / p
+
+
+def _write_subject_maps(o, out, table, i, m, vol, full, cfree_map, record, j, clf, spec, ckpt_sha, gate_mask, target_grid, res_entity, has_ses) -> None:
+    """The maps of one subject and method (and their confounder-free, resampled and native versions)."""
+    tgt = record["Targets"][j]
+    rec = provenance(
+        "saliency",
+        {"method": m, **record["Parameters"], "score": o.score, "target": o.target, "confounder_mask": o.confounder_mask},
+        inputs=[table.images[i]],
+        seed=o.seed,
+        Method=record["Description"],
+        TargetClass=clf.classes[tgt] if clf.task != "regression" else None,
+        TargetChoice=record["TargetChoice"],
+        Score=o.score,
+        Checkpoint={"path": str(Path(o.model).resolve()), "sha256": ckpt_sha},
+        Space=spec.space,
+        Signed=record["Signed"],
+        Baseline=record["Parameters"].get("baseline"),
+    )
+    ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
+    pid = table.participant_ids[i]
+    if cfree_map is None:
+        path = _derivative(out, pid, ses, spec.space, method_desc(m))
+        save_image(full, vol.affine, path, header=vol.header, force=True)
+        write_sidecar(path, rec, force=True)
+        main_map = full
+    else:
+        path = _derivative(out, pid, ses, spec.space, method_desc(m, True))
+        diff_path = _derivative(out, pid, ses, spec.space, method_desc(m, suffix="cdiff"))
+        rec["ConfounderMask"] = {"path": str(Path(o.confounder_mask).resolve()), "kept": int(gate_mask.sum()), "features": int(gate_mask.size)}
+        save_image(full - cfree_map, vol.affine, diff_path, header=vol.header, force=True)
+        write_sidecar(diff_path, {**rec, "Map": "full minus confounder-free: where the confounder acted"}, force=True)
+        save_image(cfree_map, vol.affine, path, header=vol.header, force=True)
+        write_sidecar(path, rec, force=True)
+        main_map = cfree_map
+    desc = method_desc(m, cfree_map is not None)
+    if target_grid is not None:
+        from neurointerp.atlases import resample_to_grid
+
+        tshape, taff = target_grid
+        rpath = _derivative(out, pid, ses, spec.space, desc, res=res_entity)
+        save_image(resample_to_grid(main_map, vol.affine, tshape, taff), taff, rpath, force=True)
+        write_sidecar(rpath, {**rec, "ResampledTo": {"path": str(Path(o.resample_to).resolve()), "shape": list(tshape)}, "Interpolation": "trilinear"}, force=True)
+    if o.native:
+        npath, nrec = _to_native(out, pid, ses, desc, main_map, vol, spec.space)
+        write_sidecar(npath, {**rec, **nrec}, force=True)
 
 
 def _to_native(out: Path, pid: str, ses, desc: str, data, vol, space: str):
@@ -323,21 +333,3 @@ def _map_path(out: Path, table, i: int, m: str, space: str, cfree: bool, has_ses
 
     ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
     return derivative_path(out, table.participant_ids[i], "attribution", session=ses, space=space, desc=method_desc(m, cfree))
-
-
-def _complete(path: Path, image: Path, ckpt_sha: str, params: dict, target, score: str, force: bool) -> bool:
-    """True if ``path`` exists with a sidecar made from the same inputs and parameters."""
-    from neurointerp.io import sha256, sidecar_path
-
-    if force or not path.exists():
-        return False
-    side = sidecar_path(path)
-    try:
-        rec = json.loads(side.read_text())
-    except (OSError, ValueError):
-        return False
-    same_input = [r.get("sha256") for r in rec.get("Inputs", [])] == [sha256(image)]
-    same_model = rec.get("Checkpoint", {}).get("sha256") == ckpt_sha
-    p = rec.get("Parameters", {})
-    same_params = all(p.get(k) == v for k, v in params.items() if k != "layer" or v is not None) and p.get("target") == target and p.get("score") == score
-    return bool(same_input and same_model and same_params)

@@ -2,117 +2,47 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
+
+from neurointerp.options.cli import command
+from neurointerp.options.synth import SynthBrainOptions, SynthGaussiansOptions, SynthLesionsOptions, SynthRodentOptions
 
 app = typer.Typer(help="Synthetic cohorts with planted, known effects and confounders.", no_args_is_help=True)
 
 
-@app.command("gaussians")
-def gaussians(
-    out: Path = typer.Argument(..., help="Output folder (created; must be empty unless --force)."),
-    variant: str = typer.Option("width", help="width: confounder-aware-saliency §3.1; magnitude: simulator-networks §4.1."),
-    n_per_group: int = typer.Option(512, help="Images per group (the papers use 512)."),
-    seed: int = typer.Option(0, help="Random seed (the output is identical for the same seed)."),
-    noise: Optional[float] = typer.Option(None, help="Gaussian noise sd (default: 0 for width, 0.002 for magnitude)."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
-) -> None:
-    """2D four-Gaussian cohorts (32x32) of the papers, with ground-truth maps."""
+def _gaussians(o: SynthGaussiansOptions) -> None:
     from neurointerp.progress import info
     from neurointerp.synth.gaussians import synth_gaussians
 
-    table = synth_gaussians(out, variant=variant, n_per_group=n_per_group, seed=seed, noise=noise, force=force)
-    info(f"wrote {table}")
+    info(f"wrote {synth_gaussians(**o.kwargs())}")
 
 
-@app.command("brain")
-def brain(
-    out: Path = typer.Argument(..., help="Output folder (created; must be empty unless --force)."),
-    n_subjects: int = typer.Option(40, help="Number of subjects."),
-    voxel_size: float = typer.Option(3.0, help="Voxel size in mm of the native and template grids."),
-    effect_size: float = typer.Option(1.0, help="Scale of the disease deformation (hippocampal atrophy, ventricle expansion)."),
-    confound_strength: float = typer.Option(0.5, help="Correlation between age and diagnosis, in [0, 1)."),
-    confound_size: float = typer.Option(1.0, help="Scale of the age deformation (frontal atrophy per SD of age)."),
-    patient_fraction: float = typer.Option(0.5, help="Fraction of patients."),
-    age_mean: float = typer.Option(70.0, help="Mean age in years."),
-    age_sd: float = typer.Option(8.0, help="Standard deviation of age in years."),
-    noise: float = typer.Option(0.03, help="Rician noise sd relative to the white-matter intensity."),
-    bias: float = typer.Option(0.15, help="Strength of the smooth multiplicative bias field."),
-    max_rotation: float = typer.Option(8.0, help="Largest head rotation about each axis (degrees)."),
-    max_translation: float = typer.Option(8.0, help="Largest head translation along each axis (mm)."),
-    orientation: str = typer.Option("LAS", help="Voxel orientation code of the native images (RAS, LAS, LPI, ...)."),
-    template_space: bool = typer.Option(False, "--template-space", help="Also write each subject's unposed anatomy on the template grid."),
-    seed: int = typer.Option(0, help="Random seed (the output is identical for the same seed)."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
-) -> None:
-    """3D cohort from the MNI152 template: posed, biased, noisy native images with planted disease and age effects."""
+def _brain(o: SynthBrainOptions) -> None:
     from neurointerp.progress import info
     from neurointerp.synth.brain import synth_brain
 
-    table = synth_brain(
-        out,
-        n_subjects=n_subjects,
-        voxel_size=voxel_size,
-        effect_size=effect_size,
-        confound_strength=confound_strength,
-        confound_size=confound_size,
-        patient_fraction=patient_fraction,
-        age_mean=age_mean,
-        age_sd=age_sd,
-        noise=noise,
-        bias=bias,
-        max_rotation=max_rotation,
-        max_translation=max_translation,
-        orientation=orientation,
-        template_space=template_space,
-        seed=seed,
-        force=force,
-    )
-    info(f"wrote {table}")
+    info(f"wrote {synth_brain(**o.kwargs())}")
 
 
-@app.command("rodent")
-def rodent(
-    out: Path = typer.Argument(..., help="Output folder (created; must be empty unless --force)."),
-    n_animals: int = typer.Option(10, help="Number of animals (one acquisition each)."),
-    shape: str = typer.Option("64,64,16", help="Grid nx,ny,n_slices (slices along the third axis)."),
-    max_shift: float = typer.Option(6.0, help="Largest in-plane translation between acquisitions, in voxels."),
-    artefacts: bool = typer.Option(True, "--artefacts/--no-artefacts", help="Bright artefacts outside the brain (muscle arcs, blobs)."),
-    noise: float = typer.Option(0.03, help="Rician noise sd (tissue intensities: WM 0.45, GM 0.65, CSF 1.0)."),
-    test_fraction: float = typer.Option(0.2, help="Share of the animals in test.csv (the rest in train.csv)."),
-    seed: int = typer.Option(0, help="Random seed (the output is identical for the same seed)."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
-) -> None:
-    """Rodent brain slices with WM/GM/CSF labels, brain masks, bright artefacts and random translations (segment-bg)."""
-    from neurointerp.cli._options import int_list
-    from neurointerp.errors import InputError
+def _rodent(o: SynthRodentOptions) -> None:
     from neurointerp.progress import info
     from neurointerp.synth.rodent import synth_rodent
 
-    grid = int_list(shape, "--shape")
-    if grid is None or len(grid) != 3:
-        raise InputError(f"--shape {shape}: expected three numbers nx,ny,n_slices, e.g. 64,64,16")
-    table = synth_rodent(out, n_animals=n_animals, shape=tuple(grid), max_shift=max_shift, artefacts=artefacts, noise=noise, test_fraction=test_fraction, seed=seed, force=force)
-    info(f"wrote {table}")
+    info(f"wrote {synth_rodent(**o.kwargs())}")
 
 
-@app.command("lesions")
-def lesions(
-    out: Path = typer.Argument(..., help="Output folder (created; must be empty unless --force)."),
-    n_per_group: int = typer.Option(128, help="Images per class (healthy, lesion)."),
-    size: int = typer.Option(32, help="Image side in pixels (the ICAM paper's 2D slices are larger, e.g. 128)."),
-    polarity: str = typer.Option("bright", help="Lesions bright, dark or mixed (each lesion bright or dark at random)."),
-    contrast: float = typer.Option(0.7, help="Lesion amplitude in image units (white matter ~1, cortex ~0.5)."),
-    noise: float = typer.Option(0.03, help="Gaussian noise sd inside the brain."),
-    voxel_size: float = typer.Option(1.0, help="Pixel size in mm."),
-    seed: int = typer.Option(0, help="Random seed (the output is identical for the same seed)."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
-) -> None:
-    """2D brain-slice phantoms: healthy vs small lesions at variable sites, with lesion masks (ICAM §4.2)."""
+def _lesions(o: SynthLesionsOptions) -> None:
     from neurointerp.progress import info
     from neurointerp.synth.lesions import synth_lesions
 
-    table = synth_lesions(out, n_per_group=n_per_group, size=size, polarity=polarity, contrast=contrast, noise=noise, voxel_size=voxel_size, seed=seed, force=force)
-    info(f"wrote {table}")
+    info(f"wrote {synth_lesions(**o.kwargs())}")
+
+
+gaussians = command(SynthGaussiansOptions, _gaussians)
+brain = command(SynthBrainOptions, _brain)
+rodent = command(SynthRodentOptions, _rodent)
+lesions = command(SynthLesionsOptions, _lesions)
+app.command("gaussians")(gaussians)
+app.command("brain")(brain)
+app.command("rodent")(rodent)
+app.command("lesions")(lesions)

@@ -17,8 +17,10 @@ from typing import Sequence
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.runs.context import runs_as
 
 
+@runs_as("evaluate")
 def run_evaluate(
     model: str | os.PathLike,
     cohort: str | os.PathLike,

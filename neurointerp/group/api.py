@@ -13,34 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.options.core import takes_options
+from neurointerp.options.group_map import GroupMapOptions
 
 DEFAULT_SPACE = "MNI152NLin2009aSym"
 
 
-def group_map(
-    maps: str,
-    out: Path,
-    covariates: Path | None = None,
-    design: str | None = None,
-    contrast: str | None = None,
-    label_column: str = "label",
-    mask: Path | None = None,
-    atlas: str | None = None,
-    labels: Path | None = None,
-    n_perm: int = 0,
-    seed: int = 0,
-    alpha: float = 0.05,
-    one_sided: bool = False,
-    mirror: bool = False,
-    figures: bool = True,
-    space: str = DEFAULT_SPACE,
-    top: int = 10,
-    batch_size: int = 32,
-    n_threads: int = 2,
-    memory_mb: float = 512.0,
-    volumes: str | None = None,
-    force: bool = False,
-) -> Path:
+@takes_options(GroupMapOptions)
+def group_map(o: GroupMapOptions) -> Path:
     """Group statistics of a set of maps (attribution, log-Jacobian, ...) in one space.
 
     Parameters
@@ -78,8 +58,8 @@ def group_map(
         Template space name used in the output file names.
     top
         Number of regions listed on the console.
-    batch_size, n_threads
-        Maps per streamed batch; threads reading maps ahead.
+    batch_size, threads
+        Maps per streamed batch; threads reading maps ahead (``n_threads`` is the older name).
     memory_mb
         Memory budget of the permutation accumulators (more passes when exceeded).
     volumes
@@ -87,13 +67,17 @@ def group_map(
         Atropos grey-matter segmentation, GM volume per ``atlas`` region, GLM of the contrast
         with the same design (table of t, p, q) and box plots of the top regions.
     force
-        Write into a non-empty output folder, overwriting files.
+        Redo an earlier group-map run with other maps or options in ``out``, or write beside
+        another command's outputs (the same maps and options are simply redone).
 
     Returns
     -------
     Path of the summary JSON (``<out>/group/group_map.json``).
     """
-    params = {k: v for k, v in locals().items() if k not in ("force",)}
+    params = {k: v for k, v in o.as_dict().items() if k != "force"}
+    maps, out, covariates, design, contrast, label_column, mask = o.maps, Path(o.out), o.covariates, o.design, o.contrast, o.label_column, o.mask
+    atlas, labels, n_perm, seed, alpha, one_sided, mirror, figures = o.atlas, o.labels, o.n_perm, o.seed, o.alpha, o.one_sided, o.mirror, o.figures
+    space, top, batch_size, n_threads, memory_mb, volumes, force = o.space, o.top, o.batch_size, o.threads, o.memory_mb, o.volumes, o.force
     from neurointerp.atlases import resolve_atlas
     from neurointerp.group.fdr import fdr_bh
     from neurointerp.group.glm import build_design, design_columns, parse_contrast, t_to_p, t_to_z
@@ -165,147 +149,154 @@ def group_map(
         if len(region_acc.region_ids) == 0:
             raise InputError(f"atlas '{atlas}': no region overlaps the maps' grid")
 
-    out = prepare_output_dir(out, force=force)
+    from neurointerp.runs.folder import whole_run
+
     gdir = out / "group"
-    write_dataset_description(out, "neurointerp group-map", "Group statistics of maps", force=force)
-    add_bidsignore(out, ["group/"])
-
-    # ---- pass 1: moments per group, GLM accumulators, region means --------------------------
-    paths = ms.paths
-
-    def loader(p):
-        y = load_map(p, shape)
-        return y if work is None else y[work]
-
-    def batches():
-        return iter_batches(paths, batch_size=batch_size, loader=loader, n_threads=n_threads)
-
-    n_batches = (n + batch_size - 1) // batch_size
-    moments, glm = accumulate(track(batches(), description="group-map", total=n_batches), nwork, groups, group_order, X, region_acc)
-    gidx = {g: np.asarray([i for i, x in enumerate(groups) if x == g]) for g in group_order}
-
-    nonzero = sum(m.nonzero for m in moments.values())
-    analysis_mask = np.ones(nwork, dtype=bool) if work is not None else nonzero > 0  # working voxels
-    if not analysis_mask.any():
-        raise InputError(f"{ms.source}: every map is zero everywhere (nothing to analyse)")
-
-    # ---- outputs ----------------------------------------------------------------------------
-    record = provenance(
-        "group-map", params, inputs=paths, seed=seed, Space=space,
-        Design={"columns": dsg.columns, "formula": dsg.formula, "matrix_rank": dsg.rank} if dsg else None,
-        Contrast={"name": cname, "weights": c} if c is not None else None,
-        Groups={g: int(len(gidx[g])) for g in group_order},
-        Mirrored=bool(mirror),
-    )
-    written: list[str] = []
-
-    def put(data, desc, stat=None, suffix="statmap", meaning="", dtype=np.float32, fill=0.0):
-        vol = full(data, fill).reshape(shape)
-        if mirror and dtype is np.float32:
-            from neurointerp.group.display import mirror_map
-
-            vol = mirror_map(vol, affine)
-        path = gdir / bids_name(None, suffix, space=space, desc=desc, stat=stat)
-        save_image(vol, affine, path, force=force, dtype=dtype)
-        write_sidecar(path, {**record, "Description": meaning}, force=force)
-        written.append(str(path.relative_to(out)))
-        return path
-
-    put(analysis_mask, "analysis", suffix="mask", meaning="voxels analysed (user mask or any map non-zero)", dtype=np.uint8)
-    figure_jobs = []
-    for g in group_order:
-        m = moments[g]
-        d = _safe(g)
-        p_mean = put(m.mean, d, "mean", meaning=f"mean of the {m.n} maps of group '{g}'")
-        put(m.mean_abs, d, "meanabs", meaning=f"mean of |map| over group '{g}'")
-        put(m.sd, d, "sd", meaning=f"standard deviation (ddof 1) over group '{g}'")
-        put(m.nonzero.astype(np.float32), d, "count", meaning=f"number of maps of group '{g}' that are non-zero at the voxel (group size {m.n})")
-        figure_jobs.append((p_mean, full(m.mean), f"mean {g} (n={m.n})", None, "mosaic"))
-
-    summary: dict = {
-        "n_maps": n,
-        "grid": {"shape": list(shape), "affine": affine.tolist()},
-        "space": space,
-        "groups": {g: int(moments[g].n) for g in group_order},
-        "mask_voxels": int(analysis_mask.sum()),
-    }
-    t = None
-    if glm is not None:
-        res = glm.contrast(c, mask=analysis_mask)
-        t = res.t
-        two_sided = not one_sided
-        pvals = t_to_p(t, res.df, two_sided)
-        pvals = np.where(analysis_mask, pvals, np.nan)
-        q = fdr_bh(pvals)
-        z = np.where(analysis_mask, t_to_z(t, res.df), 0.0)
-        put(np.where(analysis_mask, res.effect, 0.0), cname, "effect", meaning="contrast estimate c'beta")
-        put(t, cname, "t", meaning=f"t statistic of contrast {cname}, df={res.df}")
-        p_z = put(z, cname, "z", meaning="z score with the same tail probability as t")
-        put(np.where(analysis_mask, pvals, 1.0), cname, "p", meaning=f"uncorrected {'two' if two_sided else 'one'}-sided p-value", fill=1.0)
-        put(np.where(analysis_mask, q, 1.0), cname, "q", meaning="Benjamini-Hochberg FDR q-value over the mask", fill=1.0)
-        sig = analysis_mask & (q <= alpha)
-        summary["glm"] = {
-            "design_columns": dsg.columns,
-            "contrast": {"name": cname, "weights": c.tolist()},
-            "df": int(res.df),
-            "two_sided": two_sided,
-            "alpha": alpha,
-            "n_fdr_significant": int(sig.sum()),
-            "fdr_p_threshold": float(np.nanmax(np.where(sig, pvals, np.nan))) if sig.any() else 0.0,
-            "peak": _peak(full(t), full(analysis_mask), shape, affine, one_sided),
-        }
-        z_thr = float(np.min(np.abs(z[sig]))) if sig.any() else None
-        figure_jobs.append((p_z, full(z), f"z {cname} (FDR q<{alpha:g} shown)" if z_thr else f"z {cname}", z_thr, "mosaic"))
-        figure_jobs.append((p_z, full(z), f"z {cname} glass brain", z_thr, "glass"))
-        if n_perm > 0:
-            from neurointerp.group.permutation import max_stat_fwe
-
-            info(f"{n_perm} permutations (seed {seed})")
-            p_fwe_m, max_null, _ = max_stat_fwe(batches, X, c, analysis_mask, n_perm, seed=seed, two_sided=two_sided, memory_mb=memory_mb, observed_t=t[analysis_mask])
-            p_fwe = np.ones(nwork)
-            p_fwe[analysis_mask] = p_fwe_m
-            put(p_fwe, cname, "pfwe", meaning=f"family-wise error p-value, max-statistic over {n_perm} permutations (seed {seed})", fill=1.0)
-            thr = float(np.quantile(max_null, 1 - alpha))
-            summary["glm"].update({"n_perm": n_perm, "seed": seed, "fwe_t_threshold": thr, "n_fwe_significant": int((analysis_mask & (p_fwe <= alpha)).sum())})
-
-    if region_acc is not None:
-        two = (dsg is not None and dsg.classes is not None and len(dsg.classes) == 2 and cname is not None and has_groups)
-        cgroups = None
-        if two:
-            col = next((k for k in (f"{label_column}[{dsg.classes[1]}]", f"{label_column}[T.{dsg.classes[1]}]") if k in dsg.columns), None)
-            sign = c[dsg.columns.index(col)] if col else 0.0
-            if sign:
-                cgroups = (dsg.classes[1], dsg.classes[0]) if sign > 0 else (dsg.classes[0], dsg.classes[1])
-        rt = region_table(region_acc, groups, group_order, X=X, contrast=c, contrast_groups=cgroups, t_map=t)
-        rpath = gdir / bids_name(None, "roi-table", ext=".tsv", space=space, desc=_safe(atlas_name) + (cname or ""))
-        write_table(rpath, rt, force=force)
-        write_sidecar(rpath, {**record, "Atlas": atlas_name, "Description": "per-region summaries; rank 1 = strongest"}, force=force)
-        written.append(str(rpath.relative_to(out)))
-        summary["regions"] = {"atlas": atlas_name, "table": str(rpath.relative_to(out)), "top": rt.head(top)[["rank", "name"]].to_dict(orient="records")}
-        print_top_regions(rt, top, title=f"Top regions ({atlas_name}{', ' + cname if cname else ''})")
-
-    if volumes is not None:
-        summary["volumetry"] = _volumetry(ms, volumes, maps, covariates, atlas, labels, groups, group_order, X, c, cname, gdir, out, space, record, top, figures, force, written)
-
-    if figures:
-        from neurointerp.group.display import map_figure, mirror_map
-
-        for nii, data, title, thr, kind in figure_jobs:
-            vol = np.asarray(data, dtype=np.float32).reshape(shape)
-            if mirror:
-                vol = mirror_map(vol, affine)
-            png = nii.with_name(nii.name.replace(".nii.gz", f"_{kind}.png"))
-            map_figure(png, vol, affine, title, threshold=thr, kind=kind)
-            written.append(str(png.relative_to(out)))
-
-    summary["outputs"] = written
-    summary["provenance"] = record
     spath = gdir / "group_map.json"
-    write_json(spath, summary, force=force)
-    if glm is not None:
-        g = summary["glm"]
-        info(f"{cname}: {g['n_fdr_significant']} voxels with FDR q <= {alpha:g}" + (f", {g['n_fwe_significant']} with FWE p <= {alpha:g}" if n_perm > 0 else ""))
-    return spath
+    run_inputs = {"maps": list(ms.paths), "covariates": covariates, "mask": mask, "labels": labels}
+    if atlas is not None and Path(str(atlas)).is_file():
+        run_inputs["atlas"] = Path(str(atlas))
+    folder = whole_run(out, "group-map", {k: v for k, v in o.affecting().items() if k != "maps"}, inputs=run_inputs, force=force)
+    with folder.writing():
+        write_dataset_description(out, "neurointerp group-map", "Group statistics of maps", force=False)
+        add_bidsignore(out, ["group"])
+
+        # ---- pass 1: moments per group, GLM accumulators, region means --------------------------
+        paths = ms.paths
+
+        def loader(p):
+            y = load_map(p, shape)
+            return y if work is None else y[work]
+
+        def batches():
+            return iter_batches(paths, batch_size=batch_size, loader=loader, n_threads=n_threads)
+
+        n_batches = (n + batch_size - 1) // batch_size
+        moments, glm = accumulate(track(batches(), description="group-map", total=n_batches), nwork, groups, group_order, X, region_acc)
+        gidx = {g: np.asarray([i for i, x in enumerate(groups) if x == g]) for g in group_order}
+
+        nonzero = sum(m.nonzero for m in moments.values())
+        analysis_mask = np.ones(nwork, dtype=bool) if work is not None else nonzero > 0  # working voxels
+        if not analysis_mask.any():
+            raise InputError(f"{ms.source}: every map is zero everywhere (nothing to analyse)")
+
+        # ---- outputs ----------------------------------------------------------------------------
+        record = provenance(
+            "group-map", params, inputs=paths, seed=seed, Space=space,
+            Design={"columns": dsg.columns, "formula": dsg.formula, "matrix_rank": dsg.rank} if dsg else None,
+            Contrast={"name": cname, "weights": c} if c is not None else None,
+            Groups={g: int(len(gidx[g])) for g in group_order},
+            Mirrored=bool(mirror),
+        )
+        written: list[str] = []
+
+        def put(data, desc, stat=None, suffix="statmap", meaning="", dtype=np.float32, fill=0.0):
+            vol = full(data, fill).reshape(shape)
+            if mirror and dtype is np.float32:
+                from neurointerp.group.display import mirror_map
+
+                vol = mirror_map(vol, affine)
+            path = gdir / bids_name(None, suffix, space=space, desc=desc, stat=stat)
+            save_image(vol, affine, path, force=True, dtype=dtype)
+            write_sidecar(path, {**record, "Description": meaning}, force=True)
+            written.append(str(path.relative_to(out)))
+            return path
+
+        put(analysis_mask, "analysis", suffix="mask", meaning="voxels analysed (user mask or any map non-zero)", dtype=np.uint8)
+        figure_jobs = []
+        for g in group_order:
+            m = moments[g]
+            d = _safe(g)
+            p_mean = put(m.mean, d, "mean", meaning=f"mean of the {m.n} maps of group '{g}'")
+            put(m.mean_abs, d, "meanabs", meaning=f"mean of |map| over group '{g}'")
+            put(m.sd, d, "sd", meaning=f"standard deviation (ddof 1) over group '{g}'")
+            put(m.nonzero.astype(np.float32), d, "count", meaning=f"number of maps of group '{g}' that are non-zero at the voxel (group size {m.n})")
+            figure_jobs.append((p_mean, full(m.mean), f"mean {g} (n={m.n})", None, "mosaic"))
+
+        summary: dict = {
+            "n_maps": n,
+            "grid": {"shape": list(shape), "affine": affine.tolist()},
+            "space": space,
+            "groups": {g: int(moments[g].n) for g in group_order},
+            "mask_voxels": int(analysis_mask.sum()),
+        }
+        t = None
+        if glm is not None:
+            res = glm.contrast(c, mask=analysis_mask)
+            t = res.t
+            two_sided = not one_sided
+            pvals = t_to_p(t, res.df, two_sided)
+            pvals = np.where(analysis_mask, pvals, np.nan)
+            q = fdr_bh(pvals)
+            z = np.where(analysis_mask, t_to_z(t, res.df), 0.0)
+            put(np.where(analysis_mask, res.effect, 0.0), cname, "effect", meaning="contrast estimate c'beta")
+            put(t, cname, "t", meaning=f"t statistic of contrast {cname}, df={res.df}")
+            p_z = put(z, cname, "z", meaning="z score with the same tail probability as t")
+            put(np.where(analysis_mask, pvals, 1.0), cname, "p", meaning=f"uncorrected {'two' if two_sided else 'one'}-sided p-value", fill=1.0)
+            put(np.where(analysis_mask, q, 1.0), cname, "q", meaning="Benjamini-Hochberg FDR q-value over the mask", fill=1.0)
+            sig = analysis_mask & (q <= alpha)
+            summary["glm"] = {
+                "design_columns": dsg.columns,
+                "contrast": {"name": cname, "weights": c.tolist()},
+                "df": int(res.df),
+                "two_sided": two_sided,
+                "alpha": alpha,
+                "n_fdr_significant": int(sig.sum()),
+                "fdr_p_threshold": float(np.nanmax(np.where(sig, pvals, np.nan))) if sig.any() else 0.0,
+                "peak": _peak(full(t), full(analysis_mask), shape, affine, one_sided),
+            }
+            z_thr = float(np.min(np.abs(z[sig]))) if sig.any() else None
+            figure_jobs.append((p_z, full(z), f"z {cname} (FDR q<{alpha:g} shown)" if z_thr else f"z {cname}", z_thr, "mosaic"))
+            figure_jobs.append((p_z, full(z), f"z {cname} glass brain", z_thr, "glass"))
+            if n_perm > 0:
+                from neurointerp.group.permutation import max_stat_fwe
+
+                info(f"{n_perm} permutations (seed {seed})")
+                p_fwe_m, max_null, _ = max_stat_fwe(batches, X, c, analysis_mask, n_perm, seed=seed, two_sided=two_sided, memory_mb=memory_mb, observed_t=t[analysis_mask])
+                p_fwe = np.ones(nwork)
+                p_fwe[analysis_mask] = p_fwe_m
+                put(p_fwe, cname, "pfwe", meaning=f"family-wise error p-value, max-statistic over {n_perm} permutations (seed {seed})", fill=1.0)
+                thr = float(np.quantile(max_null, 1 - alpha))
+                summary["glm"].update({"n_perm": n_perm, "seed": seed, "fwe_t_threshold": thr, "n_fwe_significant": int((analysis_mask & (p_fwe <= alpha)).sum())})
+
+        if region_acc is not None:
+            two = (dsg is not None and dsg.classes is not None and len(dsg.classes) == 2 and cname is not None and has_groups)
+            cgroups = None
+            if two:
+                col = next((k for k in (f"{label_column}[{dsg.classes[1]}]", f"{label_column}[T.{dsg.classes[1]}]") if k in dsg.columns), None)
+                sign = c[dsg.columns.index(col)] if col else 0.0
+                if sign:
+                    cgroups = (dsg.classes[1], dsg.classes[0]) if sign > 0 else (dsg.classes[0], dsg.classes[1])
+            rt = region_table(region_acc, groups, group_order, X=X, contrast=c, contrast_groups=cgroups, t_map=t)
+            rpath = gdir / bids_name(None, "roi-table", ext=".tsv", space=space, desc=_safe(atlas_name) + (cname or ""))
+            write_table(rpath, rt, force=True)
+            write_sidecar(rpath, {**record, "Atlas": atlas_name, "Description": "per-region summaries; rank 1 = strongest"}, force=True)
+            written.append(str(rpath.relative_to(out)))
+            summary["regions"] = {"atlas": atlas_name, "table": str(rpath.relative_to(out)), "top": rt.head(top)[["rank", "name"]].to_dict(orient="records")}
+            print_top_regions(rt, top, title=f"Top regions ({atlas_name}{', ' + cname if cname else ''})")
+
+        if volumes is not None:
+            summary["volumetry"] = _volumetry(ms, volumes, maps, covariates, atlas, labels, groups, group_order, X, c, cname, gdir, out, space, record, top, figures, force, written)
+
+        if figures:
+            from neurointerp.group.display import map_figure, mirror_map
+
+            for nii, data, title, thr, kind in figure_jobs:
+                vol = np.asarray(data, dtype=np.float32).reshape(shape)
+                if mirror:
+                    vol = mirror_map(vol, affine)
+                png = nii.with_name(nii.name.replace(".nii.gz", f"_{kind}.png"))
+                map_figure(png, vol, affine, title, threshold=thr, kind=kind)
+                written.append(str(png.relative_to(out)))
+
+        summary["outputs"] = written
+        summary["provenance"] = record
+        write_json(spath, summary, force=True)
+        folder.mark("complete")
+        if glm is not None:
+            g = summary["glm"]
+            info(f"{cname}: {g['n_fdr_significant']} voxels with FDR q <= {alpha:g}" + (f", {g['n_fwe_significant']} with FWE p <= {alpha:g}" if n_perm > 0 else ""))
+        return spath
 
 
 def _volumetry(ms, column, maps, covariates, atlas, labels, groups, group_order, X, c, cname, gdir, out, space, record, top, figures, force, written) -> dict:
@@ -338,10 +329,10 @@ def _volumetry(ms, column, maps, covariates, atlas, labels, groups, group_order,
     per_subject = vols.copy()
     per_subject.insert(0, "participant_id", ms.participant_ids)
     per_subject["total_gm_mm3"] = total
-    p1 = write_table(gdir / bids_name(None, "roi-volumes", ext=".tsv", space=space, desc=desc), per_subject, force=force)
-    p2 = write_table(gdir / bids_name(None, "roi-table", ext=".tsv", space=space, desc=desc + (cname or "")), vt, force=force)
+    p1 = write_table(gdir / bids_name(None, "roi-volumes", ext=".tsv", space=space, desc=desc), per_subject, force=True)
+    p2 = write_table(gdir / bids_name(None, "roi-table", ext=".tsv", space=space, desc=desc + (cname or "")), vt, force=True)
     for p, what in ((p1, "grey-matter volume (mm^3) per subject and atlas region, ANTs Atropos (Kmeans[3], MRF 0.2)"), (p2, "GLM of regional GM volume: contrast estimate, t, p, FDR q")):
-        write_sidecar(p, {**record, "Atlas": atlas_name, "ImagesColumn": column, "Description": what}, force=force)
+        write_sidecar(p, {**record, "Atlas": atlas_name, "ImagesColumn": column, "Description": what}, force=True)
         written.append(str(p.relative_to(out)))
     print_top_regions(vt, top, title=f"Grey-matter volume ({atlas_name}, {cname})")
     result = {"table": str(p2.relative_to(out)), "volumes": str(p1.relative_to(out)), "top": vt.head(top)[["rank", "name", "t", "q_fdr"]].to_dict(orient="records")}

@@ -84,14 +84,20 @@ def resolve_map_paths(maps: str | os.PathLike) -> tuple[list[Path], str]:
     """Paths of a folder's NIfTI files (recursive if the folder itself has none) or of a glob."""
     from neurointerp.io.nifti import is_nifti_path
 
+    from neurointerp.runs.maps import is_per_subject, maps_of_folder
+
     text = str(maps)
     path = Path(text)
     if path.is_dir():
+        listed = maps_of_folder(path)  # a neurointerp output folder: its runs' per-subject maps only
+        if listed is not None:
+            return listed, str(path)
         found = sorted(p for p in path.iterdir() if p.is_file() and is_nifti_path(p) and not p.name.startswith("."))
         if not found:  # hidden files and folders (temporary files of a killed run, .work/) are never maps
             found = sorted(
                 p for p in path.rglob("*")
                 if p.is_file() and is_nifti_path(p) and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and "group" not in p.relative_to(path).parts[:-1]  # group outputs are never maps of subjects
             )
         if not found:
             raise InputError(f"{path}: no NIfTI maps (.nii/.nii.gz) in this folder")
@@ -100,6 +106,11 @@ def resolve_map_paths(maps: str | os.PathLike) -> tuple[list[Path], str]:
         found = sorted(Path(p) for p in _glob.glob(os.path.expanduser(text), recursive=True) if is_nifti_path(p) and Path(p).is_file())
         if not found:
             raise InputError(f"{text}: the pattern matches no NIfTI files")
+        cache: dict = {}
+        kept = [p for p in found if is_per_subject(p, cache)]
+        if not kept:
+            raise InputError(f"{text}: the pattern matches only group or derived outputs ({found[0].name}, ...), no per-subject maps")
+        found = kept
         return found, text
     if not path.exists():
         raise InputError(f"{path}: not found (expected a folder of maps, a glob pattern or a table with a 'map' column)")
@@ -177,8 +188,11 @@ def collect_maps(
         frame, rows = read_table(mpath)
         if "map" not in frame.columns:
             raise InputError(f"{mpath} row 1: missing column 'map' (paths of the maps)")
+        from neurointerp.runs.maps import is_per_subject
+
         problems = []
         paths = []
+        cache: dict = {}
         for r, value in zip(rows, frame["map"]):
             p = Path(value) if os.path.isabs(value) else (mpath.parent / value)
             if not value:
@@ -187,6 +201,8 @@ def collect_maps(
                 problems.append(f"row {r}: map '{value}' is not a NIfTI file name (.nii or .nii.gz)")
             elif not p.is_file():
                 problems.append(f"row {r}: map '{value}' not found")
+            elif not is_per_subject(p, cache):
+                problems.append(f"row {r}: map '{value}' is a group or derived output, not a per-subject map")
             paths.append(str(p.absolute()))
         if problems:
             raise CohortError(mpath, problems)

@@ -33,12 +33,13 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-nipype test
 from neurointerp.interfaces.attribution import GroupMap, Saliency
 from neurointerp.interfaces.base import NeurointerpCommand
 from neurointerp.interfaces.models import ConfoundTest, Evaluate, Train
-from neurointerp.interfaces.preprocessing import Preprocess, SynthBrain
+from neurointerp.interfaces.preprocessing import Demo, Preprocess, SynthBrain, SynthGaussians, SynthLesions, SynthRodent
 from neurointerp.interfaces.segmentation import SegmentBgApply, SegmentBgTrain
 from neurointerp.interfaces.simulation import Jacobian, SimulateApply, SimulateTrain
 
 __all__ = [
     "ConfoundTest",
+    "Demo",
     "Evaluate",
     "GroupMap",
     "Jacobian",
@@ -50,5 +51,8 @@ __all__ = [
     "SimulateApply",
     "SimulateTrain",
     "SynthBrain",
+    "SynthGaussians",
+    "SynthLesions",
+    "SynthRodent",
     "Train",
 ]

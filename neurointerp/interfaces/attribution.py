@@ -6,36 +6,13 @@ import os
 
 from nipype.interfaces.base import Directory, File, InputMultiObject, OutputMultiObject, TraitedSpec, isdefined, traits
 
-from neurointerp.interfaces.base import NeurointerpCommand, NeurointerpInputSpec, flag, gpu_input, out_dir_input, threads_input
+from neurointerp.interfaces.base import NeurointerpCommand
+from neurointerp.interfaces.generate import input_spec
+from neurointerp.options.group_map import GroupMapOptions
+from neurointerp.options.saliency import SaliencyOptions
 
 
-class SaliencyInputSpec(NeurointerpInputSpec):
-    model = File(exists=True, mandatory=True, argstr="%s", position=0, desc="Checkpoint written by train (model.pt)")
-    cohort = File(exists=True, mandatory=True, argstr="%s", position=1, desc="Cohort table of the images to explain (on the model's grid)")
-    out_dir = out_dir_input("cohort", "saliency", 2)
-    method = InputMultiObject(traits.Str(), argstr="--method %s...", desc="Attribution methods (gradient, integrated-gradients, gradcam, ...)")
-    target = traits.Str(argstr="--target %s", desc="Class to explain (default: predicted class)")
-    score = traits.Enum("logit", "probability", argstr="--score %s", desc="Score explained")
-    layer = traits.Str(argstr="--layer %s", desc="Grad-CAM layer")
-    baseline = traits.Str(argstr="--baseline %s", desc="Integrated gradients baseline: zeros, min, mean or a number")
-    steps = traits.Int(argstr="--steps %d", desc="Integrated gradients: points on the path")
-    samples = traits.Int(argstr="--samples %d", desc="SmoothGrad: noisy copies per image")
-    noise_level = traits.Float(argstr="--noise-level %g", desc="SmoothGrad: noise sd as a fraction of the intensity range")
-    window = traits.Int(argstr="--window %d", desc="Occlusion window (voxels)")
-    stride = traits.Int(argstr="--stride %d", desc="Occlusion stride (voxels)")
-    epsilon = traits.Float(argstr="--epsilon %g", desc="LRP epsilon")
-    confounder_mask = File(exists=True, argstr="--confounder-mask %s", desc="mask.json from ConfoundTest: confounder-free maps")
-    ground_truth = traits.Str(argstr="--ground-truth %s", desc="Ground-truth map or the cohort column holding one per subject")
-    truth_mask = File(exists=True, argstr="--truth-mask %s", desc="Binary truth mask for the attribution-mass score")
-    atlas = traits.Str(argstr="--atlas %s", desc="Region tables: registry atlas, label image, auto or none")
-    labels = File(exists=True, argstr="--labels %s", desc="Label table of a user atlas image")
-    native = flag("--native", "Also write each map in native T1w space")
-    resample_to = File(exists=True, argstr="--resample-to %s", desc="Also write each map on this NIfTI's grid")
-    allow_train = flag("--allow-train", "Explain participants the model was trained on")
-    batch_size = traits.Int(argstr="--batch-size %d", desc="Subjects per batch")
-    seed = traits.Int(argstr="--seed %d", desc="Random seed (SmoothGrad noise)")
-    num_threads = threads_input()
-    use_gpu = gpu_input()
+SaliencyInputSpec = input_spec(SaliencyOptions, out_source="cohort", out_suffix="saliency")
 
 
 class SaliencyOutputSpec(TraitedSpec):
@@ -57,28 +34,14 @@ class Saliency(NeurointerpCommand):
         return {"maps": sorted(maps), "group_files": self._glob(out_dir, "group/*.nii.gz")}
 
 
-class GroupMapInputSpec(NeurointerpInputSpec):
-    maps = traits.Str(argstr="%s", position=0, mandatory=True, xor=["in_files"], desc="Folder of NIfTI maps, a glob pattern, or a CSV/TSV with participant_id and map columns")
-    in_files = InputMultiObject(File(exists=True), argstr="%s", position=0, mandatory=True, xor=["maps"], desc="The maps as a list (participant ids from their sub- entities)")
-    out_dir = Directory("group_map", usedefault=True, argstr="%s", position=1, hash_files=False, desc="Output folder (default: group_map in the node's working directory)")
-    covariates = File(exists=True, argstr="--covariates %s", desc="CSV/TSV with participant_id, label and covariates")
-    design = traits.Str(argstr="--design %s", desc="Columns 'label,age,sex', a formula '~ label + age', or 'none'")
-    contrast = traits.Str(argstr="--contrast %s", desc="'patient-control', a design column or weights")
-    label_column = traits.Str(argstr="--label-column %s", desc="Column with the group of each map")
-    mask = File(exists=True, argstr="--mask %s", desc="Analysis mask on the maps' grid")
-    atlas = traits.Str(argstr="--atlas %s", desc="Atlas for the region table")
-    labels = File(exists=True, argstr="--labels %s", desc="Label table of a user atlas image")
-    n_perm = traits.Int(argstr="--n-perm %d", desc="Permutations for FWE p-values")
-    seed = traits.Int(argstr="--seed %d", desc="Random seed of the permutations")
-    alpha = traits.Float(argstr="--alpha %g", desc="Significance level")
-    one_sided = flag("--one-sided", "Test contrast > 0 only")
-    mirror = flag("--mirror", "Mirror a one-hemisphere model's maps across x = 0")
-    figures = flag("--figures", "PNG mosaics and glass brains", "--no-figures")
-    space = traits.Str(argstr="--space %s", desc="Template space name used in the output names")
-    batch_size = traits.Int(argstr="--batch-size %d", desc="Maps per streamed batch")
-    memory_mb = traits.Float(argstr="--memory-mb %g", desc="Memory budget of the permutation accumulators (MB)")
-    volumes = traits.Str(argstr="--volumes %s", desc="Column with preprocessed T1 images for regional volumetry")
-    num_threads = threads_input("--n-threads %d")
+GroupMapInputSpec = input_spec(
+    GroupMapOptions,
+    positional=[
+        ("maps", traits.Str(argstr="%s", position=0, mandatory=True, xor=["in_files"], desc="Folder of NIfTI maps, a glob pattern, or a CSV/TSV with participant_id and map columns")),
+        ("in_files", InputMultiObject(File(exists=True), argstr="%s", position=0, mandatory=True, xor=["maps"], desc="The maps as a list (participant ids from their sub- entities)")),
+        ("out_dir", Directory("group_map", usedefault=True, argstr="%s", position=1, hash_files=False, desc="Output folder (default: group_map in the node's working directory)")),
+    ],
+)
 
 
 class GroupMapOutputSpec(TraitedSpec):

@@ -1,27 +1,17 @@
-"""Interfaces to ``neurointerp synth brain`` and ``neurointerp preprocess``."""
+"""Interfaces to ``neurointerp synth ...``, ``preprocess`` and ``demo``."""
 
 from __future__ import annotations
 
 from nipype.interfaces.base import Directory, File, OutputMultiObject, TraitedSpec, traits
 
-from neurointerp.interfaces.base import NeurointerpCommand, NeurointerpInputSpec, flag, out_dir_input, threads_input
+from neurointerp.interfaces.base import NeurointerpCommand
+from neurointerp.interfaces.generate import input_spec
+from neurointerp.options.preprocess import PreprocessOptions
+from neurointerp.options.demo import DemoOptions
+from neurointerp.options.synth import SynthBrainOptions, SynthGaussiansOptions, SynthLesionsOptions, SynthRodentOptions
 
 
-class SynthBrainInputSpec(NeurointerpInputSpec):
-    out_dir = Directory("synth_brain", usedefault=True, argstr="%s", position=0, hash_files=False, desc="Output folder (default: synth_brain in the node's working directory)")
-    n_subjects = traits.Int(argstr="--n-subjects %d", desc="Number of subjects")
-    voxel_size = traits.Float(argstr="--voxel-size %g", desc="Voxel size in mm of the native and template grids")
-    effect_size = traits.Float(argstr="--effect-size %g", desc="Scale of the disease deformation")
-    confound_strength = traits.Float(argstr="--confound-strength %g", desc="Correlation between age and diagnosis, in [0, 1)")
-    confound_size = traits.Float(argstr="--confound-size %g", desc="Scale of the age deformation")
-    patient_fraction = traits.Float(argstr="--patient-fraction %g", desc="Fraction of patients")
-    noise = traits.Float(argstr="--noise %g", desc="Rician noise sd relative to the white-matter intensity")
-    bias = traits.Float(argstr="--bias %g", desc="Strength of the smooth multiplicative bias field")
-    max_rotation = traits.Float(argstr="--max-rotation %g", desc="Largest head rotation about each axis (degrees)")
-    max_translation = traits.Float(argstr="--max-translation %g", desc="Largest head translation along each axis (mm)")
-    orientation = traits.Str(argstr="--orientation %s", desc="Voxel orientation code of the native images (RAS, LAS, ...)")
-    template_space = flag("--template-space", "Also write each subject's unposed anatomy on the template grid")
-    seed = traits.Int(argstr="--seed %d", desc="Random seed")
+SynthBrainInputSpec = input_spec(SynthBrainOptions, out_default="synth_brain")
 
 
 class SynthBrainOutputSpec(TraitedSpec):
@@ -41,25 +31,7 @@ class SynthBrain(NeurointerpCommand):
         return {"cohort": self._file(out_dir, "cohort.csv"), "images": self._glob(out_dir, "sub-*/anat/sub-*_T1w.nii.gz")}
 
 
-class PreprocessInputSpec(NeurointerpInputSpec):
-    in_file = File(exists=True, mandatory=True, argstr="%s", position=0, desc="A T1w NIfTI file or a cohort table (CSV/TSV with participant_id, image, ...)")
-    out_dir = out_dir_input("in_file", "preprocess", 1)
-    template = traits.Str(argstr="--template %s", desc="Template name from the registry or a NIfTI file")
-    template_mask = File(exists=True, argstr="--template-mask %s", desc="Brain mask of a template file that is not skull-stripped")
-    space = traits.Str(argstr="--space %s", desc="Space name in output file names")
-    shape = traits.Either(traits.Int(), traits.Str(), argstr="--shape %s", desc="Working grid shape, e.g. 64 or '64,64,64'")
-    voxel_size = traits.Float(argstr="--voxel-size %g", desc="Working grid voxel size in mm")
-    reorient = flag("--reorient", "Reorder native voxels to RAS first", "--no-reorient")
-    n4 = flag("--n4", "N4 bias-field correction", "--no-n4")
-    denoise = flag("--denoise", "Non-local-means denoising", "--no-denoise")
-    brain_extraction = traits.Enum("auto", "deepbet", "template", "none", argstr="--brain-extraction %s", desc="Brain extraction method")
-    registration = traits.Enum("affine", "rigid", "syn", argstr="--registration %s", desc="Registration to the template")
-    registration_resolution = traits.Float(argstr="--registration-resolution %g", desc="Grid (mm) on which the registration is estimated")
-    n4_resolution = traits.Float(argstr="--n4-resolution %g", desc="Grid (mm) on which the N4 bias field is estimated")
-    qc = flag("--qc", "Write a QC PNG per subject", "--no-qc")
-    seed = traits.Int(argstr="--seed %d", desc="Seed of the registration's random sampling")
-    n_jobs = traits.Int(argstr="--n-jobs %d", desc="Subjects in parallel (one process each)")
-    num_threads = threads_input()
+PreprocessInputSpec = input_spec(PreprocessOptions, out_source="in_file", out_suffix="preprocess")
 
 
 class PreprocessOutputSpec(TraitedSpec):
@@ -86,3 +58,76 @@ class Preprocess(NeurointerpCommand):
             "out_file": images[0] if len(images) == 1 else traits.Undefined,
             "masks": masks,
         }
+
+
+class _OutDir(TraitedSpec):
+    out_dir = Directory(exists=True, desc="Output folder")
+
+
+class SynthGaussiansOutputSpec(_OutDir):
+    cohort = File(exists=True, desc="cohort.csv")
+
+
+SynthGaussiansInputSpec = input_spec(SynthGaussiansOptions, out_default="synth_gaussians")
+
+
+class SynthGaussians(NeurointerpCommand):
+    """``neurointerp synth gaussians``: the 2D four-Gaussian cohorts of the papers."""
+
+    _cmd = "neurointerp synth gaussians"
+    input_spec = SynthGaussiansInputSpec
+    output_spec = SynthGaussiansOutputSpec
+
+    def _outputs_in(self, out_dir):
+        return {"cohort": self._file(out_dir, "cohort.csv")}
+
+
+SynthLesionsInputSpec = input_spec(SynthLesionsOptions, out_default="synth_lesions")
+
+
+class SynthLesions(NeurointerpCommand):
+    """``neurointerp synth lesions``: 2D healthy vs lesion phantoms with lesion masks."""
+
+    _cmd = "neurointerp synth lesions"
+    input_spec = SynthLesionsInputSpec
+    output_spec = SynthGaussiansOutputSpec
+
+    def _outputs_in(self, out_dir):
+        return {"cohort": self._file(out_dir, "cohort.csv")}
+
+
+class SynthRodentOutputSpec(_OutDir):
+    train = File(exists=True, desc="train.csv")
+    test = File(exists=True, desc="test.csv")
+
+
+SynthRodentInputSpec = input_spec(SynthRodentOptions, out_default="synth_rodent")
+
+
+class SynthRodent(NeurointerpCommand):
+    """``neurointerp synth rodent``: rodent slices with tissue labels and artefacts."""
+
+    _cmd = "neurointerp synth rodent"
+    input_spec = SynthRodentInputSpec
+    output_spec = SynthRodentOutputSpec
+
+    def _outputs_in(self, out_dir):
+        return {"train": self._file(out_dir, "train.csv"), "test": self._file(out_dir, "test.csv")}
+
+
+class DemoOutputSpec(_OutDir):
+    report = File(exists=True, desc="report.html")
+
+
+DemoInputSpec = input_spec(DemoOptions, out_default="neurointerp_demo")
+
+
+class Demo(NeurointerpCommand):
+    """``neurointerp demo``: the whole chain on built-in synthetic data."""
+
+    _cmd = "neurointerp demo"
+    input_spec = DemoInputSpec
+    output_spec = DemoOutputSpec
+
+    def _outputs_in(self, out_dir):
+        return {"report": self._file(out_dir, "report.html")}

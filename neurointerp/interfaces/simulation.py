@@ -4,33 +4,20 @@ from __future__ import annotations
 
 from nipype.interfaces.base import Directory, File, OutputMultiObject, TraitedSpec, traits
 
-from neurointerp.interfaces.base import NeurointerpCommand, NeurointerpInputSpec, flag, gpu_input, out_dir_input, threads_input
+from neurointerp.interfaces.base import NeurointerpCommand, out_dir_input
+from neurointerp.interfaces.generate import input_spec
+from neurointerp.options.jacobian import JacobianOptions
+from neurointerp.options.simulate import SimulateApplyOptions, SimulateTrainOptions
 
 
-class SimulateTrainInputSpec(NeurointerpInputSpec):
-    cohort = File(exists=True, mandatory=True, argstr="%s", position=0, desc="Cohort table (participant_id, image, label) on the classifier's grid")
-    classifier = File(exists=True, mandatory=True, argstr="%s", position=1, desc="Binary classifier checkpoint from train (kept frozen)")
-    out_dir = out_dir_input("cohort", "simulator", 2)
-    mode = traits.Enum("warp", "image", argstr="--mode %s", desc="warp: displacement field; image: image output")
-    delta = traits.Float(argstr="--delta %g", desc="Logit shift threshold delta")
-    lambda_smooth = traits.Float(argstr="--lambda-smooth %g", desc="Weight of the field smoothness loss")
-    lambda_cycle = traits.Float(argstr="--lambda-cycle %g", desc="Weight of the cycle-consistency loss")
-    lambda_identity = traits.Float(argstr="--lambda-identity %g", desc="Weight of an L1 penalty on |X_hat - X|")
-    experts = traits.Int(argstr="--experts %d", desc="Experts per CondConv layer")
-    condconv = flag("--condconv", "CondConv layers (False: two conventional simulators)", "--no-condconv")
-    channels = traits.Str(argstr="--channels %s", desc="Encoder channels, e.g. '16,32,64,16,16'")
-    fc = traits.Int(argstr="--fc %d", desc="Units of the bottleneck fully connected layer")
-    population_field = flag("--population-field", "Learned template-space field per task added to the U-Net's (False: the paper's U-Net alone)", "--no-population-field")
-    population_lr = traits.Float(argstr="--population-lr %g", desc="Adam learning rate of the population field")
-    interpolation = traits.Enum("linear", "cubic", argstr="--interpolation %s", desc="Spatial transformer resampling: linear or cubic B-spline")
-    epochs = traits.Int(argstr="--epochs %d", desc="Training epochs")
-    batch_size = traits.Int(argstr="--batch-size %d", desc="Images per step")
-    lr = traits.Float(argstr="--lr %g", desc="Adam learning rate")
-    image_column = traits.Str(argstr="--image-column %s", desc="Column with the image paths")
-    label_column = traits.Str(argstr="--label-column %s", desc="Column with the class labels")
-    seed = traits.Int(argstr="--seed %d", desc="Random seed")
-    num_threads = threads_input()
-    use_gpu = gpu_input()
+SimulateTrainInputSpec = input_spec(
+    SimulateTrainOptions,
+    positional=[
+        ("cohort", File(exists=True, mandatory=True, argstr="%s", position=0, desc="Cohort table (participant_id, image, label) on the classifier's grid")),
+        ("classifier", File(exists=True, argstr="%s", position=1, desc="Binary classifier checkpoint from train (kept frozen); not with method icam")),
+        ("out_dir", out_dir_input("cohort", "simulator", 2)),
+    ],
+)
 
 
 class SimulateTrainOutputSpec(TraitedSpec):
@@ -50,17 +37,15 @@ class SimulateTrain(NeurointerpCommand):
         return {"simulator": self._file(out_dir, "simulator.pt"), "history": self._file(out_dir, "history.tsv")}
 
 
-class SimulateApplyInputSpec(NeurointerpInputSpec):
-    cohort = File(exists=True, mandatory=True, argstr="%s", position=0, desc="Cohort table on the simulator's grid")
-    simulator = File(exists=True, mandatory=True, argstr="%s", position=1, desc="Simulator checkpoint")
-    classifier = File(exists=True, mandatory=True, argstr="%s", position=2, desc="The classifier the simulator was trained against")
-    out_dir = out_dir_input("cohort", "simulate", 3)
-    direction = traits.Enum("auto", "inject", "remove", "both", argstr="--direction %s", desc="Direction of the simulation")
-    image_column = traits.Str(argstr="--image-column %s", desc="Column with the image paths")
-    label_column = traits.Str(argstr="--label-column %s", desc="Column with the class labels")
-    batch_size = traits.Int(argstr="--batch-size %d", desc="Images per forward pass")
-    num_threads = threads_input()
-    use_gpu = gpu_input()
+SimulateApplyInputSpec = input_spec(
+    SimulateApplyOptions,
+    positional=[
+        ("cohort", File(exists=True, mandatory=True, argstr="%s", position=0, desc="Cohort table on the simulator's grid")),
+        ("simulator", File(exists=True, mandatory=True, argstr="%s", position=1, desc="Simulator checkpoint, or the ICAM checkpoint with method icam")),
+        ("classifier", File(exists=True, argstr="%s", position=2, desc="The classifier the simulator was trained against; not with method icam")),
+        ("out_dir", out_dir_input("cohort", "simulate", 3)),
+    ],
+)
 
 
 class SimulateApplyOutputSpec(TraitedSpec):
@@ -88,18 +73,7 @@ class SimulateApply(NeurointerpCommand):
         }
 
 
-class JacobianInputSpec(NeurointerpInputSpec):
-    in_file = File(exists=True, mandatory=True, argstr="%s", position=0, desc="A displacement field or a table of fields (fields.tsv of SimulateApply)")
-    out_dir = out_dir_input("in_file", "jacobian", 1)
-    template = File(exists=True, argstr="--template %s", desc="Template image: group maps in its space")
-    register = flag("--register", "Align each subject's image to the template with ANTs SyN first")
-    inverse = flag("--inverse", "Maps of the inverse mapping (1/det, -log det)")
-    field_column = traits.Str(argstr="--field-column %s", desc="Table column with the field paths")
-    image_column = traits.Str(argstr="--image-column %s", desc="Table column with each subject's image")
-    space = traits.Str(argstr="--space %s", desc="Space name for the group maps")
-    clamp = flag("--clamp", "Floor the determinant at 0 and the log at log(0.001), as ANTs", "--no-clamp")
-    seed = traits.Int(argstr="--seed %d", desc="Registration random seed")
-    num_threads = threads_input()
+JacobianInputSpec = input_spec(JacobianOptions, out_source="in_file", out_suffix="jacobian")
 
 
 class JacobianOutputSpec(TraitedSpec):

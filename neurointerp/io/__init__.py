@@ -1,7 +1,9 @@
 """Data contracts: NIfTI volumes, cohort tables, derivatives layout, provenance, atomic writes."""
 
+import importlib
+
+# light modules (no numpy): imported now; ``provenance`` must name the function, not its module
 from neurointerp.io.atomic import atomic_path, check_writable, write_json, write_table, write_text
-from neurointerp.io.cohort import Cohort, numeric_covariate, read_cohort, write_cohort
 from neurointerp.io.derivatives import (
     add_bidsignore,
     bids_name,
@@ -11,8 +13,25 @@ from neurointerp.io.derivatives import (
     write_dataset_description,
     write_sidecar,
 )
-from neurointerp.io.nifti import Volume, check_affine, is_nifti_path, load_image, save_image
 from neurointerp.io.provenance import provenance, sha256
+
+# lazy: importing neurointerp.io (e.g. for the provenance of a command line) must not import
+# numpy or nibabel, so that ``neurointerp --help`` stays instant
+_WHERE = {
+    "atomic_path": "atomic", "check_writable": "atomic", "write_json": "atomic", "write_table": "atomic", "write_text": "atomic",
+    "Cohort": "cohort", "numeric_covariate": "cohort", "read_cohort": "cohort", "write_cohort": "cohort",
+    "add_bidsignore": "derivatives", "bids_name": "derivatives", "derivative_path": "derivatives", "prepare_output_dir": "derivatives",
+    "sidecar_path": "derivatives", "write_dataset_description": "derivatives", "write_sidecar": "derivatives",
+    "Volume": "nifti", "check_affine": "nifti", "is_nifti_path": "nifti", "load_image": "nifti", "save_image": "nifti",
+    "provenance": "provenance", "sha256": "provenance",
+}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"neurointerp.io.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'neurointerp.io' has no attribute {name!r}")
+
 
 __all__ = [
     "Cohort",

@@ -12,9 +12,60 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from neurointerp.errors import InputError
+
+# A run registers who must hear of each file it writes (its folder's record of written files)
+# and the paths no write may replace (its inputs): see neurointerp.runs.folder.
+_OBSERVERS: list[Callable[[Path], None]] = []
+_PROTECTED: dict[str, str] = {}  # path -> why it must not be replaced
+
+
+def _key(path: Path) -> str:
+    path = Path(path)
+    try:
+        return str(path.parent.resolve() / path.name)
+    except OSError:
+        return str(path.absolute())
+
+
+@contextlib.contextmanager
+def watch_writes(observer: Callable[[Path], None] | None = None, protected: Iterable[str | os.PathLike] = (), others: Iterable[str | os.PathLike] = ()) -> Iterator[None]:
+    """While active, ``observer(path)`` hears of every file about to be written, and no write
+    may replace a ``protected`` path (a run's inputs) or one of ``others`` (another command's
+    files): it raises :class:`InputError` naming it."""
+    new = {}
+    for paths, why in ((others, "belongs to another command's run in this folder"), (protected, "is an input of this run")):
+        for p in paths:
+            k = _key(Path(p))
+            if k not in _PROTECTED:
+                new[k] = why
+    _PROTECTED.update(new)
+    if observer is not None:
+        _OBSERVERS.append(observer)
+    try:
+        yield
+    finally:
+        if observer is not None:
+            _OBSERVERS.remove(observer)
+        for k in new:
+            _PROTECTED.pop(k, None)
+
+
+def check_not_protected(path: str | os.PathLike) -> None:
+    """Refuse to write over an input of the running command, or over another command's file."""
+    if _PROTECTED:
+        why = _PROTECTED.get(_key(Path(path)))
+        if why is not None:
+            raise InputError(f"{path}: {why}; it is never overwritten (choose another output folder)")
+
+
+def note_written(path: str | os.PathLike) -> None:
+    """Tell the run's observers that ``path`` is being written (for writes not made by :func:`atomic_path`)."""
+    check_not_protected(path)
+    for observer in list(_OBSERVERS):
+        observer(Path(path))
 
 
 def _suffixes(name: str) -> str:
@@ -46,6 +97,7 @@ file gets the mode the umask gives new files (``tempfile.mkstemp`` alone makes i
 lab-mates could not read).
     """
     path = Path(path)
+    check_not_protected(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ext = _suffixes(path.name)
     tail = suffix if suffix is not None else f".tmp{ext}"
@@ -56,6 +108,8 @@ lab-mates could not read).
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes mode 600 whatever the umask: give the file the usual mode
             os.chmod(tmp_path, 0o666 & ~_umask())
+        for observer in list(_OBSERVERS):  # before the rename: a kill between them leaves no unlisted file
+            observer(path)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -126,11 +126,19 @@ def prepare_output_dir(out: str | os.PathLike, force: bool = False, marker: str 
     ``marker`` is a file name whose presence shows the folder is a previous run of the same
     command (which may then be resumed); nothing in the folder is deleted either way.
 
+    When a command is running (:mod:`neurointerp.runs.context`), this is where it claims OUT:
+    the folder-ownership rules of :func:`neurointerp.runs.folder.claim_folder` apply and every
+    later write of the run is recorded. Otherwise (a bare call):
+
     Hidden entries (``.bidsignore``, temporary files of atomic writes, ``.work/``) do not count:
     array tasks that start together into one folder see each other's half-made folder as empty
     until the marker is written, instead of refusing it.
     """
+    from neurointerp.runs.context import claim_current
+
     out = Path(out)
+    if claim_current(out, force) is not None:  # the running command claims OUT (neurointerp.runs.folder)
+        return out
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     if out.exists() and not force and any(not p.name.startswith(".") for p in out.iterdir()):

@@ -13,13 +13,12 @@ to the working grid -> z-scoring inside the brain mask. Outputs (BIDS derivative
         sub-<id>_from-<tpl>_to-T1w_mode-image_xfm.h5   (ANTs: template maps -> native)
     <out>/sub-<id>/[ses-<s>/]figures/sub-<id>_space-<tpl>_desc-qc_T1w.png
 
-The sidecar is written last: it marks a finished subject. A re-run skips subjects whose
-sidecar exists with the same input sha256 and parameters; a killed run leaves no sidecar, and
-its subject is redone. One subject per process with ``n_jobs > 1`` (ANTs memory grows when
-one process registers many images). SLURM arrays: task ``array_index`` of ``array_size``
-takes rows ``array_index, array_index + array_size, ...``; every task rebuilds the output
-cohort table and ``failures.tsv`` from what is on disk, so the last task to finish leaves
-them complete.
+Runs, re-runs, array shares, failures and the output cohort table go through the per-subject
+runner (:mod:`neurointerp.runs`): a subject is done when its record matches its input's sha256
+and the run's options; a killed run leaves no record and the subject is redone; the output
+cohort table and ``failures.tsv`` are rebuilt under the folder lock by every task, so the last
+one leaves them complete. One subject per process with ``n_jobs > 1`` (ANTs memory grows when
+one process registers many images).
 """
 
 from __future__ import annotations
@@ -37,9 +36,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurointerp.errors import InputError, NeurointerpError
+from neurointerp.options.core import takes_options
+from neurointerp.options.preprocess import PreprocessOptions
+from neurointerp.progress import info
+from neurointerp.runs.subjects import Item
 
 RUN_MARKER = "preprocess.json"
-FAILURE_DIR = ".failures"
 WORK_DIR = ".work"
 
 
@@ -114,6 +116,7 @@ def output_paths(out: Path, subject: Subject, space: str, qc: bool = True) -> Ou
 def preprocess_subject(subject: Subject, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Preprocess one subject into ``out`` (call :func:`~neurointerp.preprocess.antsio.set_threads` first)."""
     from neurointerp.io import load_image, provenance, save_image, write_sidecar
+    from neurointerp.io.atomic import note_written
     from neurointerp.preprocess import brain_extraction, intensity, qc, registration
     from neurointerp.preprocess.antsio import import_ants
     from neurointerp.preprocess.template import fixed_image, resolve_template, template_on_grid
@@ -173,6 +176,7 @@ def preprocess_subject(subject: Subject, out: Path, settings: dict[str, Any]) ->
         for src, dst in ((fwd, paths.forward), (inv, paths.inverse)):
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(src, dst.with_name(f".{dst.name}.tmp"))
+            note_written(dst)  # the run's record of written files, and never over an input
             os.replace(dst.with_name(f".{dst.name}.tmp"), dst)
         if paths.qc is not None:
             qc.qc_figure(img, tpl_img, tpl_mask, paths.qc, title=f"{subject.label}  Dice {metrics['dice_brain_mask']:.3f}  NCC {metrics['ncc_template']:.3f}")
@@ -212,20 +216,20 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _run_job(job: dict) -> dict:
-    """Worker entry point (one subject; catches everything into a status record)."""
+def _process_item(item) -> None:
+    """Worker entry point: one subject (module-level, so worker processes can run it)."""
     from neurointerp.preprocess.antsio import set_threads
 
+    job = item.payload
     set_threads(job["settings"]["threads"])
     subject = Subject(**job["subject"])
     try:
-        info = preprocess_subject(subject, Path(job["out"]), job["settings"])
-        return {"status": "done", **info}
-    except InputError as exc:
-        return {"status": "failed", "error_type": "input", "message": str(exc).splitlines()[0] if str(exc) else "bad input"}
-    except Exception as exc:  # noqa: BLE001 - a per-subject failure must not stop the batch
+        preprocess_subject(subject, Path(job["out"]), job["settings"])
+    except (InputError, NeurointerpError):
+        raise
+    except Exception as exc:  # one line naming the image (a traceback with --debug)
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return {"status": "failed", "error_type": "runtime", "message": f"{subject.image}: {type(exc).__name__}: {text}"[:500]}
+        raise NeurointerpError(f"{subject.image}: {type(exc).__name__}: {text}"[:500]) from exc
 
 
 # --------------------------------------------------------------------------- the batch
@@ -288,132 +292,52 @@ def _ids_from_name(name: str) -> tuple[str, str | None]:
     return (clean or "01"), None
 
 
-def _status(paths: Outputs, subject: Subject, parameters: dict) -> str:
-    """``missing`` (not done), ``done`` (same input and parameters) or ``stale``."""
-    from neurointerp.io import sha256
-
-    if not paths.sidecar.exists():
-        return "missing"
-    try:
-        record = json.loads(paths.sidecar.read_text())
-    except (OSError, ValueError):
-        return "missing"
-    if not all(p.exists() for p in paths.files()):
-        return "missing"
-    same_input = record.get("InputSha256") == sha256(subject.image) if subject.image.exists() else False
-    same_params = json.loads(json.dumps(record.get("Parameters", {}), default=str)) == json.loads(json.dumps(parameters, default=str))
-    return "done" if same_input and same_params else "stale"
-
-
-def run_preprocess(
-    input: str | os.PathLike,
-    out: str | os.PathLike,
-    template: str | None = None,
-    template_mask: str | os.PathLike | None = None,
-    space: str | None = None,
-    shape: Sequence[int] | int | str | None = None,
-    voxel_size: float | None = None,
-    reorient: bool = True,
-    n4: bool = True,
-    denoise: bool = False,
-    brain_extraction: str = "auto",
-    registration: str = "affine",
-    registration_resolution: float = 3.0,
-    n4_resolution: float = 4.0,
-    qc: bool = True,
-    seed: int = 0,
-    n_jobs: int = 1,
-    threads: int | None = None,
-    array_index: int | None = None,
-    array_size: int | None = None,
-    force: bool = False,
-) -> PreprocessResult:
+@takes_options(PreprocessOptions)
+def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
     """Preprocess one T1w NIfTI or every image of a cohort table into ``out``.
 
-    Same arguments as ``neurointerp preprocess``. Returns a :class:`PreprocessResult`; when
-    some subjects failed (each is listed in ``<out>/failures.tsv`` and printed as one line)
-    the others still finish and :class:`PreprocessFailures` is raised at the end (exit code 2
-    when every failure is a bad input, else 1).
-
-    Parameters
-    ----------
-    input
-        A NIfTI file (participant id from its ``sub-`` entity or its name) or a cohort table.
-    out
-        Derivatives folder (created; a non-empty folder must be an earlier preprocess run
-        unless ``force``).
-    template, template_mask, space
-        Registry name (default ``MNI152NLin2009aSym``, nilearn's ICBM 2009a symmetric) or a
-        NIfTI file; its brain mask when the file is not skull-stripped; the space name used
-        in file names (default: the registry name or the file name).
-    shape, voxel_size
-        Working grid over the template brain: default 64^3 (about 2.9 mm); a voxel size alone
-        gives the shape that covers the brain.
-    reorient, n4, denoise
-        Steps on the native image (denoising is off by default: it is slow and the resampling
-        to ~3 mm averages the noise anyway).
-    brain_extraction
-        ``auto`` (deepbet if installed, else ``template``), ``deepbet``, ``template``, ``none``.
-    registration, registration_resolution
-        ``affine`` (default), ``rigid`` or ``syn``, estimated at this many mm.
-    n_jobs, threads
-        Subjects processed in parallel (one process each) and ITK/torch threads per process
-        (default ``$SLURM_CPUS_PER_TASK`` or the CPUs divided by ``n_jobs``).
-    array_index, array_size
-        Share of a SLURM job array (default ``$SLURM_ARRAY_TASK_ID``, ``$SLURM_ARRAY_TASK_COUNT``).
-    force
-        Redo subjects that are already done, and write into a folder that is not a preprocess run.
+    Same arguments as ``neurointerp preprocess``. Returns a :class:`PreprocessResult`. Runs
+    through the per-subject runner (:mod:`neurointerp.runs`): finished subjects (same input
+    and options) are skipped, a subject whose input changed is redone, and when some subjects
+    fail (each listed in ``<out>/failures.tsv`` and printed as one line) the others still finish
+    and :class:`PreprocessFailures` is raised at the end (exit code 2 when every failure is a
+    bad input, else 1). ``n_jobs`` subjects run in parallel, one process each (ANTs memory grows
+    when one process registers many images); threads default to ``$SLURM_CPUS_PER_TASK`` or the
+    CPUs divided by ``n_jobs``. The working grid is 64^3 over the template brain by default (about
+    2.9 mm); a voxel size alone gives the shape that covers the brain.
     """
-    from neurointerp.io import prepare_output_dir, write_dataset_description, write_json
+    from neurointerp.io import write_dataset_description, write_json
     from neurointerp.preprocess.antsio import default_threads, set_threads
     from neurointerp.preprocess.brain_extraction import resolve_method
-    from neurointerp.preprocess.registration import REGISTRATIONS
     from neurointerp.preprocess.template import resolve_template
-    from neurointerp.progress import info, track
+    from neurointerp.runs import RunFailures, claim_folder, run_items
 
     t0 = time.perf_counter()
-    input_path, out = Path(input), Path(out)
-    if n_jobs < 1:
-        raise InputError(f"--n-jobs must be at least 1 (got {n_jobs})")
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be at least 1 (got {threads})")
-    if registration not in REGISTRATIONS:
-        raise InputError(f"--registration '{registration}': choose one of {', '.join(REGISTRATIONS)}")
-    if not registration_resolution > 0 or not n4_resolution > 0:
-        raise InputError("--registration-resolution and the N4 resolution must be positive")
-    method = resolve_method(brain_extraction)
-    from neurointerp.cluster import resolve_array
-
-    index, size = resolve_array(array_index, array_size)
-    threads = int(threads) if threads else default_threads(n_jobs)
-    grid_shape_in = _parse_shape(shape)
-    tpl = resolve_template(template, template_mask, space)
-    grid_shape, grid_affine = tpl.grid(shape=grid_shape_in, voxel_size=voxel_size)
+    input_path, out = Path(o.input), Path(o.out)
+    method = resolve_method(o.brain_extraction)
+    threads = int(o.threads) if o.threads else default_threads(o.n_jobs)
+    grid_shape_in = _parse_shape(o.shape)
+    tpl = resolve_template(o.template, o.template_mask, o.space)
+    grid_shape, grid_affine = tpl.grid(shape=grid_shape_in, voxel_size=o.voxel_size)
     subjects, cohort = _subjects(input_path)
 
     steps = {
-        "reorient": bool(reorient),
-        "n4": bool(n4),
-        "n4_resolution": float(n4_resolution),
-        "denoise": bool(denoise),
+        "reorient": bool(o.reorient),
+        "n4": bool(o.n4),
+        "n4_resolution": float(o.n4_resolution),
+        "denoise": bool(o.denoise),
         "brain_extraction": method,
-        "registration": registration,
-        "registration_resolution": float(registration_resolution),
-        "qc": bool(qc),
-        "seed": int(seed),
+        "registration": o.registration,
+        "registration_resolution": float(o.registration_resolution),
+        "qc": bool(o.qc),
+        "seed": int(o.seed),
     }
-    parameters = {
-        "template": tpl.source,
-        "template_mask": str(Path(template_mask).resolve()) if template_mask else None,
-        "space": tpl.space,
-        "shape": list(grid_shape),
-        "voxel_size": float(grid_affine[0, 0]),
-        **steps,
-    }
+    template_mask = str(Path(o.template_mask).resolve()) if o.template_mask else None
+    parameters = {"template": tpl.source, "template_mask": template_mask, "space": tpl.space, "shape": list(grid_shape), "voxel_size": float(grid_affine[0, 0]), **steps}
     settings = {
-        "template": template,
-        "template_mask": str(Path(template_mask).resolve()) if template_mask else None,
-        "space": space,
+        "template": o.template,
+        "template_mask": template_mask,
+        "space": o.space,
         "grid_shape": list(grid_shape),
         "grid_affine": grid_affine.tolist(),
         **steps,
@@ -421,157 +345,88 @@ def run_preprocess(
         "parameters": parameters,
     }
 
-    out = prepare_output_dir(out, force=force, marker=RUN_MARKER)
-    # the marker first: another array task starting now must see a preprocess folder
-    if not (out / RUN_MARKER).exists() or force:
-        write_json(out / RUN_MARKER, {"Command": "preprocess", "Input": str(input_path.resolve()), "Parameters": parameters}, force=True)
-    write_dataset_description(out, "neurointerp preprocess", f"T1w images affinely registered to {tpl.space}, {grid_shape} grid, z-scored in the brain", force=False)
+    items = []
+    for i, subject in enumerate(subjects):
+        paths = output_paths(out, subject, tpl.space, o.qc)
+        job = {"subject": {"participant_id": subject.participant_id, "session": subject.session, "image": subject.image, "row": subject.row}, "out": str(out), "settings": settings}
+        items.append(Item(
+            key=subject.label, inputs=[subject.image], outputs=[*paths.files(), paths.sidecar], maps=[paths.image], share=i,
+            participant_id=subject.participant_id, session_id=subject.session or "", image=str(subject.image),
+            where=f"{input_path} row {subject.row}" if subject.row is not None else str(subject.image), payload=job,
+        ))
+    ext = ".tsv" if input_path.name.lower().endswith(".tsv") else ".csv"
+    table_path = out / f"cohort{ext}"
+    template_file = Path(o.template) if o.template and Path(o.template).is_file() else None
+    claim = dict(
+        inputs={"template": template_file, "template_mask": o.template_mask},
+        protect=[input_path, *(s.image for s in subjects)],
+        outputs=[table_path, out / "failures.tsv", out / RUN_MARKER],
+        force=o.force,
+    )
+    description = {"grid": {"shape": list(grid_shape), "affine": grid_affine.tolist()}, "space": tpl.space}
+    claim_folder(out, "preprocess", {**o.affecting(), "grid": parameters["shape"], "template_source": tpl.source}, dry_run=True, **claim)
+    folder = claim_folder(out, "preprocess", {**o.affecting(), "grid": parameters["shape"], "template_source": tpl.source}, description=description, **claim)
+    with folder.writing():
+        if not (out / RUN_MARKER).exists() or not folder.resumed:
+            write_json(out / RUN_MARKER, {"Command": "preprocess", "Input": str(input_path.resolve()), "Parameters": parameters}, force=True)
+        write_dataset_description(out, "neurointerp preprocess", f"T1w images affinely registered to {tpl.space}, {grid_shape} grid, z-scored in the brain", force=False)
 
-    mine = [s for i, s in enumerate(subjects) if i % size == index]
+    def process(batch):
+        for item in batch:
+            _process_item(item)
+
+    def finalize(done):
+        _write_table(table_path, subjects, cohort, [it.share for it in done], tpl.space, o.qc)
+
+    if any(True for _ in subjects):
+        info(f"preprocess: {len(subjects)} subject(s), {o.n_jobs} job(s) x {threads} thread(s), template {tpl.space}, grid {'x'.join(map(str, grid_shape))}")
+    set_threads(threads)
     result = PreprocessResult(out=out, table=None)
-    todo = []
-    for subject in mine:
-        paths = output_paths(out, subject, tpl.space, qc)
-        state = _status(paths, subject, parameters)
-        if state == "done" and not force:
-            result.skipped.append(subject.label)
-            _clear_failure(out, subject)
-            continue
-        if state == "stale" and not force:
-            _record_failure(out, subject, "input", f"{subject.image}: outputs in {paths.image.parent} come from a different input or parameters; use --force to redo them", result)
-            continue
-        if paths.sidecar.exists():
-            paths.sidecar.unlink()  # --force or stale: the subject is not done until it is rewritten
-        todo.append(subject)
-    if result.skipped:
-        info(f"preprocess: {len(result.skipped)} subject(s) already done, skipped")
-
-    jobs = [{"subject": {"participant_id": s.participant_id, "session": s.session, "image": s.image, "row": s.row}, "out": str(out), "settings": settings} for s in todo]
-    if todo:
-        info(f"preprocess: {len(todo)} subject(s), {n_jobs} job(s) x {threads} thread(s), template {tpl.space}, grid {'x'.join(map(str, grid_shape))}")
-    if n_jobs == 1 or len(todo) <= 1:
-        set_threads(threads)
-        for subject, job in track(zip(todo, jobs), description="preprocess", total=len(todo)):
-            _finish(out, subject, _run_job(job), result)
-    else:
-        _run_parallel(out, todo, jobs, n_jobs, result)
-
-    from neurointerp.io.derivatives import folder_lock
-
-    with folder_lock(out):  # array tasks: the last to rebuild the tables sees every finished subject
-        result.table = _write_tables(out, subjects, cohort, tpl.space, parameters, input_path, qc)
+    try:
+        outcome = run_items(folder, items, process, batch_size=1, array_index=o.array_index, array_size=o.array_size, finalize=finalize,
+                            finalize_partial=True, label="preprocess", parallel=o.n_jobs, process_one=_process_item)
+    except RunFailures as exc:
+        _fill(result, exc.outcome, table_path)
+        _cleanup_work(out)
+        raise PreprocessFailures(str(exc), result, exit_code=exc.exit_code) from None
+    _fill(result, outcome, table_path)
     _cleanup_work(out)
     result.seconds["total"] = round(time.perf_counter() - t0, 3)
-    if result.failed:
-        n = len(result.failed)
-        every_input = all(f["error_type"] == "input" for f in result.failed)
-        raise PreprocessFailures(
-            f"preprocess: {n} of {len(mine)} subject{'s' if len(mine) != 1 else ''} failed (see {out / 'failures.tsv'})",
-            result,
-            exit_code=2 if every_input else 1,
-        )
     return result
 
 
-def _run_parallel(out: Path, todo, jobs, n_jobs: int, result: PreprocessResult) -> None:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    from neurointerp.progress import track
-
-    ctx = mp.get_context("spawn")
-    kwargs = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
-    with ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), mp_context=ctx, **kwargs) as pool:
-        futures = {pool.submit(_run_job, job): subject for subject, job in zip(todo, jobs)}
-        for fut in track(as_completed(futures), description="preprocess", total=len(futures)):
-            subject = futures[fut]
-            try:
-                status = fut.result()
-            except BrokenProcessPool:
-                status = {"status": "failed", "error_type": "runtime", "message": f"{subject.image}: worker process died (out of memory?)"}
-            except Exception as exc:  # noqa: BLE001
-                status = {"status": "failed", "error_type": "runtime", "message": f"{subject.image}: {type(exc).__name__}: {exc}"}
-            _finish(out, subject, status, result)
+def _fill(result: PreprocessResult, outcome, table_path: Path) -> None:
+    result.done = [it.key for it in outcome.done]
+    result.skipped = [it.key for it in outcome.skipped]
+    result.failed = list(outcome.failed)
+    result.table = table_path if table_path.exists() else None
 
 
-def _finish(out: Path, subject: Subject, status: dict, result: PreprocessResult) -> None:
-    if status["status"] == "done":
-        result.done.append(subject.label)
-        result.seconds[subject.label] = status.get("seconds", 0.0)
-        _clear_failure(out, subject)
-    else:
-        _record_failure(out, subject, status["error_type"], status["message"], result)
-
-
-def _failure_file(out: Path, subject: Subject) -> Path:
-    return out / FAILURE_DIR / f"{subject.label}.json"
-
-
-def _record_failure(out: Path, subject: Subject, error_type: str, message: str, result: PreprocessResult) -> None:
-    from neurointerp.io import write_json
-
-    message = " ".join(str(message).split())
-    record = {
-        "participant_id": subject.participant_id,
-        "session_id": subject.session or "",
-        "row": subject.row if subject.row is not None else "",
-        "image": str(subject.image),
-        "error_type": error_type,
-        "message": message,
-    }
-    result.failed.append(record)
-    write_json(_failure_file(out, subject), record, force=True)
-    print(f"error: {subject.label}: {message}", file=sys.stderr)
-
-
-def _clear_failure(out: Path, subject: Subject) -> None:
-    path = _failure_file(out, subject)
-    if path.exists():
-        path.unlink()
-
-
-def _write_tables(out: Path, subjects, cohort, space: str, parameters: dict, input_path: Path, qc: bool) -> Path | None:
-    """Rebuild ``cohort.<ext>`` (finished subjects) and ``failures.tsv`` from what is on disk."""
+def _write_table(table: Path, subjects, cohort, done_rows, space: str, qc: bool) -> None:
+    """The output cohort table: every finished subject of the cohort, image paths relative to the table."""
     import pandas as pd
 
-    from neurointerp.io import write_cohort, write_table
+    from neurointerp.io import write_cohort
 
+    out = table.parent
     records = []
-    for i, subject in enumerate(subjects):
+    for i in sorted(done_rows):
+        subject = subjects[i]
         paths = output_paths(out, subject, space, qc)
-        if _status(paths, subject, parameters) == "done":
-            if cohort is not None:
-                rec = dict(cohort.frame.iloc[i])
-                rec[cohort.image_column] = str(paths.image)
-            else:
-                rec = {"participant_id": subject.participant_id, "image": str(paths.image)}
-                if subject.session:
-                    rec["session_id"] = subject.session
-            records.append(rec)
-    ext = ".tsv" if input_path.name.lower().endswith(".tsv") else ".csv"
-    table = out / f"cohort{ext}"
+        if cohort is not None:
+            rec = dict(cohort.frame.iloc[i])
+            rec[cohort.image_column] = str(paths.image)
+        else:
+            rec = {"participant_id": subject.participant_id, "image": str(paths.image)}
+            if subject.session:
+                rec["session_id"] = subject.session
+        records.append(rec)
     columns = list(cohort.frame.columns) if cohort is not None else None
     image_col = cohort.image_column if cohort is not None else "image"
     if records:
         write_cohort(table, pd.DataFrame.from_records(records, columns=columns), image_columns=(image_col,), force=True)
     elif table.exists():
         table.unlink()
-
-    fails = []
-    fdir = out / FAILURE_DIR
-    if fdir.exists():
-        for path in sorted(fdir.glob("*.json")):
-            try:
-                fails.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                continue
-    failures = out / "failures.tsv"
-    if fails:
-        write_table(failures, pd.DataFrame(fails, columns=["participant_id", "session_id", "row", "image", "error_type", "message"]), force=True)
-    elif failures.exists():
-        failures.unlink()
-    return table if records else None
 
 
 def _cleanup_work(out: Path) -> None:

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from neurointerp.errors import InputError, NeurointerpError
+from neurointerp.options.core import takes_options
+from neurointerp.options.segment_bg import SegmentBgApplyOptions
 
 STEPS = ("gradient", "magnitude", "expanded", "compressed", "zscore", "enhanced")
 
@@ -115,24 +117,6 @@ def output_paths(out: Path, job: Job, save_intermediates: bool) -> dict[str, Pat
     return p
 
 
-def _complete(paths: dict[str, Path], job: Job, ckpt_sha: str, params: dict) -> bool | None:
-    """True: done with these inputs; False: outputs from other inputs/parameters; None: not done."""
-    import json
-
-    from neurointerp.io import sha256, sidecar_path
-
-    final = paths["final"]
-    side = sidecar_path(final)
-    if not final.exists() or not side.exists() or not all(p.exists() for p in paths.values()):
-        return None
-    try:
-        rec = json.loads(side.read_text())
-    except (OSError, ValueError):
-        return False
-    same = rec.get("CheckpointSha256") == ckpt_sha and rec.get("Parameters") == params and rec.get("Inputs", [{}])[0].get("sha256") == sha256(job.image)
-    return bool(same)
-
-
 def load_job(seg, job: Job, name_row: bool = True) -> tuple[Any, dict | None]:
     """Load and check one animal: its image (3D, slices of the model's size) and, when the cohort
     has truth columns, its labels (classes 0..3) and brain mask on the image's grid.
@@ -203,83 +187,50 @@ def segment_animal(seg, job: Job, positioning: str, max_shift: int | None, gbp_s
     return vol, vols, truth
 
 
-def run_apply(
-    model: str | os.PathLike,
-    cohort: str | os.PathLike,
-    out: str | os.PathLike,
-    image_column: str = "image",
-    label_column: str | None = "labels",
-    mask_column: str | None = "mask",
-    positioning: str = "slice",
-    max_shift: int | None = None,
-    gbp_score: str | None = None,
-    clip_to_mask: bool = True,
-    save_intermediates: bool = False,
-    batch_size: int = 16,
-    device: str = "auto",
-    threads: int | None = None,
-    array_index: int | None = None,
-    array_size: int | None = None,
-    force: bool = False,
-) -> Path:
+@takes_options(SegmentBgApplyOptions)
+def run_apply(o: SegmentBgApplyOptions) -> Path:
     """Segment every animal with and without background removal; returns the output folder.
 
     ``cohort`` is a cohort table (``participant_id``, ``image``; optional truth columns
     ``labels`` and ``mask`` for the metrics) or a single NIfTI image. Same arguments as
-    ``neurointerp segment-bg apply``.
+    ``neurointerp segment-bg apply``. Runs through the per-subject runner
+    (:mod:`neurointerp.runs`): array shares, skipping of finished animals, ``failures.tsv`` for
+    animals that fail while the others finish, and the metrics tables rebuilt under the folder
+    lock from every finished animal.
     """
-    import pandas as pd
-
-    from neurointerp.cluster import array_share, resolve_array
-    from neurointerp.io import add_bidsignore, prepare_output_dir, provenance, save_image, sha256, write_dataset_description, write_sidecar, write_table
-    from neurointerp.progress import info, track
+    from neurointerp.io import add_bidsignore, provenance, save_image, sha256, sidecar_path, write_dataset_description, write_sidecar
+    from neurointerp.runs import Item, RunFailures, claim_folder, run_items
+    from neurointerp.runs.subjects import pending_items
     from neurointerp.segment_bg.checkpoint import load_segmenter
-    from neurointerp.segment_bg.core import GBP_SCORES, POSITIONING
     from neurointerp.segment_bg.metrics import segmentation_counts
     from neurointerp.train.device import resolve_device, set_threads
 
-    if positioning not in POSITIONING:
-        raise InputError(f"--positioning {positioning}: choose {' or '.join(POSITIONING)}")
-    if gbp_score is not None and gbp_score not in GBP_SCORES:
-        raise InputError(f"--gbp-score {gbp_score}: choose {' or '.join(GBP_SCORES)}")
-    if max_shift is not None and max_shift < 0:
-        raise InputError(f"--max-shift {max_shift}: must be non-negative")
-    if batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}: must be at least 1")
-    index, size = resolve_array(array_index, array_size)
-    set_threads(threads)
-    dev = resolve_device(device)
+    model, out, positioning, max_shift, save_intermediates = o.model, Path(o.out), o.positioning, o.max_shift, o.save_intermediates
+    set_threads(o.threads)
+    dev = resolve_device(o.device)
     seg = load_segmenter(model, device=str(dev))
-    score = gbp_score or seg.gbp_score
-    jobs, inputs = _jobs(cohort, image_column, label_column, mask_column)
-    params = {"positioning": positioning, "max_shift": max_shift, "gbp_score": score, "axis": seg.axis, "clip_to_mask": clip_to_mask, "save_intermediates": save_intermediates}
-    out = Path(out)
-    ckpt_sha = sha256(model)
-    share = array_share(len(jobs), index, size)
-    todo, skipped = [], 0
-    for i in share:
-        job = jobs[i]
+    score = o.gbp_score or seg.gbp_score
+    jobs, inputs = _jobs(o.cohort, o.image_column, o.label_column, o.mask_column)
+    params = {"positioning": positioning, "max_shift": max_shift, "gbp_score": score, "axis": seg.axis, "clip_to_mask": o.clip_to_mask, "save_intermediates": save_intermediates}
+    items = []
+    for k, job in enumerate(jobs):
         paths = output_paths(out, job, save_intermediates)
-        state = None if force else _complete(paths, job, ckpt_sha, params)
-        if state is True:
-            skipped += 1
-            continue
-        if state is False:
-            raise InputError(f"{paths['final']}: exists from a run with other inputs or parameters (use --force to replace it, or another output folder)")
-        todo.append((job, paths))
+        outputs = [f for v in paths.values() for f in (v, sidecar_path(v))]
+        key = f"sub-{job.participant_id}" + (f"_ses-{job.session}" if job.session else "")
+        items.append(Item(key=key, inputs=[job.image] + [p for p in (job.labels, job.mask) if p is not None], outputs=outputs, maps=[paths["final"]],
+                          share=k, participant_id=job.participant_id, session_id=job.session or "", where=job.where, image=str(job.image), payload=(job, paths)))
+    claim = dict(inputs={"model": model}, protect=[o.cohort, *(p for j in jobs for p in (j.image, j.labels, j.mask) if p is not None)], force=o.force)
+    folder = claim_folder(out, "segment-bg apply", {**o.affecting(), "gbp_score_used": score}, dry_run=True, **claim)
     # bad input is refused before anything is written: every animal this task will segment is
     # loaded and checked once (image, slice size, truth labels and mask), then read again in turn
-    check_jobs(seg, [job for job, _ in todo])
-    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
-    write_dataset_description(out, "neurointerp segment-bg", "Tissue segmentation with guided-backprop background removal")
-    add_bidsignore(out, ["*_gbp.nii.gz", "*_gbp.json", "*_input.nii.gz", "*_input.json", "metrics*", "failures*"])
-    if skipped:
-        info(f"segment-bg apply: {skipped} animal(s) already done, skipped")
-    failures = []
-    for job, paths in track(todo, description="segment-bg apply", total=len(todo)):
-        try:
-            paths["final"].unlink(missing_ok=True)  # not done until rewritten
-            vol, res, truth = segment_animal(seg, job, positioning, max_shift, score, batch_size, dev, clip_to_mask)
+    check_jobs(seg, [it.payload[0] for it in pending_items(folder, items, o.array_index, o.array_size)])
+    folder = claim_folder(out, "segment-bg apply", {**o.affecting(), "gbp_score_used": score}, **claim)
+    ckpt_sha = sha256(model)
+
+    def process(batch: list[Item]) -> dict:
+        for it in batch:
+            job, paths = it.payload
+            vol, res, truth = segment_animal(seg, job, positioning, max_shift, score, o.batch_size, dev, o.clip_to_mask)
             shifts = res.pop("shifts")
             metrics = None
             if truth is not None:
@@ -306,22 +257,19 @@ def run_apply(
             write_sidecar(paths["mask"], {**record, "Type": "Brain", "Positioning": positioning}, force=True)
             save_image(res["labels"], vol.affine, paths["final"], header=vol.header, force=True, dtype=np.uint8)
             write_sidecar(paths["final"], {**record, "BackgroundRemoval": True, "Truth": [str(p) for p in files[1:]], "Metrics": metrics}, force=True)
-        except (NeurointerpError, OSError, RuntimeError, ValueError) as exc:
-            kind = "input" if isinstance(exc, InputError) else "runtime"
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            failures.append({"participant_id": job.participant_id, "row": job.row, "image": str(job.image), "error_type": kind, "message": msg})
-    _write_metrics(out, jobs, save_intermediates)
-    part = "" if size == 1 else f"-part{index}of{size}"
-    fail_path = out / f"failures{part}.tsv"
-    if failures:
-        write_table(fail_path, pd.DataFrame(failures), force=True)
-        every_input = all(f["error_type"] == "input" for f in failures)
-        raise SegmentBgFailures(
-            f"segment-bg apply: {len(failures)} of {len(share)} animal(s) failed (first: {failures[0]['message']}); see {fail_path}",
-            exit_code=2 if every_input else 1,
-        )
-    if fail_path.exists():
-        fail_path.unlink()
+        return {}
+
+    def finalize(done: list[Item]) -> None:
+        _write_metrics(out, [it.payload[0] for it in done], save_intermediates)
+
+    with folder.writing():
+        write_dataset_description(out, "neurointerp segment-bg", "Tissue segmentation with guided-backprop background removal")
+        add_bidsignore(out, ["*_gbp.nii.gz", "*_gbp.json", "*_input.nii.gz", "*_input.json", "metrics*", "failures*"])
+    try:
+        run_items(folder, items, process, batch_size=1, array_index=o.array_index, array_size=o.array_size, finalize=finalize,
+                  finalize_partial=True, label="segment-bg apply", noun="animal")
+    except RunFailures as exc:
+        raise SegmentBgFailures(str(exc), exit_code=exc.exit_code) from None
     return out
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.runs.context import runs_as
 
 OPTIMIZERS = ("sgd", "adam")
 N_CLASSES = 4
@@ -186,6 +187,7 @@ def _absolute(table, column: str):
     table.frame[column] = paths
 
 
+@runs_as("segment-bg train")
 def run_train(
     cohort: str | os.PathLike,
     out: str | os.PathLike,

@@ -101,64 +101,59 @@ def plot_logits(frame, path, delta: float | None = None) -> Path:
     return path
 
 
-def apply_simulator(
-    cohort: str | os.PathLike,
-    simulator: str | os.PathLike,
-    classifier: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    direction: str = "auto",
-    image_column: str = "image",
-    label_column: str = "label",
-    batch_size: int = 8,
-    device: str = "auto",
-    threads: int | None = None,
-    array_index: int | None = None,
-    array_size: int | None = None,
-    force: bool = False,
-) -> Path:
+def apply_simulator(cohort=None, simulator=None, classifier=None, out=None, *, options=None, **kwargs) -> Path:
     """Simulate disease injection/removal for the images of ``cohort``; returns the logits table path.
 
     ``direction``: ``auto`` (controls -> inject, patients -> remove; needs labels), ``inject``,
-    ``remove`` or ``both`` (every subject in both directions). Subjects whose outputs exist are
-    skipped unless ``force`` (a killed SLURM array can be resubmitted). Same arguments as
-    ``neurointerp simulate apply``.
+    ``remove`` or ``both`` (every subject in both directions). Same arguments as ``neurointerp
+    simulate apply`` (``image_column``, ``label_column``, ``batch_size``, ``device``, ``threads``,
+    ``array_index``, ``array_size``, ``force``), or ``options=`` a
+    :class:`~neurointerp.options.simulate.SimulateApplyOptions`.
 
-    Bad input (an unreadable, truncated, non-finite, all-zero or off-grid image, a degenerate
-    affine) raises :class:`InputError` naming the table row and the file before anything is
-    written: every image this task will simulate is validated first. A subject that fails while
-    it is simulated (an image changed or vanished meanwhile, a failed write) is listed in
-    ``failures.tsv`` and the others still finish (:class:`NeurointerpError`, exit code 1).
+    Runs through the per-subject runner (:mod:`neurointerp.runs`): finished simulations (same
+    image, simulator, classifier and options) are skipped, stale ones redone. Bad input (an
+    unreadable, truncated, non-finite, all-zero or off-grid image, a degenerate affine) raises
+    :class:`InputError` naming the table row and the file before anything is written: every image
+    this task will simulate is validated first. A subject that fails while it is simulated is
+    listed in ``failures.tsv`` and the others still finish (exit code 1). The task that completes
+    the cohort writes ``logits.tsv``, ``logits.png`` and ``fields.tsv``.
     """
-    params = {k: v for k, v in locals().items() if k != "force"}
+    from neurointerp.options.simulate import SimulateApplyOptions
+
+    if options is None:
+        options = SimulateApplyOptions(paths=(cohort, simulator, classifier, out), method="simulator", **kwargs)
+    elif cohort is not None or kwargs:
+        raise TypeError("apply_simulator: give either options= or arguments, not both")
+    return _apply_simulator(options)
+
+
+def _apply_simulator(o) -> Path:
     import pandas as pd
 
-    from neurointerp.cluster import array_share, resolve_array
     from neurointerp.io import (
         add_bidsignore,
         derivative_path,
-        prepare_output_dir,
         provenance,
         read_cohort,
         sha256,
+        sidecar_path,
         write_dataset_description,
         write_sidecar,
         write_table,
     )
     from neurointerp.models.checkpoint import load_checkpoint
-    from neurointerp.progress import track
+    from neurointerp.runs import Item, claim_folder, run_items
+    from neurointerp.runs.subjects import pending_items
     from neurointerp.simulate.checkpoint import load_simulator
     from neurointerp.simulate.train import tasks_from_labels
     from neurointerp.simulate.warp import save_field
     from neurointerp.train.device import resolve_device, set_threads
 
-    if direction not in ("auto", "both") + DIRECTIONS:
-        raise InputError(f"--direction {direction}: choose auto, inject, remove or both")
-    if batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}: must be at least 1")
-    index, size = resolve_array(array_index, array_size)
-    set_threads(threads)
-    dev = resolve_device(device)
+    paths = o.named_paths()
+    cohort, simulator, classifier, out = paths["cohort"], paths["simulator"], paths["classifier"], paths["out"]
+    direction, image_column, label_column, batch_size = o.direction, o.image_column, o.label_column, o.batch_size
+    set_threads(o.threads)
+    dev = resolve_device(o.device)
     sim = load_simulator(simulator, device=str(dev))
     clf = load_checkpoint(classifier, device=str(dev))
     _check_simulator_classifier(sim, clf, simulator, classifier)
@@ -171,150 +166,110 @@ def apply_simulator(
     else:
         dirs = DIRECTIONS if direction == "both" else (direction,)
         jobs = [(i, DIRECTIONS.index(d)) for i in range(len(coh)) for d in dirs]
-    share = set(array_share(len(coh), index, size))
-    jobs = [j for j in jobs if j[0] in share]
 
-    out = Path(out)
     space = sim.spec.space
     delta = float(sim.meta.get("training", {}).get("delta", 0.0)) or None
     labels = coh.frame[label_column].astype(str).tolist() if label_column in coh.frame.columns else [""] * len(coh)
-    rows, field_rows, failures = [], [], []
+    has_ses = "session_id" in coh.frame.columns
+    sessions = [s or None for s in coh.frame["session_id"].astype(str)] if has_ses else [None] * len(coh)
 
     def paths_of(pid, d, session=None):
         kw = dict(space=space, session=session)
         p = {
-            "simulated": derivative_path(out, pid, "T1w", desc=d, **kw),
             "cycled": derivative_path(out, pid, "T1w", desc=f"{d}cycle", **kw),
             "difference": derivative_path(out, pid, "difference", desc=d, **kw),
         }
         if sim.mode == "warp":
             p["field"] = derivative_path(out, pid, "xfm", desc=d, **kw)
+        p["simulated"] = derivative_path(out, pid, "T1w", desc=d, **kw)  # written last
         return p
 
-    has_ses = "session_id" in coh.frame.columns
-    sessions = [s or None for s in coh.frame["session_id"].astype(str)] if has_ses else [None] * len(coh)
-
-    def field_row(i, d, path):
-        ses = {"session_id": sessions[i] or ""} if has_ses else {}
-        return {"participant_id": coh.participant_ids[i], **ses, "direction": d, "field": str(path), "image": str(coh.images[i])}
-
-    pending = []
+    items = []
     for i, t in jobs:
-        p = paths_of(coh.participant_ids[i], DIRECTIONS[t], sessions[i])
-        meta = _completed(p, coh.images[i]) if not force else None
-        if meta is not None:
+        pid, d = coh.participant_ids[i], DIRECTIONS[t]
+        p = paths_of(pid, d, sessions[i])
+        outputs = [f for v in p.values() for f in (v, sidecar_path(v))]
+        key = f"sub-{pid}" + (f"_ses-{sessions[i]}" if sessions[i] else "") + f"_{d}"
+        items.append(Item(key=key, inputs=[coh.images[i]], outputs=outputs, maps=[p["difference"]],
+                          extra={"direction": d}, share=i, participant_id=pid, session_id=sessions[i] or "",
+                          where=f"{coh.path} row {coh.rows[i]}", image=str(coh.images[i]), payload=(i, t, p)))
+
+    claim = dict(inputs={"simulator": simulator, "classifier": classifier}, protect=[cohort, *coh.images], force=o.force)
+    folder = claim_folder(out, "simulate apply", o.affecting(), dry_run=True, **claim)
+    # bad input is refused before anything is written: validate every image this task will simulate
+    for i in dict.fromkeys(it.payload[0] for it in pending_items(folder, items, o.array_index, o.array_size)):
+        sim.spec.load_row(coh, i)
+    folder = claim_folder(out, "simulate apply", o.affecting(), **claim)
+    sim_sha, clf_sha = sha256(simulator), sha256(classifier)
+    params = {"cohort": str(cohort), "simulator": str(simulator), "classifier": str(classifier), "out": str(out), **o.affecting()}
+
+    def process(batch: list[Item]) -> dict:
+        vols = [sim.spec.load_row(coh, it.payload[0]) for it in batch]
+        x = sim.spec.prepare(np.stack([v.data for v in vols]))
+        res = simulate_arrays(sim.model, clf.model, x, [it.payload[1] for it in batch], batch_size=batch_size)
+        full_raw = sim.spec.normalise_array(np.stack([v.data for v in vols]))
+        for k, (it, vol) in enumerate(zip(batch, vols)):
+            i, t, p = it.payload
+            d = DIRECTIONS[t]
+            raw_full = full_raw[k]
+            simulated = _uncrop_fill(sim.spec, res["simulated"][k], raw_full)
+            cycled = _uncrop_fill(sim.spec, res["cycled"][k], raw_full)
+            logits = {"raw": float(res["raw"][k]), "simulated": float(res["simulated_logit"][k]), "cycle": float(res["cycled_logit"][k])}
+            record = provenance(
+                "simulate apply",
+                params,
+                inputs=[coh.images[i], simulator, classifier],
+                Direction=d,
+                Task=f"{clf.classes[0]} -> {clf.classes[1]}" if d == "inject" else f"{clf.classes[1]} -> {clf.classes[0]}",
+                Space=space,
+                SimulatorSha256=sim_sha,
+                ClassifierSha256=clf_sha,
+                Logits=logits,
+                Label=labels[i],
+                Units="classifier input intensities" + ("" if sim.spec.normalize == "none" else f" ({sim.spec.normalize})"),
+            )
+            if "field" in p:
+                fld = np.zeros((sim.spec.ndim,) + tuple(sim.spec.shape), dtype=np.float32)
+                fld[(slice(None),) + tuple(slice(a, b) for a, b in sim.spec.crop)] = res["field"][k]
+                save_field(fld, vol.affine, p["field"], force=True)
+                write_sidecar(p["field"], {**record, "FieldConvention": "ITK displacement field: LPS physical displacement (mm), T(p) = p + d(p) maps the output grid into the input image"}, force=True)
+            for key, arr in (("cycled", cycled), ("difference", raw_full - simulated)):
+                _save(arr, vol, p[key], sim.spec.ndim)
+                write_sidecar(p[key], record, force=True)
+            _save(simulated, vol, p["simulated"], sim.spec.ndim)  # written last
+            write_sidecar(p["simulated"], record, force=True)
+        return {}
+
+    def finalize(done: list[Item]) -> None:
+        rows, field_rows = [], []
+        for it in done:
+            i, t, p = it.payload
+            meta = json.loads(sidecar_path(p["simulated"]).read_text())
             rows.append(_row(coh.participant_ids[i], labels[i], DIRECTIONS[t], meta["Logits"], delta))
             if "field" in p:
-                field_rows.append(field_row(i, DIRECTIONS[t], p["field"]))
-        else:
-            pending.append((i, t, p))
-
-    # bad input is refused before anything is written: validate every image this task will
-    # simulate (the first batch's volumes are kept, the others are read again when their turn comes)
-    first_batch = {i for i, _, _ in pending[:batch_size]}
-    last_job = {i: k for k, (i, _, _) in enumerate(pending)}
-    loaded = {}
-    for i in dict.fromkeys(i for i, _, _ in pending):
-        vol = sim.spec.load_row(coh, i)
-        if i in first_batch:
-            loaded[i] = vol
-
-    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
-    write_dataset_description(out, "neurointerp simulate", "Simulated disease injection/removal (cycle-consistent simulators)", force=False)
-    add_bidsignore(out, ["*_difference.nii.gz", "*_xfm.nii.gz", "logits*", "fields*", "failures*"])
-    sim_sha, clf_sha = sha256(simulator), sha256(classifier)
-
-    for start in track(range(0, len(pending), batch_size), description="simulate apply", total=(len(pending) + batch_size - 1) // batch_size):
-        chunk = pending[start : start + batch_size]
-        vols, ok = [], []
-        for i, t, p in chunk:
-            try:  # validated above; an image that changed or vanished since is a runtime failure
-                vol = loaded[i] if i in loaded else sim.spec.load_row(coh, i)
-                vols.append(vol)
-                ok.append((i, t, p))
-            except (OSError, InputError) as exc:
-                failures.append({"participant_id": coh.participant_ids[i], "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
-        for i, _, _ in chunk:  # both directions of a subject share its volume: drop it after its last job
-            if last_job[i] < start + batch_size:
-                loaded.pop(i, None)
-        if not ok:
-            continue
-        x = sim.spec.prepare(np.stack([v.data for v in vols]))
-        res = simulate_arrays(sim.model, clf.model, x, [t for _, t, _ in ok], batch_size=batch_size)
-        full_raw = sim.spec.normalise_array(np.stack([v.data for v in vols]))
-        for k, ((i, t, p), vol) in enumerate(zip(ok, vols)):
-            pid, d = coh.participant_ids[i], DIRECTIONS[t]
-            try:
-                raw_full = full_raw[k]
-                simulated = _uncrop_fill(sim.spec, res["simulated"][k], raw_full)
-                cycled = _uncrop_fill(sim.spec, res["cycled"][k], raw_full)
-                logits = {"raw": float(res["raw"][k]), "simulated": float(res["simulated_logit"][k]), "cycle": float(res["cycled_logit"][k])}
-                record = provenance(
-                    "simulate apply",
-                    params,
-                    inputs=[coh.images[i], simulator, classifier],
-                    Direction=d,
-                    Task=f"{clf.classes[0]} -> {clf.classes[1]}" if d == "inject" else f"{clf.classes[1]} -> {clf.classes[0]}",
-                    Space=space,
-                    SimulatorSha256=sim_sha,
-                    ClassifierSha256=clf_sha,
-                    Logits=logits,
-                    Units="classifier input intensities" + ("" if sim.spec.normalize == "none" else f" ({sim.spec.normalize})"),
-                )
-                images = {"cycled": cycled, "difference": raw_full - simulated}
-                if "field" in p:
-                    fld = np.zeros((sim.spec.ndim,) + tuple(sim.spec.shape), dtype=np.float32)
-                    fld[(slice(None),) + tuple(slice(a, b) for a, b in sim.spec.crop)] = res["field"][k]
-                    save_field(fld, vol.affine, p["field"], force=True)
-                    write_sidecar(p["field"], {**record, "FieldConvention": "ITK displacement field: LPS physical displacement (mm), T(p) = p + d(p) maps the output grid into the input image"}, force=True)
-                for key, arr in images.items():
-                    _save(arr, vol, p[key], sim.spec.ndim)
-                    write_sidecar(p[key], record, force=True)
-                _save(simulated, vol, p["simulated"], sim.spec.ndim)  # written last: marks completion
-                write_sidecar(p["simulated"], record, force=True)
-                rows.append(_row(pid, labels[i], d, logits, delta))
-                if "field" in p:
-                    field_rows.append(field_row(i, d, p["field"]))
-            except (OSError, NeurointerpError) as exc:
-                failures.append({"participant_id": pid, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
-
-    part = "" if size == 1 else f"-part{index}of{size}"
-    frame = pd.DataFrame(rows, columns=["participant_id", "label", "direction", "logit_raw", "logit_simulated", "logit_cycle", "shift", "shift_ge_delta"])
-    table = write_table(out / f"logits{part}.tsv", frame, force=True)
-    if field_rows:
-        write_table(out / f"fields{part}.tsv", pd.DataFrame(field_rows), force=True)
-    if len(frame) and size == 1:
-        plot_logits(frame, out / "logits.png", delta)
-    elif size > 1:
-        _merge_parts(out, size, delta)
-    if failures:
-        write_table(out / f"failures{part}.tsv", pd.DataFrame(failures), force=True)
-        raise NeurointerpError(f"{len(failures)} of {len(jobs)} simulations failed; see {out / f'failures{part}.tsv'}")
-    return table
-
-
-def _merge_parts(out: Path, size: int, delta) -> None:
-    """Once every task of an array has written its part, join them into ``logits.tsv``/``fields.tsv``/``logits.png``.
-
-    Whichever task finishes last does it (two finishing together write the same tables, atomically).
-    """
-    import pandas as pd
-
-    from neurointerp.io import write_table
-
-    for stem in ("logits", "fields"):
-        parts = [out / f"{stem}-part{k}of{size}.tsv" for k in range(size)]
-        present = [p for p in parts if p.exists()]
-        if stem == "logits" and len(present) < size:
-            return
-        if not present:
-            continue
-        # ids and labels stay text ('01' must not become 1: it names the subject's files)
-        text = {c: str for c in ("participant_id", "session_id", "label", "direction", "field", "image")}
-        frame = pd.concat([pd.read_csv(p, sep="\t", dtype=text, keep_default_na=False) for p in present], ignore_index=True)
-        write_table(out / f"{stem}.tsv", frame, force=True)
-        if stem == "logits" and len(frame):
+                ses = {"session_id": sessions[i] or ""} if has_ses else {}
+                field_rows.append({"participant_id": coh.participant_ids[i], **ses, "direction": DIRECTIONS[t],
+                                   "field": _relative(p["field"], out), "image": _relative(coh.images[i], out)})
+        frame = pd.DataFrame(rows, columns=["participant_id", "label", "direction", "logit_raw", "logit_simulated", "logit_cycle", "shift", "shift_ge_delta"])
+        write_table(out / "logits.tsv", frame, force=True)
+        if field_rows:
+            write_table(out / "fields.tsv", pd.DataFrame(field_rows), force=True)
+        if len(frame):
             plot_logits(frame, out / "logits.png", delta)
+
+    with folder.writing():
+        write_dataset_description(out, "neurointerp simulate", "Simulated disease injection/removal (cycle-consistent simulators)", force=False)
+        add_bidsignore(out, ["*_difference.nii.gz", "*_xfm.nii.gz", "logits*", "fields*", "failures*"])
+    run_items(folder, items, process, batch_size=batch_size, array_index=o.array_index, array_size=o.array_size, finalize=finalize, label="simulate apply", noun="simulation")
+    return out / "logits.tsv"
+
+
+def _relative(path, folder: Path) -> str:
+    """A path as written in a table of ``folder``: relative to it (tables resolve from their folder)."""
+    try:
+        return os.path.relpath(Path(path).absolute(), Path(folder).absolute())
+    except ValueError:
+        return str(Path(path).absolute())
 
 
 def _row(pid, label, d, logits, delta):
@@ -329,23 +284,6 @@ def _row(pid, label, d, logits, delta):
         "shift": shift,
         "shift_ge_delta": bool(delta is not None and shift >= delta),
     }
-
-
-def _completed(paths, image):
-    """Sidecar of a finished subject whose input is unchanged, else ``None``."""
-    from neurointerp.io import sha256
-    from neurointerp.io.derivatives import sidecar_path
-
-    if not all(Path(p).exists() and sidecar_path(p).exists() for p in paths.values()):
-        return None
-    try:
-        meta = json.loads(sidecar_path(paths["simulated"]).read_text())
-        recorded = {Path(r["path"]).resolve(): r.get("sha256") for r in meta.get("Inputs", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if recorded.get(Path(image).resolve()) != sha256(image) or "Logits" not in meta:
-        return None
-    return meta
 
 
 def _uncrop_fill(spec, arr, raw_full):

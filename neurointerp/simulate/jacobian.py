@@ -33,6 +33,8 @@ import numpy as np
 
 from neurointerp.errors import InputError, NeurointerpError
 from neurointerp.io.derivatives import bids_name, sidecar_path
+from neurointerp.options.core import takes_options
+from neurointerp.options.jacobian import JacobianOptions
 
 LOG_FLOOR = 0.001
 
@@ -88,11 +90,9 @@ def _read_table(path: Path):
 
 
 def _resolve(value: str, folder: Path) -> Path:
-    """A table's path: absolute, relative to the table's folder, or else to the working directory."""
+    """A table's path: absolute, or relative to the table's folder (never to the working directory)."""
     p = Path(value)
-    if p.is_absolute() or (folder / p).exists() or not p.exists():
-        return p if p.is_absolute() else folder / p
-    return p
+    return p if p.is_absolute() else folder / p
 
 
 def _table_rows(frame, where: Path, folder: Path, field_column: str, image_column: str) -> tuple[list[dict], list[str]]:
@@ -193,163 +193,169 @@ def _read_inputs(inputs, field_column: str, image_column: str):
     return rows, folder
 
 
-def jacobian_maps(
-    inputs: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    field_column: str = "field",
-    image_column: str = "image",
-    template: str | os.PathLike | None = None,
-    register: bool = False,
-    inverse: bool = False,
-    space: str | None = None,
-    clamp: bool = True,
-    threads: int | None = None,
-    seed: int = 0,
-    array_index: int | None = None,
-    array_size: int | None = None,
-    force: bool = False,
-) -> Path:
+@takes_options(JacobianOptions)
+def jacobian_maps(o: JacobianOptions) -> Path:
     """Jacobian determinant and log-determinant maps of displacement fields, and group means.
 
     ``inputs``: one NIfTI displacement field, or a table (``fields.tsv`` of ``simulate apply``)
     with ``participant_id``, ``field``, optional ``session_id``, ``direction`` and ``image``
-    columns. Ids follow the cohort-table rules (letters and digits; ``sub-``/``ses-`` dropped)
-    and one (participant, session, direction) appears once; every row is checked before any
-    work starts and a bad one raises :class:`~neurointerp.errors.InputError` naming the table
-    and the row. Writes ``OUT/sub-<id>/[ses-<s>/]anat/sub-<id>[_ses-<s>][_space-<s>]_desc-<direction>_jacobian.nii.gz`` and
+    columns (paths relative to the table's folder), or a ``simulate apply`` folder. Ids follow the
+    cohort-table rules (letters and digits; ``sub-``/``ses-`` dropped) and one (participant,
+    session, direction) appears once; every row is checked before any work starts and a bad one
+    raises :class:`~neurointerp.errors.InputError` naming the table and the row. Writes
+    ``OUT/sub-<id>/[ses-<s>/]anat/sub-<id>[_ses-<s>][_space-<s>]_desc-<direction>_jacobian.nii.gz`` and
     ``..._logjacobian.nii.gz`` (a single field: ``OUT/<name>_jacobian.nii.gz``), and per direction
-    ``OUT/group/space-<s>_desc-<direction>mean_logjacobian.nii.gz`` (+ ``..._jacobian``) and
-    ``OUT/jacobian.tsv`` (per-subject summaries).
+    ``OUT/group/space-<s>_desc-<direction>mean_logjacobian.nii.gz`` and ``OUT/jacobian.tsv``.
 
     Group maps need all fields on one grid; with ``template`` and ``register`` each subject's
     ``image`` is first aligned to the template with ANTs SyN and its log-Jacobian map resampled
     into template space (linear; kept as ``..._desc-<direction>registered_logjacobian``); with
-    ``template`` alone the fields must lie on its grid.
-
-    SLURM arrays: task ``array_index`` of ``array_size`` (default ``$SLURM_ARRAY_TASK_ID``,
-    ``$SLURM_ARRAY_TASK_COUNT``) takes rows ``array_index, array_index + array_size, ...``.
-    Subjects whose maps exist from the same field, image and parameters are skipped (unless
-    ``force``), so a resubmitted array finishes only what is missing; the task that finds every
-    subject done writes ``jacobian.tsv`` and the group means. Threads default to
-    ``$SLURM_CPUS_PER_TASK``. Returns the output folder. Same arguments as ``neurointerp jacobian``.
+    ``template`` alone the fields must lie on its grid. Runs through the per-subject runner
+    (:mod:`neurointerp.runs`): array shares, skipping of finished rows, ``failures.tsv`` for rows
+    that fail while the others finish, and the group step written once by the last task.
     """
-    params = {k: v for k, v in locals().items() if k not in ("force", "array_index", "array_size")}
     import nibabel as nib
     import pandas as pd
 
-    from neurointerp.cluster import array_share
-    from neurointerp.io import (
-        add_bidsignore,
-        load_image,
-        prepare_output_dir,
-        provenance,
-        save_image,
-        write_dataset_description,
-        write_json,
-        write_sidecar,
-        write_table,
-    )
-    from neurointerp.progress import info, track
+    from neurointerp.io import add_bidsignore, load_image, provenance, save_image, write_dataset_description, write_json, write_sidecar, write_table
+    from neurointerp.runs import Item, claim_folder, run_items
+    from neurointerp.runs.subjects import pending_items
     from neurointerp.simulate.warp import load_field
 
+    inputs, out, template, register, inverse, clamp, seed = o.inputs, Path(o.out), o.template, o.register, o.inverse, o.clamp, o.seed
+    threads = o.threads
     if threads is None:
         env = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
         threads = int(env) if env.isdigit() and int(env) > 0 else None
     if threads is not None:
-        if threads < 1:
-            raise InputError(f"--threads {threads}: must be at least 1")
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
-    if register and template is None:
-        raise InputError("--register needs --template (the image to align the subjects to)")
-    rows, base = _read_inputs(inputs, field_column, image_column)
-    share = array_share(len(rows), array_index, array_size)
-    tpl = None
-    if template is not None:
-        tpl = load_image(template, ndim=3)
+    rows, base = _read_inputs(inputs, o.field_column, o.image_column)
+    _refuse_own_outputs(rows, out)
+    tpl = load_image(template, ndim=3) if template is not None else None
     if register:
         missing = [r for r in rows if r["image"] is None]
         if missing:
             at = f"{missing[0]['where']} row {missing[0]['row']}" if missing[0]["where"] is not None else str(inputs)
-            raise InputError(f"{at}: --register needs an '{image_column}' column with each subject's image (missing for {missing[0]['participant_id']})")
-    # a run's folder is marked at once (jacobian.json), so array tasks starting together can share it
-    marker = "jacobian.tsv" if (Path(out) / "jacobian.tsv").exists() else "jacobian.json"
-    out = prepare_output_dir(out, force=force, marker=marker)
-    write_json(out / "jacobian.json", provenance("jacobian", params, inputs=[inputs] if Path(inputs).is_file() else []), force=True)
-    write_dataset_description(out, "neurointerp jacobian", "Jacobian determinant maps of displacement fields")
-    add_bidsignore(out, ["*_jacobian.nii.gz", "*_jacobian.json", "*_logjacobian.nii.gz", "*_logjacobian.json", "jacobian.*", "group/"])
-    space = space or ((_space_of(template) or "template") if tpl is not None else None)
-    same = _comparable(provenance("jacobian", params)["Parameters"])
-    for k in track(share, description="jacobian", total=len(share)):
-        r = rows[k]
-        paths = _paths(out, r, space if register else None)
-        if not force and _complete(paths, r, same):
-            continue
-        try:
-            ndim = _field_ndim(r["field"])
-            shape = affine = None
-            if r["image"] is not None:
-                vol = load_image(r["image"], ndim=ndim)
-                shape, affine = vol.shape, vol.affine
-            u, aff = load_field(r["field"], ndim=ndim, shape=shape, affine=affine)
-        except InputError as exc:
-            if r["where"] is None:
-                raise
-            raise InputError(f"{r['where']} row {r['row']}: {exc}") from exc
-        raw_det = jacobian_determinant(u, clamp=False)
-        folded = int((raw_det <= 0).sum())
-        logdet = np.log(np.maximum(raw_det, LOG_FLOOR)) if clamp else np.log(raw_det)
-        det = np.maximum(raw_det, 0.0) if clamp else raw_det
-        if inverse:
-            logdet, det = -logdet, np.exp(-logdet)
-        det, logdet = det.astype(np.float32), logdet.astype(np.float32)
-        pid, d = r["participant_id"], r["direction"]
-        if pid is not None and not register and tpl is not None and (tuple(logdet.shape) != tuple(tpl.shape) or not np.allclose(aff, tpl.affine, atol=1e-3)):
-            raise InputError(f"{r['field']}: not on the template grid {'x'.join(map(str, tpl.shape))}; add --register to align subjects first")
-        ext = (1,) if ndim == 2 else ()
-        summary = {"participant_id": pid or "", **({"session_id": r["session_id"]} if r["session_id"] else {}), "direction": d or "", "field": str(r["field"]), "mean_logjacobian": float(logdet.mean()), "min_jacobian": float(det.min()), "max_jacobian": float(det.max()), "folded_voxels": folded}
-        record = provenance("jacobian", params, inputs=[r["field"]] + ([r["image"]] if r["image"] else []), FoldedVoxels=folded, Clamp={"determinant_min": 0.0, "log_floor": LOG_FLOOR} if clamp else None, Method="4th-order central differences, replicated borders (as ANTs CreateJacobianDeterminantImage)", Inverse=bool(inverse), Meaning=("volume change from the input image to the warped image (inverse mapping: 1/det, -log det)" if inverse else "determinant of the displacement-field transform T(p) = p + d(p), as ANTs"), Summary=summary)
-        if register and pid is not None:
-            registered = _to_template(logdet, aff, r["image"], template, out, pid, seed).astype(np.float32)
-            save_image(registered, tpl.affine, paths["registered"], force=True)
-            write_sidecar(paths["registered"], {**record, "Space": space, "Registration": {"template": str(template), "transform": "SyN", "interpolation": "linear"}}, force=True)
-        save_image(det.reshape(det.shape + ext), aff, paths["jacobian"], force=True)
-        write_sidecar(paths["jacobian"], record, force=True)
-        save_image(logdet.reshape(logdet.shape + ext), aff, paths["logjacobian"], force=True)
-        write_sidecar(paths["logjacobian"], record, force=True)  # written last: marks the subject done
+            raise InputError(f"{at}: --register needs an '{o.image_column}' column with each subject's image (missing for {missing[0]['participant_id']})")
+    space = o.space or ((_space_of(template) or "template") if tpl is not None else None)
+    params = {"inputs": str(inputs), "out": str(out), **o.affecting()}
+    registered_space = space if register else None
 
-    # the task that finds every subject done writes the table and the group means
-    pending = [r for r in rows if not _complete(_paths(out, r, space if register else None), r, same)]
-    if pending:
-        info(f"jacobian: {len(pending)} of {len(rows)} fields still lack maps (other array tasks); jacobian.tsv and group means are written once all exist")
-        return out
-    summary, sums, ref_grid = [], {}, None
-    for r in rows:
-        paths = _paths(out, r, space if register else None)
-        summary.append(json.loads(sidecar_path(paths["logjacobian"]).read_text())["Summary"])
-        if r["participant_id"] is None:
-            continue
-        img = nib.load(str(paths["registered" if register else "logjacobian"]))
-        group_map, g_aff = np.asarray(img.dataobj, np.float64), img.affine
-        ext = ()
-        if _field_ndim(r["field"]) == 2:
-            group_map, ext = group_map.reshape(group_map.shape[:2]), (1,)
-        key = r["direction"] or "all"
-        grid = (tuple(group_map.shape), np.round(np.asarray(g_aff, float), 3).tobytes())
-        if ref_grid is None:
-            ref_grid = grid
-        elif grid != ref_grid:
-            raise InputError(f"{r['field']}: grid differs from the first field's; group maps need one grid (use --template with --register)")
-        acc = sums.setdefault(key, [np.zeros(group_map.shape, np.float64), 0, g_aff, ext])
-        acc[0] += group_map
-        acc[1] += 1
-    write_table(out / "jacobian.tsv", pd.DataFrame(summary), force=True)
-    for key, (total, n, g_aff, ext) in sums.items():
-        mean = (total / n).astype(np.float32)
-        path = out / "group" / bids_name(None, "logjacobian", space=space or _space_of(rows[0]["field"]), desc=f"{key}mean")
-        save_image(mean.reshape(mean.shape + ext), g_aff, path, force=True)
-        write_sidecar(path, provenance("jacobian", params, N=n, Direction=key, Registered=bool(register)), force=True)
+    items = []
+    for k, r in enumerate(rows):
+        paths = _paths(out, r, registered_space)
+        key = "_".join(x for x in (f"sub-{r['participant_id']}" if r["participant_id"] else Path(r["field"]).name.split(".nii")[0],
+                                   f"ses-{r['session_id']}" if r["session_id"] else "", r["direction"] or "") if x)
+        outputs = [f for v in paths.values() for f in (v, sidecar_path(v))]
+        maps = [paths["registered" if register else "logjacobian"]]
+        where = f"{r['where']} row {r['row']}" if r["where"] is not None else str(r["field"])
+        items.append(Item(key=key, inputs=[r["field"]] + ([r["image"]] if r["image"] else []), outputs=outputs, maps=maps, share=k,
+                          participant_id=r["participant_id"] or "", session_id=r["session_id"] or "", where=where, image=str(r["field"]), payload=r))
+
+    claim = dict(inputs={"template": template}, protect=[inputs] + [p for r in rows for p in (r["field"], r["image"]) if p is not None], force=o.force)
+    folder = claim_folder(out, "jacobian", o.affecting(), dry_run=True, **claim)
+    for it in pending_items(folder, items, o.array_index, o.array_size):  # bad fields refused before anything is written
+        _load_row(it.payload)
+    folder = claim_folder(out, "jacobian", o.affecting(), **claim)
+
+    def process(batch: list[Item]) -> dict:
+        for it in batch:
+            _one_field(it.payload, _paths(out, it.payload, registered_space), tpl, template, register, inverse, clamp, space, seed, out, params)
+        return {}
+
+    def finalize(done: list[Item]) -> None:
+        summary, sums, ref_grid = [], {}, None
+        for r in rows:
+            paths = _paths(out, r, registered_space)
+            summary.append(json.loads(sidecar_path(paths["logjacobian"]).read_text())["Summary"])
+            if r["participant_id"] is None:
+                continue
+            img = nib.load(str(paths["registered" if register else "logjacobian"]))
+            group_map, g_aff = np.asarray(img.dataobj, np.float64), img.affine
+            ext = ()
+            if _field_ndim(r["field"]) == 2:
+                group_map, ext = group_map.reshape(group_map.shape[:2]), (1,)
+            key = r["direction"] or "all"
+            grid = (tuple(group_map.shape), np.round(np.asarray(g_aff, float), 3).tobytes())
+            if ref_grid is None:
+                ref_grid = grid
+            elif grid != ref_grid:
+                raise InputError(f"{r['field']}: grid differs from the first field's; group maps need one grid (use --template with --register)")
+            acc = sums.setdefault(key, [np.zeros(group_map.shape, np.float64), 0, g_aff, ext])
+            acc[0] += group_map
+            acc[1] += 1
+        write_table(out / "jacobian.tsv", pd.DataFrame(summary), force=True)
+        for key, (total, n, g_aff, ext) in sums.items():
+            mean = (total / n).astype(np.float32)
+            path = out / "group" / bids_name(None, "logjacobian", space=space or _space_of(rows[0]["field"]), desc=f"{key}mean")
+            save_image(mean.reshape(mean.shape + ext), g_aff, path, force=True)
+            write_sidecar(path, provenance("jacobian", params, N=n, Direction=key, Registered=bool(register)), force=True)
+
+    with folder.writing():
+        write_json(out / "jacobian.json", provenance("jacobian", params, inputs=[inputs] if Path(inputs).is_file() else []), force=True)
+        write_dataset_description(out, "neurointerp jacobian", "Jacobian determinant maps of displacement fields")
+        add_bidsignore(out, ["*_jacobian.nii.gz", "*_jacobian.json", "*_logjacobian.nii.gz", "*_logjacobian.json", "jacobian.*", "group", "failures.tsv"])
+    run_items(folder, items, process, batch_size=1, array_index=o.array_index, array_size=o.array_size, finalize=finalize, label="jacobian", noun="field")
     return out
+
+
+def _refuse_own_outputs(rows: list[dict], out: Path) -> None:
+    """jacobian never reads its own outputs (a table or field inside OUT written by jacobian)."""
+    from neurointerp.runs.folder import written_by
+
+    mine = {str(p.resolve()) for p in written_by(out, "jacobian")} if out.is_dir() else set()
+    for r in rows:
+        if r["field"] is not None and str(Path(r["field"]).resolve()) in mine:
+            at = f"{r['where']} row {r['row']}: " if r["where"] is not None else ""
+            raise InputError(f"{at}{r['field']}: is an output of jacobian in {out}; give displacement fields")
+
+
+def _load_row(r: dict):
+    """``(ndim, field, affine)`` of one row, checked (one-line errors naming the table row)."""
+    from neurointerp.io import load_image
+    from neurointerp.simulate.warp import load_field
+
+    try:
+        ndim = _field_ndim(r["field"])
+        shape = affine = None
+        if r["image"] is not None:
+            vol = load_image(r["image"], ndim=ndim)
+            shape, affine = vol.shape, vol.affine
+        u, aff = load_field(r["field"], ndim=ndim, shape=shape, affine=affine)
+    except InputError as exc:
+        if r["where"] is None:
+            raise
+        raise InputError(f"{r['where']} row {r['row']}: {exc}") from exc
+    return ndim, u, aff
+
+
+def _one_field(r: dict, paths: dict, tpl, template, register, inverse, clamp, space, seed, out: Path, params: dict) -> None:
+    """The determinant and log-determinant maps of one field (and its registered version)."""
+    from neurointerp.io import load_image, provenance, save_image, write_sidecar
+    from neurointerp.simulate.warp import load_field
+
+    ndim, u, aff = _load_row(r)
+    raw_det = jacobian_determinant(u, clamp=False)
+    folded = int((raw_det <= 0).sum())
+    logdet = np.log(np.maximum(raw_det, LOG_FLOOR)) if clamp else np.log(raw_det)
+    det = np.maximum(raw_det, 0.0) if clamp else raw_det
+    if inverse:
+        logdet, det = -logdet, np.exp(-logdet)
+    det, logdet = det.astype(np.float32), logdet.astype(np.float32)
+    pid, d = r["participant_id"], r["direction"]
+    if pid is not None and not register and tpl is not None and (tuple(logdet.shape) != tuple(tpl.shape) or not np.allclose(aff, tpl.affine, atol=1e-3)):
+        raise InputError(f"{r['field']}: not on the template grid {'x'.join(map(str, tpl.shape))}; add --register to align subjects first")
+    ext = (1,) if ndim == 2 else ()
+    summary = {"participant_id": pid or "", **({"session_id": r["session_id"]} if r["session_id"] else {}), "direction": d or "", "field": str(r["field"]), "mean_logjacobian": float(logdet.mean()), "min_jacobian": float(det.min()), "max_jacobian": float(det.max()), "folded_voxels": folded}
+    record = provenance("jacobian", params, inputs=[r["field"]] + ([r["image"]] if r["image"] else []), FoldedVoxels=folded, Clamp={"determinant_min": 0.0, "log_floor": LOG_FLOOR} if clamp else None, Method="4th-order central differences, replicated borders (as ANTs CreateJacobianDeterminantImage)", Inverse=bool(inverse), Meaning=("volume change from the input image to the warped image (inverse mapping: 1/det, -log det)" if inverse else "determinant of the displacement-field transform T(p) = p + d(p), as ANTs"), Summary=summary)
+    if register and pid is not None:
+        registered = _to_template(logdet, aff, r["image"], template, out, pid, seed).astype(np.float32)
+        save_image(registered, tpl.affine, paths["registered"], force=True)
+        write_sidecar(paths["registered"], {**record, "Space": space, "Registration": {"template": str(template), "transform": "SyN", "interpolation": "linear"}}, force=True)
+    save_image(det.reshape(det.shape + ext), aff, paths["jacobian"], force=True)
+    write_sidecar(paths["jacobian"], record, force=True)
+    save_image(logdet.reshape(logdet.shape + ext), aff, paths["logjacobian"], force=True)
+    write_sidecar(paths["logjacobian"], record, force=True)
 
 
 def _paths(out: Path, r: dict, registered_space: str | None) -> dict[str, Path]:
@@ -366,29 +372,6 @@ def _paths(out: Path, r: dict, registered_space: str | None) -> dict[str, Path]:
     if registered_space is not None:
         paths["registered"] = derivative_path(out, pid, "logjacobian", session=ses, desc=f"{d or ''}registered", space=registered_space)
     return paths
-
-
-_NOT_COMPARED = ("inputs", "out", "threads")  # paths may be spelled differently; threads do not change maps
-
-
-def _comparable(parameters: dict) -> dict:
-    return {k: v for k, v in parameters.items() if k not in _NOT_COMPARED}
-
-
-def _complete(paths: dict[str, Path], r: dict, same: dict) -> bool:
-    """True if the row's maps exist, from the same field (and image) contents and parameters."""
-    from neurointerp.io import sha256
-
-    if not all(p.exists() and sidecar_path(p).exists() for p in paths.values()):
-        return False
-    try:
-        rec = json.loads(sidecar_path(paths["logjacobian"]).read_text())
-        recorded = [i.get("sha256") for i in rec.get("Inputs", [])]
-        summary_ok = isinstance(rec.get("Summary"), dict)
-    except (OSError, ValueError, AttributeError):
-        return False
-    wanted = [sha256(r["field"])] + ([sha256(r["image"])] if r["image"] else [])
-    return summary_ok and recorded == wanted and _comparable(rec.get("Parameters", {})) == same
 
 
 def _space_of(path) -> str | None:

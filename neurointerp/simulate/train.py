@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.runs.context import runs_as, simulator_arguments
 
 
 def classifier_logit(model):
@@ -188,6 +189,7 @@ def tasks_from_labels(labels, classes: list[str], where: str) -> np.ndarray:
     return np.array([classes.index(v) for v in labels], dtype=int)
 
 
+@runs_as("simulate train", adapt=simulator_arguments)
 def train_simulator(
     cohort: str | os.PathLike,
     classifier: str | os.PathLike,

@@ -36,6 +36,7 @@ import numpy as np
 
 from neurointerp.errors import InputError
 from neurointerp.synth.deformation import BumpField, random_smooth_field, rotation_matrix
+from neurointerp.runs.context import runs_as
 
 SPACE = "MNI152NLin2009aSym"
 MASK_THRESHOLD = 0.05
@@ -170,6 +171,7 @@ def render_subject(
     return values.astype(np.float32)
 
 
+@runs_as("synth brain")
 def synth_brain(
     out: str | os.PathLike,
     n_subjects: int = 40,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.runs.context import runs_as
 
 SIZE = 32
 BLOCK = 16
@@ -129,6 +130,7 @@ def block_masks() -> dict[str, np.ndarray]:
     return masks
 
 
+@runs_as("synth gaussians")
 def synth_gaussians(
     out: str | os.PathLike,
     variant: str = "width",

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.runs.context import runs_as
 
 POLARITIES = ("bright", "dark", "mixed")
 #: candidate lesion sites: angle around the cortical ring (degrees) and frequency in class 1
@@ -161,6 +162,7 @@ def make_lesions(
     )
 
 
+@runs_as("synth lesions")
 def synth_lesions(
     out: str | os.PathLike,
     n_per_group: int = 128,

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.runs.context import runs_as
 
 CLASSES = ("background", "WM", "GM", "CSF")
 INTENSITY = {1: 0.45, 2: 0.65, 3: 1.0}  # T2-like b0: CSF brightest, WM darkest
@@ -181,6 +182,7 @@ def grid_affine(shape: tuple[int, int, int], voxel_size=VOXEL_SIZE) -> np.ndarra
     return aff
 
 
+@runs_as("synth rodent")
 def synth_rodent(
     out: str | os.PathLike,
     n_animals: int = 10,

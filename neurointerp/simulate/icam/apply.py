@@ -86,61 +86,46 @@ def translate(model, x, *, n_samples: int = 16, target=None, max_draws: int = 10
     return {k: (np.concatenate(v) if v else None) for k, v in out.items()}
 
 
-def apply_icam(
-    cohort: str | os.PathLike,
-    checkpoint: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    n_samples: int = 16,
-    direction: str = "auto",
-    image_column: str = "image",
-    label_column: str = "label",
-    max_draws: int = 1000,
-    save_samples: bool = False,
-    seed: int = 0,
-    batch_size: int = 16,
-    device: str = "auto",
-    threads: int | None = None,
-    array_index: int | None = None,
-    array_size: int | None = None,
-    force: bool = False,
-) -> Path:
+def apply_icam(cohort=None, checkpoint=None, out=None, *, options=None, **kwargs) -> Path:
     """Mean/variance FA maps, translated images and class probabilities for the images of ``cohort``.
 
     ``direction``: ``auto`` translates into the opposite of the predicted class (no label needed);
-    ``label`` into the opposite of the cohort's label. Subjects with complete outputs are skipped
-    unless ``force`` (a killed SLURM array can be resubmitted). Returns the predictions table path.
-    Same arguments as ``neurointerp simulate apply --method icam``.
+    ``label`` into the opposite of the cohort's label. Same arguments as ``neurointerp simulate
+    apply --method icam`` (``n_samples``, ``direction``, ``image_column``, ``label_column``,
+    ``max_draws``, ``save_samples``, ``seed``, ``batch_size``, ``device``, ``threads``,
+    ``array_index``, ``array_size``, ``force``), or ``options=`` a
+    :class:`~neurointerp.options.simulate.SimulateApplyOptions`. Runs through the per-subject
+    runner (:mod:`neurointerp.runs`); the task that completes the cohort writes
+    ``predictions.tsv``. Returns its path.
     """
-    params = {k: v for k, v in locals().items() if k != "force"}
+    from neurointerp.options.simulate import SimulateApplyOptions
+
+    if options is None:
+        options = SimulateApplyOptions(paths=(cohort, checkpoint, out), method="icam", **kwargs)
+    elif cohort is not None or kwargs:
+        raise TypeError("apply_icam: give either options= or arguments, not both")
+    return _apply_icam(options)
+
+
+def _apply_icam(o) -> Path:
     import pandas as pd
 
-    from neurointerp.cluster import array_share, resolve_array
-    from neurointerp.io import (
-        add_bidsignore,
-        derivative_path,
-        prepare_output_dir,
-        provenance,
-        read_cohort,
-        sha256,
-        write_dataset_description,
-        write_sidecar,
-        write_table,
-    )
-    from neurointerp.progress import track
+    from neurointerp.io import add_bidsignore, derivative_path, provenance, read_cohort, sha256, sidecar_path, write_dataset_description, write_sidecar, write_table
+    from neurointerp.runs import Item, claim_folder, run_items
+    from neurointerp.runs.subjects import pending_items
     from neurointerp.simulate.icam.checkpoint import load_icam
     from neurointerp.simulate.icam.sampling import RejectionError
     from neurointerp.train.device import resolve_device, set_threads
 
-    if direction not in DIRECTIONS:
-        raise InputError(f"--direction {direction}: choose {' or '.join(DIRECTIONS)} for --method icam")
-    if batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}: must be at least 1")
-    if n_samples < 1:
-        raise InputError(f"--n-samples {n_samples}: must be at least 1")
-    index, size = resolve_array(array_index, array_size)
-    set_threads(threads)
-    dev = resolve_device(device)
+    paths = o.named_paths()
+    cohort, checkpoint, out = paths["cohort"], paths["icam"], paths["out"]
+    n_samples = 16 if o.n_samples is None else o.n_samples
+    max_draws = 1000 if o.max_draws is None else o.max_draws
+    seed = 0 if o.seed is None else o.seed
+    save_samples = bool(o.save_samples)
+    direction, image_column, label_column, batch_size = o.direction, o.image_column, o.label_column, o.batch_size
+    set_threads(o.threads)
+    dev = resolve_device(o.device)
     icam = load_icam(checkpoint, device=str(dev))
     spec = icam.spec
     coh = read_cohort(cohort, require_label=direction == "label", image_column=image_column, label_column=label_column, min_classes=1)
@@ -153,14 +138,13 @@ def apply_icam(
         if unknown:
             raise InputError(f"{cohort}: label {unknown[0]!r} is not a class of the ICAM model ({', '.join(icam.classes)})")
         targets = np.array([1 - icam.classes.index(v) for v in labels])
-    share = array_share(len(coh), index, size)
-    out = Path(out)
-    ckpt_sha = sha256(checkpoint)
     sessions = coh.frame["session_id"].astype(str).tolist() if "session_id" in coh.frame.columns else [None] * len(coh)
     labels_out = coh.frame[label_column].astype(str).tolist() if label_column in coh.frame.columns else [""] * len(coh)
+    params = {"cohort": str(cohort), "checkpoint": str(checkpoint), "out": str(out), "n_samples": n_samples, "direction": direction,
+              "max_draws": max_draws, "save_samples": save_samples, "seed": seed, "image_column": image_column, "label_column": label_column}
 
     def paths_of(i):
-        kw = dict(space=spec.space, session=sessions[i])
+        kw = dict(space=spec.space, session=sessions[i] or None)
         pid = coh.participant_ids[i]
         p = {
             "variance": derivative_path(out, pid, "attribution", desc="icamvariance", **kw),
@@ -171,44 +155,35 @@ def apply_icam(
         p["mean"] = derivative_path(out, pid, "attribution", desc="icammean", **kw)  # written last
         return p
 
-    rows, failures, pending = [], [], []
-    for i in share:
+    items = []
+    for i in range(len(coh)):
         p = paths_of(i)
-        meta = None if force else _completed(p, coh.images[i], ckpt_sha, params)
-        if meta is not None:
-            rows.append(_row(coh.participant_ids[i], labels_out[i], meta["Prediction"], icam.classes))
-        else:
-            pending.append((i, p))
+        pid = coh.participant_ids[i]
+        key = f"sub-{pid}" + (f"_ses-{sessions[i]}" if sessions[i] else "")
+        extra = {"target": None if targets is None else int(targets[i])}
+        items.append(Item(key=key, inputs=[coh.images[i]], outputs=[f for v in p.values() for f in (v, sidecar_path(v))], maps=[p["mean"]],
+                          extra=extra, share=i, participant_id=pid, session_id=sessions[i] or "", where=f"{coh.path} row {coh.rows[i]}",
+                          image=str(coh.images[i]), payload=(i, p)))
+    claim = dict(inputs={"icam": checkpoint}, protect=[cohort, *coh.images], force=o.force)
+    folder = claim_folder(out, "simulate apply", o.affecting(), dry_run=True, **claim)
+    # bad input is refused before anything is written: every image this task will translate
+    for it in pending_items(folder, items, o.array_index, o.array_size):
+        spec.load_row(coh, it.payload[0])
+    folder = claim_folder(out, "simulate apply", o.affecting(), **claim)
+    ckpt_sha = sha256(checkpoint)
 
-    # bad input is refused before anything is written: every image this task will translate is
-    # loaded and checked once (readable, finite, not all zero), then read again in its batch
-    for i, _ in pending:
-        spec.load_row(coh, i)
-    out = prepare_output_dir(out, force=force, marker="dataset_description.json")
-    write_dataset_description(out, "neurointerp simulate (icam)", "ICAM feature attribution: mean/variance FA maps by rejection sampling of the attribute space", force=False)
-    add_bidsignore(out, ["*_attribution.nii.gz", "predictions*", "failures*"])
-
-    for start in track(range(0, len(pending), batch_size), description="icam apply", total=(len(pending) + batch_size - 1) // batch_size):
-        chunk, vols = [], []
-        for i, p in pending[start : start + batch_size]:
-            try:  # validated above; an image that changed or vanished since is a failure of its subject
-                vols.append(spec.load_row(coh, i))
-                chunk.append((i, p))
-            except (OSError, InputError) as exc:
-                failures.append({"participant_id": coh.participant_ids[i], "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
-        if not chunk:
-            continue
+    def process(batch: list[Item]) -> dict:
+        rows = [it.payload[0] for it in batch]
+        vols = [spec.load_row(coh, i) for i in rows]
         x = spec.prepare(np.stack([v.data for v in vols]))
-        tg = None if targets is None else targets[[i for i, _ in chunk]]
+        tg = None if targets is None else targets[rows]
+        seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in rows]  # per subject (row)
         try:
-            seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i, _ in chunk]  # per subject (row)
             res = translate(icam.model, x, n_samples=n_samples, target=tg, max_draws=max_draws, seeds=seeds, batch_size=batch_size, keep_samples=save_samples, where=str(checkpoint))
         except RejectionError as exc:
-            for i, _ in chunk:
-                failures.append({"participant_id": coh.participant_ids[i], "error": str(exc)})
-            continue
-        for k, ((i, p), vol) in enumerate(zip(chunk, vols)):
-            pid = coh.participant_ids[i]
+            raise NeurointerpError(str(exc)) from exc
+        for k, (it, vol) in enumerate(zip(batch, vols)):
+            i, p = it.payload
             pred = {
                 "probability": [float(1.0 - res["probability"][k]), float(res["probability"][k])],
                 "predicted": icam.classes[int(res["predicted"][k])],
@@ -224,29 +199,34 @@ def apply_icam(
                 Space=spec.space,
                 Classes=icam.classes,
                 Prediction=pred,
+                Label=labels_out[i],
                 Translation=f"{pred['predicted'] if targets is None else labels_out[i]} -> {pred['target']}",
                 NSamples=n_samples,
                 Definition="M = G(E^c(x), z) - x, z ~ N(0, I) rejection-sampled to the target class; mean and variance over the draws",
                 Units="model input intensities" + ("" if spec.normalize == "none" else f" ({spec.normalize})"),
             )
-            try:
-                maps = {"variance": res["variance"][k], "translated": res["translated"][k], "mean": res["mean"][k]}
-                if save_samples:
-                    maps["samples"] = np.moveaxis(res["samples"][k], 0, -1)
-                for key in p:
-                    _save(maps[key], vol, spec, p[key])
-                    write_sidecar(p[key], record, force=True)
-                rows.append(_row(pid, labels_out[i], pred, icam.classes))
-            except (OSError, NeurointerpError) as exc:
-                failures.append({"participant_id": pid, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+            maps = {"variance": res["variance"][k], "translated": res["translated"][k], "mean": res["mean"][k]}
+            if save_samples:
+                maps["samples"] = np.moveaxis(res["samples"][k], 0, -1)
+            for key in p:
+                _save(maps[key], vol, spec, p[key])
+                write_sidecar(p[key], record, force=True)
+        return {}
 
-    part = "" if size == 1 else f"-part{index}of{size}"
-    cols = ["participant_id", "label", "predicted", "target", *[f"p_{c}" for c in icam.classes], "mean_draws"]
-    table = write_table(out / f"predictions{part}.tsv", pd.DataFrame(rows, columns=cols), force=True)
-    if failures:
-        write_table(out / f"failures{part}.tsv", pd.DataFrame(failures), force=True)
-        raise NeurointerpError(f"{len(failures)} of {len(share)} subjects failed; see {out / f'failures{part}.tsv'}")
-    return table
+    def finalize(done: list[Item]) -> None:
+        rows = []
+        for it in done:
+            i, p = it.payload
+            meta = json.loads(sidecar_path(p["mean"]).read_text())
+            rows.append(_row(coh.participant_ids[i], labels_out[i], meta["Prediction"], icam.classes))
+        cols = ["participant_id", "label", "predicted", "target", *[f"p_{c}" for c in icam.classes], "mean_draws"]
+        write_table(out / "predictions.tsv", pd.DataFrame(rows, columns=cols), force=True)
+
+    with folder.writing():
+        write_dataset_description(out, "neurointerp simulate (icam)", "ICAM feature attribution: mean/variance FA maps by rejection sampling of the attribute space", force=False)
+        add_bidsignore(out, ["*_attribution.nii.gz", "*_attribution.json", "predictions*", "failures*"])
+    run_items(folder, items, process, batch_size=batch_size, array_index=o.array_index, array_size=o.array_size, finalize=finalize, label="icam apply", noun="subject")
+    return out / "predictions.tsv"
 
 
 def _row(pid, label, pred, classes):
@@ -258,26 +238,6 @@ def _row(pid, label, pred, classes):
         **{f"p_{c}": pred["probability"][j] for j, c in enumerate(classes)},
         "mean_draws": pred["mean_draws"],
     }
-
-
-def _completed(paths, image, ckpt_sha, params):
-    """Sidecar of a finished subject (same input, checkpoint and parameters), else ``None``."""
-    from neurointerp.io import sha256
-    from neurointerp.io.derivatives import sidecar_path
-    from neurointerp.io.provenance import _plain
-
-    if not all(Path(p).exists() and sidecar_path(p).exists() for p in paths.values()):
-        return None
-    try:
-        meta = json.loads(sidecar_path(paths["mean"]).read_text())
-        recorded = {Path(r["path"]).resolve(): r.get("sha256") for r in meta.get("Inputs", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    keys = ("n_samples", "direction", "max_draws", "seed")
-    same = meta.get("CheckpointSha256") == ckpt_sha and all(meta.get("Parameters", {}).get(k) == _plain(params[k]) for k in keys)
-    if not same or recorded.get(Path(image).resolve()) != sha256(image) or "Prediction" not in meta:
-        return None
-    return meta
 
 
 def _save(arr, vol, spec, path):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.runs.context import runs_as, icam_arguments
 
 
 def fit_icam(
@@ -227,6 +228,7 @@ def _load_arrays(cohort, spec):
     return spec.prepare(np.stack(arrays))
 
 
+@runs_as("simulate train", adapt=icam_arguments)
 def train_icam(
     cohort: str | os.PathLike,
     out: str | os.PathLike,

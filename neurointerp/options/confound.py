@@ -1,0 +1,31 @@
+"""Options of ``neurointerp confound-test``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional
+
+from neurointerp.options import common as c
+from neurointerp.options.core import Options, flag, opt, required
+
+
+@dataclass(frozen=True)
+class ConfoundTestOptions(Options):
+    """Find the learned features that carry a confounder (confounder-aware saliency, step 1)."""
+
+    command: ClassVar[str] = "confound-test"
+
+    model: Path = c.input_file("Checkpoint written by `neurointerp train`.")
+    cohort: Path = c.input_file("Cohort table (normally the training images) with the confounder columns.", affects=False)
+    out: Path = c.output_folder("Output folder: confound_glm.tsv, mask.json, summary.json.")
+    confounder: tuple[str, ...] = required("Confounder column, repeatable (numeric: t-test; categorical: F-test).")
+    layer: Optional[str] = opt(None, "Layer whose features are tested (default: the encoder -> predictor boundary).")
+    threshold: float = opt(0.05, "A feature is confounded when a confounder's p (or q with --fdr) is below this.", above=0, maximum=1)
+    fdr: bool = flag(False, "Benjamini-Hochberg correction across features.")
+    score: str = opt("probability", "The score s of the GLM: probability (P(positive class), as the paper) or logit (keeps the severity a saturated binary classifier squeezes into P ~ 0/1).", choices=("probability", "logit"))
+    drop_missing: bool = flag(False, "Drop rows with a missing confounder (listed) instead of failing.")
+    batch_size: int = c.batch_size(16, "Images per batch.")
+    device: str = c.device()
+    threads: Optional[int] = c.threads()
+    force: bool = c.force()

@@ -1,0 +1,106 @@
+"""Options of ``neurointerp synth gaussians|brain|lesions|rodent``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional
+
+from neurointerp.errors import InputError
+from neurointerp.options import common as c
+from neurointerp.options.core import Options, flag, opt
+
+_OUT = "Output folder (created; must be empty unless --force)."
+_SEED = "Random seed (the output is identical for the same seed)."
+
+
+def parse_orientation(text: str, name: str = "--orientation") -> str:
+    code = str(text).strip().upper()
+    axes = {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}
+    if len(code) != 3 or any(ch not in axes for ch in code) or len({axes[ch] for ch in code}) != 3:
+        raise InputError(f"{name} {text}: expected a three-letter orientation code such as RAS, LAS or LPI")
+    return code
+
+
+def parse_shape3(text: str, name: str = "--shape") -> tuple[int, ...]:
+    grid = c.int_list(text, name)
+    if grid is None or len(grid) != 3:
+        raise InputError(f"{name} {text}: expected three numbers nx,ny,n_slices, e.g. 64,64,16")
+    return grid
+
+
+@dataclass(frozen=True)
+class SynthGaussiansOptions(Options):
+    """2D four-Gaussian cohorts (32x32) of the papers, with ground-truth maps."""
+
+    command: ClassVar[str] = "synth gaussians"
+
+    out: Path = c.output_folder(_OUT)
+    variant: str = opt("width", "width: confounder-aware-saliency §3.1; magnitude: simulator-networks §4.1.", choices=("width", "magnitude"))
+    n_per_group: int = opt(512, "Images per group (the papers use 512).", minimum=1)
+    seed: int = c.seed(_SEED)
+    noise: Optional[float] = opt(None, "Gaussian noise sd (default: 0 for width, 0.002 for magnitude).", minimum=0)
+    force: bool = c.force()
+
+
+@dataclass(frozen=True)
+class SynthBrainOptions(Options):
+    """3D cohort from the MNI152 template: posed, biased, noisy native images with planted disease and age effects."""
+
+    command: ClassVar[str] = "synth brain"
+
+    out: Path = c.output_folder(_OUT)
+    n_subjects: int = opt(40, "Number of subjects.", minimum=2)
+    voxel_size: float = opt(3.0, "Voxel size in mm of the native and template grids.", above=0)
+    effect_size: float = opt(1.0, "Scale of the disease deformation (hippocampal atrophy, ventricle expansion).", minimum=0)
+    confound_strength: float = opt(0.5, "Correlation between age and diagnosis, in [0, 1).", minimum=0, below=1)
+    confound_size: float = opt(1.0, "Scale of the age deformation (frontal atrophy per SD of age).", minimum=0)
+    patient_fraction: float = opt(0.5, "Fraction of patients.", above=0, below=1)
+    age_mean: float = opt(70.0, "Mean age in years.")
+    age_sd: float = opt(8.0, "Standard deviation of age in years.", above=0)
+    noise: float = opt(0.03, "Rician noise sd relative to the white-matter intensity.", minimum=0)
+    bias: float = opt(0.15, "Strength of the smooth multiplicative bias field.", minimum=0)
+    max_rotation: float = opt(8.0, "Largest head rotation about each axis (degrees).", minimum=0)
+    max_translation: float = opt(8.0, "Largest head translation along each axis (mm).", minimum=0)
+    orientation: str = opt("LAS", "Voxel orientation code of the native images (RAS, LAS, LPI, ...).", parse=parse_orientation)
+    template_space: bool = flag(False, "Also write each subject's unposed anatomy on the template grid.")
+    seed: int = c.seed(_SEED)
+    force: bool = c.force()
+
+
+@dataclass(frozen=True)
+class SynthLesionsOptions(Options):
+    """2D brain-slice phantoms: healthy vs small lesions at variable sites, with lesion masks (ICAM §4.2)."""
+
+    command: ClassVar[str] = "synth lesions"
+
+    out: Path = c.output_folder(_OUT)
+    n_per_group: int = opt(128, "Images per class (healthy, lesion).", minimum=1)
+    size: int = opt(32, "Image side in pixels (the ICAM paper's 2D slices are larger, e.g. 128).", minimum=24)
+    polarity: str = opt("bright", "Lesions bright, dark or mixed (each lesion bright or dark at random).", choices=("bright", "dark", "mixed"))
+    contrast: float = opt(0.7, "Lesion amplitude in image units (white matter ~1, cortex ~0.5).", above=0, maximum=2)
+    noise: float = opt(0.03, "Gaussian noise sd inside the brain.", minimum=0)
+    voxel_size: float = opt(1.0, "Pixel size in mm.", above=0)
+    seed: int = c.seed(_SEED)
+    force: bool = c.force()
+
+
+@dataclass(frozen=True)
+class SynthRodentOptions(Options):
+    """Rodent brain slices with WM/GM/CSF labels, brain masks, bright artefacts and random translations (segment-bg)."""
+
+    command: ClassVar[str] = "synth rodent"
+
+    out: Path = c.output_folder(_OUT)
+    n_animals: int = opt(10, "Number of animals (one acquisition each).", minimum=1)
+    shape: tuple[int, ...] = opt((64, 64, 16), "Grid nx,ny,n_slices (slices along the third axis).", parse=parse_shape3, cli_type=str)
+    max_shift: float = opt(6.0, "Largest in-plane translation between acquisitions, in voxels.", minimum=0)
+    artefacts: bool = flag(True, "Bright artefacts outside the brain (muscle arcs, blobs).", "--no-artefacts")
+    noise: float = opt(0.03, "Rician noise sd (tissue intensities: WM 0.45, GM 0.65, CSF 1.0).", minimum=0)
+    test_fraction: float = opt(0.2, "Share of the animals in test.csv (the rest in train.csv).", minimum=0, below=1)
+    seed: int = c.seed(_SEED)
+    force: bool = c.force()
+
+    def check(self) -> None:
+        if len(self.shape) != 3:
+            raise InputError(f"--shape {','.join(map(str, self.shape))}: expected three numbers nx,ny,n_slices, e.g. 64,64,16")

@@ -1,0 +1,69 @@
+"""Options of ``neurointerp train``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional
+
+from neurointerp.errors import InputError
+from neurointerp.options import common as c
+from neurointerp.options.core import Options, flag, opt
+
+TASKS = ("auto", "binary", "multiclass", "regression")
+
+
+@dataclass(frozen=True)
+class TrainOptions(Options):
+    """Train a 2D/3D CNN with subject-level stratified k-fold CV and/or on all data.
+
+    Multi-process (DDP): torchrun --nproc-per-node N -m neurointerp train ...
+    """
+
+    command: ClassVar[str] = "train"
+
+    cohort: Path = c.input_file("Cohort table (CSV/TSV: participant_id, image, label, ...); all images on one grid.")
+    out: Path = c.output_folder("Output folder (fold-<k>/model.pt, model.pt, metrics.tsv, cv_summary.tsv, training_curve.png, model.json).")
+    task: str = opt("auto", "auto (binary for 2 classes, else multiclass), binary, multiclass, regression.", choices=TASKS)
+    architecture: str = opt("auto", "simnet2d, simnet3d (simulator-networks §4), cas2d, cas3d (confounder-aware-saliency §3); auto: simnet2d/simnet3d by image dimension.")
+    channels: Optional[tuple[int, ...]] = opt(None, "Override: channels of the conv stacks, e.g. 16,32,64,16.", parse=c.int_list, cli_type=str)
+    kernel_size: Optional[int] = opt(None, "Override: convolution kernel size.", minimum=1)
+    hidden: Optional[tuple[int, ...]] = opt(None, "Override: hidden fully connected layer sizes, e.g. 64,32.", parse=c.int_list, cli_type=str)
+    activation: Optional[str] = opt(None, "Override: activation of the hidden layers (relu, tanh, elu, leakyrelu).", choices=("relu", "tanh", "elu", "leakyrelu"))
+    batch_norm: Optional[bool] = flag(None, "Override: batch normalisation in the conv stacks.", "--no-batch-norm")
+    l2: Optional[float] = opt(None, "Override: L2 penalty weight on the fully connected layers.", minimum=0)
+    epochs: int = opt(30, "Training epochs per model.", minimum=1)
+    batch_size: int = c.batch_size(32, "Global batch size (split across torchrun processes).", affects=True)
+    lr: float = opt(1e-3, "Adam learning rate.", above=0)
+    folds: int = opt(5, "Subject-level stratified folds (0: no cross-validation; needs --final).", minimum=0)
+    fold: Optional[tuple[int, ...]] = opt(None, "Train only these folds (repeatable; e.g. one per SLURM array task: --fold $SLURM_ARRAY_TASK_ID).", minimum=1, affects=False)
+    final: bool = flag(False, "Also train a model on all data (OUT/model.pt).")
+    shift: float = opt(1.0, "Augmentation: random shifts within +-this many voxels (0: off).", minimum=0)
+    rotation: float = opt(1.0, "Augmentation: random rotations within +-this many degrees about each axis (0: off).", minimum=0)
+    flip: bool = flag(False, "Augmentation: random left-right flips.")
+    balance: int = opt(0, "Draw this many samples per class in every epoch (the papers: 1024; 0: each sample once).", minimum=0)
+    hemisphere: str = opt("both", "both, or left/right: a single-hemisphere model (use with --flip).", choices=("both", "left", "right"))
+    normalize: str = opt("none", "Intensity normalisation per image: none, zscore (over non-zero voxels).", choices=("none", "zscore"))
+    label_column: str = c.column("label", "Column with the class label or regression target.")
+    image_column: str = c.column("image", "Column with the image paths.")
+    positive_class: Optional[str] = opt(None, "Binary: the class whose logit the model outputs (default: the second in sorted order).")
+    space: Optional[str] = opt(None, "Name of the images' space (default: the space- entity of the file names).")
+    seed: int = c.seed("Random seed (folds, initial weights, sample order, augmentation).")
+    device: str = c.device()
+    threads: Optional[int] = c.threads("Torch CPU threads (default: SLURM_CPUS_PER_TASK, else torch's default).")
+    checkpoint_every: int = opt(1, "Save the training state every this many epochs.", minimum=1, affects=False)
+    preload: Optional[bool] = flag(None, "Hold all images in memory (default: when they fit in half the free memory).", "--no-preload", affects=False)
+    resume: bool = flag(False, "Continue interrupted folds from their last saved epoch.", affects=False)
+    force: bool = c.force()
+
+    def check(self) -> None:
+        if self.folds == 1:
+            raise InputError(f"--folds {self.folds}: use 0 (no cross-validation, with --final) or at least 2")
+        if self.folds == 0 and not self.final:
+            raise InputError("--folds 0 trains nothing without --final")
+        if self.fold and self.folds == 0:
+            raise InputError("--fold needs --folds >= 2")
+        if self.fold and max(self.fold) > self.folds:
+            raise InputError(f"--fold {max(self.fold)}: folds are numbered 1..{self.folds}")
+        if self.task == "regression" and self.balance:
+            raise InputError("--balance applies to classification only")
