@@ -196,7 +196,9 @@ def run_saliency(
         target_grid = (ref.shape, ref.affine)
     truth_mask_data = None
     if truth_mask is not None:
-        truth_mask_data = load_image(truth_mask, ndim=spec.ndim).data > 0
+        from neurointerp.io.headers import load_mask_like  # h-io: unreadable / other grid -> one line, exit 2
+
+        truth_mask_data = load_mask_like(truth_mask, spec.shape, spec.affine, "--truth-mask")
 
     out = prepare_output_dir(out, force=force, marker="dataset_description.json")
     write_dataset_description(out, "neurointerp saliency", "attribution maps")
