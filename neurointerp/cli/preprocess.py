@@ -30,6 +30,7 @@ def preprocess(
     array_index: Optional[int] = typer.Option(None, help="This task's index in a job array (default $SLURM_ARRAY_TASK_ID)."),
     array_size: Optional[int] = typer.Option(None, help="Number of tasks in the job array (default $SLURM_ARRAY_TASK_COUNT)."),
     force: bool = typer.Option(False, "--force", help="Redo finished subjects; write into a folder that is not a preprocess run."),
+    assume_orientation: Optional[str] = typer.Option(None, help="Orientation to assume for images whose header has none (sform_code = qform_code = 0), e.g. LAS or RAS: the direction each voxel axis points to. Without it such images are refused; images with an orientation keep their own."),  # h-io
 ) -> None:
     """N4, brain extraction, registration to the template, 64^3 grid, z-scoring; writes a cohort table for train."""
     from neurointerp.preprocess import run_preprocess
@@ -57,5 +58,6 @@ def preprocess(
         array_index=array_index,
         array_size=array_size,
         force=force,
+        assume_orientation=assume_orientation,  # h-io
     )
     info(f"preprocess: {len(result.done)} done, {len(result.skipped)} skipped; wrote {result.table}")

@@ -132,7 +132,7 @@ def preprocess_subject(subject: Subject, out: Path, settings: dict[str, Any]) ->
     where = str(subject.image)
 
     t = time.perf_counter()
-    vol = load_image(subject.image)
+    vol = load_image(subject.image, assume_orientation=settings.get("assume_orientation"))  # h-io: header rules, --assume-orientation
     data, affine = vol.data, vol.affine
     if settings["reorient"]:
         data, affine = intensity.reorient_ras(data, affine)
@@ -327,6 +327,7 @@ def run_preprocess(
     array_index: int | None = None,
     array_size: int | None = None,
     force: bool = False,
+    assume_orientation: str | None = None,
 ) -> PreprocessResult:
     """Preprocess one T1w NIfTI or every image of a cohort table into ``out``.
 
@@ -363,6 +364,10 @@ def run_preprocess(
         Share of a SLURM job array (default ``$SLURM_ARRAY_TASK_ID``, ``$SLURM_ARRAY_TASK_COUNT``).
     force
         Redo subjects that are already done, and write into a folder that is not a preprocess run.
+    assume_orientation
+        Orientation (e.g. ``LAS``) of images whose header has none (``sform_code = qform_code = 0``);
+        without it they are refused. The ANTs transforms then refer to the image with that
+        orientation, as the native brain mask written next to them carries it.
     """
     from neurointerp.io import prepare_output_dir, write_dataset_description, write_json
     from neurointerp.preprocess.antsio import default_threads, set_threads
@@ -382,6 +387,9 @@ def run_preprocess(
     if not registration_resolution > 0 or not n4_resolution > 0:
         raise InputError("--registration-resolution and the N4 resolution must be positive")
     method = resolve_method(brain_extraction)
+    from neurointerp.io.headers import parse_orientation  # h-io
+
+    assume_orientation = parse_orientation(assume_orientation)
     from neurointerp.cluster import resolve_array
 
     index, size = resolve_array(array_index, array_size)
@@ -401,6 +409,7 @@ def run_preprocess(
         "registration_resolution": float(registration_resolution),
         "qc": bool(qc),
         "seed": int(seed),
+        **({"assume_orientation": assume_orientation} if assume_orientation else {}),  # h-io: only when given (old runs stay 'done')
     }
     parameters = {
         "template": tpl.source,
