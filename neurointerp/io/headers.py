@@ -55,7 +55,7 @@ from neurointerp.errors import InputError
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 
 #: the hint given when the orientation is unknown (the CLI option that names it is ``--assume-orientation``)
-ORIENTATION_HINT = "set the header's orientation (e.g. fslorient, nibabel) or name the one to assume (--assume-orientation LAS)"
+ORIENTATION_HINT = "set the header's orientation (e.g. fslorient, nibabel), or for preprocess name the one to assume (--assume-orientation LAS)"
 
 #: largest ratio of decompressed to compressed size that deflate can reach (zlib technical notes)
 MAX_GZIP_RATIO = 1032
@@ -218,7 +218,8 @@ def resolve_affine(hdr, shape, where: str, assume_orientation: str | None = None
         raise InputError(
             f"{where}: qform ({axcodes(qform) if np.all(np.isfinite(qform)) else '?'}, code {qcode}) and sform "
             f"({axcodes(sform) if np.all(np.isfinite(sform)) else '?'}, code {scode}) disagree by up to {gap:.3g} mm; "
-            "ANTs would use one and nibabel/FSL the other: make them agree (e.g. fslorient -copysform2qform) after checking which is right"
+            "tools read different ones (ANTs/ITK the qform unless sform_code is 1, nibabel/FSL the sform): "
+            "make them agree (e.g. fslorient -copysform2qform) after checking which is right"
         )
     # they agree: ITK's pick (the qform unless sform_code is 1) is within the tolerance of the
     # sform; the sform is stored at full float32 precision (the qform as a quaternion), so it
@@ -299,7 +300,7 @@ def _check_size(path: Path, img, where: str) -> None:
         if offset + nbytes > MAX_GZIP_RATIO * size + 1024:
             raise InputError(
                 f"{where}: truncated: the header claims {shape} voxels of {img.header.get_data_dtype()} ({human_bytes(nbytes)}) "
-                f"but a {human_bytes(size)} gzip file cannot hold them"
+                f"but the gzip file ({human_bytes(size)}) cannot hold them"
             )
     elif offset + nbytes > size:
         raise InputError(
