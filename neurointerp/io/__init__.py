@@ -11,6 +11,7 @@ from neurointerp.io.derivatives import (
     write_dataset_description,
     write_sidecar,
 )
+from neurointerp.io.headers import load_mask_like, read_header
 from neurointerp.io.nifti import Volume, check_affine, is_nifti_path, load_image, save_image
 from neurointerp.io.provenance import provenance, sha256
 
@@ -25,10 +26,12 @@ __all__ = [
     "derivative_path",
     "is_nifti_path",
     "load_image",
+    "load_mask_like",
     "numeric_covariate",
     "prepare_output_dir",
     "provenance",
     "read_cohort",
+    "read_header",
     "save_image",
     "sha256",
     "sidecar_path",
