@@ -62,10 +62,10 @@ def template_file(name: str = DEFAULT_TEMPLATE, kind: str = "T1w") -> Path:
 @lru_cache(maxsize=4)
 def load_template(name: str = DEFAULT_TEMPLATE):
     """Return ``(t1, mask, affine)``: the 1 mm T1 scaled to 0-1 (float32), its brain mask, affine."""
-    import nibabel as nib
+    from neurointerp.io.headers import read_array, read_header
 
-    img = nib.load(str(template_file(name, "T1w")))
-    data = np.asarray(img.dataobj, dtype=np.float32)
+    head = read_header(template_file(name, "T1w"))
+    data = read_array(head, dtype=np.float32).reshape(head.shape[:3])
     top = float(data.max())
     if top > 0:
         data /= top
@@ -73,7 +73,7 @@ def load_template(name: str = DEFAULT_TEMPLATE):
     t1 = np.ascontiguousarray(data)
     t1.setflags(write=False)
     mask.setflags(write=False)
-    return t1, mask, np.asarray(img.affine, dtype=np.float64)
+    return t1, mask, head.affine
 
 
 def grid_points(shape, affine) -> np.ndarray:
@@ -203,11 +203,13 @@ def _label_frame(index, names):
 @lru_cache(maxsize=4)
 def _native_atlas(name: str) -> tuple[np.ndarray, np.ndarray, object]:
     """``(labels int32, affine, label table)`` of a registry atlas at its own resolution."""
-    import nibabel as nib
     import pandas as pd
 
+    from neurointerp.io.headers import read_header
+
     info = atlas_info(name)
-    img = nib.load(str(_resolve_atlas_file(info["file"], info["name"])))
+    head = read_header(_resolve_atlas_file(info["file"], info["name"]), what="atlas image")
+    img = head.image
     table = pd.read_csv(_resolve_atlas_file(info["labels"], info["name"]))
     if info.get("kind") == "probabilistic":
         # maximum-probability labels, thresholded; integer compare per volume, no float 4D copy
@@ -230,7 +232,7 @@ def _native_atlas(name: str) -> tuple[np.ndarray, np.ndarray, object]:
         lut = _label_frame(table["index"], table["name"])
         labels[~np.isin(labels, lut.index.to_numpy())] = 0  # values without a name are background
     labels.setflags(write=False)
-    return labels, np.asarray(img.affine, dtype=np.float64), lut
+    return labels, head.affine, lut
 
 
 def resample_labels(labels: np.ndarray, src_affine, shape, affine) -> np.ndarray:
@@ -314,24 +316,16 @@ def load_user_atlas(img_path, labels_tsv, shape, affine) -> tuple[np.ndarray, "o
     reported (one line) rather than silently dropped. Returns ``(labels, table)`` as
     :func:`load_atlas`.
     """
-    import nibabel as nib
-
-    from neurointerp.io.nifti import check_affine, is_nifti_path
+    from neurointerp.io.headers import read_array, read_header
 
     img_path = Path(img_path)
     if not img_path.is_file():
         raise InputError(f"{img_path}: atlas image not found")
-    if not is_nifti_path(img_path):
-        raise InputError(f"{img_path}: not a NIfTI file name (expected .nii or .nii.gz)")
-    try:
-        img = nib.load(str(img_path))
-        data = np.asarray(img.dataobj)
-    except Exception as exc:
-        raise InputError(f"{img_path}: not a readable NIfTI file ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+    head = read_header(img_path, what="atlas image")  # orientation, units, dtype, size vs file
+    data = read_array(head, dtype=np.float64)
     data = data.reshape(data.shape[:3]) if data.ndim == 4 and data.shape[3] == 1 else data
     if data.ndim != 3:
         raise InputError(f"{img_path}: atlas must be a 3D label image (got shape {data.shape})")
-    check_affine(img.affine, str(img_path))
     if not np.all(np.isfinite(data)) or not np.allclose(data, np.round(data)):
         raise InputError(f"{img_path}: atlas values must be whole numbers (region indices)")
     labels = np.round(data).astype(np.int32)
@@ -339,7 +333,7 @@ def load_user_atlas(img_path, labels_tsv, shape, affine) -> tuple[np.ndarray, "o
     unknown = sorted(set(np.unique(labels).tolist()) - set(table.index.tolist()) - {0})
     if unknown:
         raise InputError(f"{img_path}: region {unknown[0]} has no row in {labels_tsv}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
-    return resample_labels(labels, img.affine, shape, affine), table
+    return resample_labels(labels, head.affine, shape, affine), table
 
 
 def resolve_atlas(atlas, shape, affine, labels=None) -> tuple[np.ndarray, "object", str]:

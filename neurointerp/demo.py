@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.io.cohort import read_table_keeping_ids
 from neurointerp.report.html import Section
 from neurointerp.runs.context import runs_as
 
@@ -140,7 +141,7 @@ def _step_preprocess(out: Path, seed: int, force: bool, sections: list[Section],
 
     # the synthetic images are skull-stripped; a 32^3 grid (about 6 mm) keeps the demo fast
     result = run_preprocess(state["synth_table"], out / "preprocess", shape=32, brain_extraction="none", registration_resolution=6.0, seed=seed, force=force)
-    frame = pd.read_csv(result.table)
+    frame = read_table_keeping_ids(result.table)
     frame["image"] = [str((result.table.parent / p).resolve()) for p in frame["image"]]
     train, test = _split(frame, seed)
     state["train_csv"] = out / "train.csv"
@@ -205,7 +206,7 @@ def _step_saliency(out: Path, seed: int, force: bool, sections: list[Section], s
     summary = pd.read_csv(sal / "group" / "scores_summary.tsv", sep="\t")
     shape, affine, _ = state["grid"]
     truth = load_image(state["truth_disease"], allow_empty=True)
-    test = pd.read_csv(state["test_csv"])
+    test = read_table_keeping_ids(state["test_csv"])
     background = np.mean([load_image(p).data for p in test["image"]], axis=0)
     best = summary.sort_values("ncc_mean", ascending=False)["method"].iloc[0]
     panels = [("planted disease log-Jacobian", background, affine, truth.data), (f"mean |{best}|", background, affine, _mean_abs_maps(sal, best, test["participant_id"]))]
@@ -234,7 +235,7 @@ def _step_confound(out: Path, seed: int, force: bool, sections: list[Section], s
     mask_path = run_confound_test(state["model"], state["train_csv"], out / "confound", confounder=["age"], layer=layer, force=force)
     summary = json.loads((mask_path.parent / "summary.json").read_text())
     cfree = run_saliency(state["model"], state["test_csv"], out / "saliency_confounder_free", method=["gradient"], confounder_mask=mask_path, seed=seed, force=force)
-    test = pd.read_csv(state["test_csv"])
+    test = read_table_keeping_ids(state["test_csv"])
     ids = test["participant_id"]
     brain = np.mean([load_image(p).data for p in test["image"]], axis=0) != 0
     full = _mean_abs_maps(state["saliency"], "gradient", ids)
@@ -269,14 +270,14 @@ def _step_simulate(out: Path, seed: int, force: bool, sections: list[Section], s
     jac = jacobian_maps(out / "simulate_apply" / "fields.tsv", out / "jacobian", inverse=True, force=force)
     logits = pd.read_csv(logits_path, sep="\t")
     truth = load_image(state["truth_disease"], allow_empty=True)
-    brain = np.mean([load_image(p).data for p in pd.read_csv(state["test_csv"])["image"]], axis=0) != 0
+    brain = np.mean([load_image(p).data for p in read_table_keeping_ids(state["test_csv"])["image"]], axis=0) != 0
     rows, panels = [], []
     for direction, sign in (("inject", 1.0), ("remove", -1.0)):
         sub = logits[logits["direction"] == direction]
         path = Path(jac) / "group" / f"space-{SPACE}_desc-{direction}mean_logjacobian.nii.gz"
         r = float("nan")
         if path.exists():
-            mean = nib.load(str(path)).get_fdata()
+            mean = load_image(path, allow_empty=True).data
             r = float(np.corrcoef(sign * mean[brain], truth.data[brain])[0, 1])
             panels.append((f"mean log-Jacobian, {direction}", state["template_on_grid"], truth.affine, mean))
         rows.append({
@@ -310,7 +311,7 @@ def _step_group(out: Path, seed: int, force: bool, sections: list[Section], stat
 
     from neurointerp.group.api import group_map
 
-    test = pd.read_csv(state["test_csv"])
+    test = read_table_keeping_ids(state["test_csv"])
     rows = []
     for pid, lab, age in zip(test["participant_id"], test["label"], test["age"]):
         for p in state["saliency"].glob(f"sub-{pid}/anat/*_desc-integratedgradients_attribution.nii.gz"):

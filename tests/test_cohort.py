@@ -110,3 +110,54 @@ def test_write_cohort_round_trip_relative(tmp_path, images):
     out = write_cohort(tmp_path / "copy.tsv", cohort.frame)
     assert "imgs/s0.nii.gz" in out.read_text()
     assert read_cohort(out).images == cohort.images
+
+
+# ---------------------------------------------------------------------------- issue 20: labels, ids
+
+
+@pytest.mark.parametrize(
+    "labels, spelled",
+    [
+        (["1", "0", "1.0", "0"], "label '1' (row 2) and '1.0' (row 4) are one class spelled 2 ways"),
+        (["01", "0", "1", "0"], "label '01' (row 2) and '1' (row 4)"),
+        (["patient", "control", "Patient", "control"], "label 'patient' (row 2) and 'Patient' (row 4)"),
+    ],
+)
+def test_one_class_spelled_two_ways_is_refused_naming_the_rows(tmp_path, images, labels, spelled):
+    """'1' and '1.0' must not become two classes (a 3-class model from a binary table)."""
+    rows = "".join(f"0{i},imgs/s{i}.nii.gz,{lab}\n" for i, lab in enumerate(labels))
+    path = write(tmp_path, "participant_id,image,label\n" + rows)
+    with pytest.raises(CohortError) as info:
+        read_cohort(path)
+    assert str(info.value).startswith(f"{path} row 2: ") and spelled in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_numeric_labels_of_a_regression_and_distinct_classes_are_accepted(tmp_path, images):
+    rows = "".join(f"0{i},imgs/s{i}.nii.gz,{lab}\n" for i, lab in enumerate(["1", "1.0", "2.5", "0"]))
+    path = write(tmp_path, "participant_id,image,label\n" + rows)
+    assert len(read_cohort(path, numeric=["label"], min_classes=0)) == 4  # a number is a number
+    ok = write(tmp_path, "participant_id,image,label\n" + "".join(f"0{i},imgs/s{i}.nii.gz,{lab}\n" for i, lab in enumerate(["10", "1", "0", "1"])), "ok.csv")
+    assert read_cohort(ok).classes == ["0", "1", "10"]
+
+
+@pytest.mark.parametrize("column", ["participant_id", "session_id"])
+def test_ids_too_long_for_file_names_are_refused_up_front(tmp_path, images, column):
+    long_id = "x" * 65
+    pid, ses = (long_id, "1") if column == "participant_id" else ("02", long_id)
+    path = write(tmp_path, f"participant_id,session_id,image\n01,1,imgs/s0.nii.gz\n{pid},{ses},imgs/s1.nii.gz\n")
+    with pytest.raises(CohortError, match=rf"row 3: {column} 'xxxxxxxxxxxxxxxx\.\.\.' is 65 characters long; at most 64 fit in output file names"):
+        read_cohort(path, require_label=False)
+    fine = write(tmp_path, f"participant_id,session_id,image\n{'y' * 64},1,imgs/s0.nii.gz\n", "fine.csv")
+    assert read_cohort(fine, require_label=False).participant_ids == ["y" * 64]
+
+
+def test_ids_stay_text_in_tables_the_tool_reads_back(tmp_path):
+    from neurointerp.io.cohort import read_table_keeping_ids
+
+    p = tmp_path / "predictions.tsv"
+    p.write_text("participant_id\tsession_id\tlabel\tscore\n01\t02\t1\t0.5\n10\t\t0\t0.25\n")
+    frame = read_table_keeping_ids(p)
+    assert frame["participant_id"].tolist() == ["01", "10"] and frame["session_id"].tolist() == ["02", ""]
+    assert frame["score"].dtype == float  # other columns are parsed as usual
+    assert read_table_keeping_ids(p, text_columns=("label",))["label"].tolist() == ["1", "0"]

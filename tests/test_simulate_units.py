@@ -186,7 +186,9 @@ def test_load_field_rejects_non_finite_values_and_degenerate_grids(tmp_path):
     data = np.asarray(img.dataobj)
     singular = np.eye(4)
     singular[:3, 1] = singular[:3, 0]  # two voxel axes along one world direction
-    nib.save(nib.Nifti1Image(data, singular), str(tmp_path / "singular.nii.gz"))
+    vector = nib.Nifti1Image(data, singular)
+    vector.header.set_intent("vector")  # a field must say so (a stack of three images is not one)
+    nib.save(vector, str(tmp_path / "singular.nii.gz"))
     with pytest.raises(InputError, match=r"singular\.nii\.gz: affine is singular"):
         load_field(tmp_path / "singular.nii.gz", 3)
     flat = np.eye(4)
@@ -194,6 +196,7 @@ def test_load_field_rejects_non_finite_values_and_degenerate_grids(tmp_path):
     hdr = nib.Nifti1Header()
     hdr.set_sform(flat, code=2)
     hdr["qform_code"] = 0
+    hdr.set_intent("vector")
     nib.save(nib.Nifti1Image(data, None, header=hdr), str(tmp_path / "flat.nii.gz"))
     with pytest.raises(InputError, match=r"flat\.nii\.gz: affine has a zero voxel size"):
         load_field(tmp_path / "flat.nii.gz", 3)

@@ -89,7 +89,7 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
             rec = provenance("saliency (group mean)", {"method": desc, "label": c}, Space=spec.space, Maps=members[c])
             for stat, data in (("mean", mean), ("meanabs", mean_abs)):
                 p = group / f"space-{spec.space}_desc-{desc}_label-{_safe(c)}_stat-{stat}_attribution.nii.gz"
-                save_image(data, affine, p, header=header, force=True)
+                save_image(data, affine, p, header=header, force=True, intent="estimate", intent_name=stat)
                 write_json(p.with_name(p.name.replace(".nii.gz", ".json")), {**rec, "Statistic": stat, "NMaps": n}, force=True)
             panels.append((f"{desc} mean |map| ({c}, n={n})", background / len(table), affine, mean_abs))
             if atlas is not None and spec.ndim == 3:

@@ -160,7 +160,9 @@ def run_saliency(o: SaliencyOptions) -> Path:
         target_grid = (ref.shape, ref.affine)
     truth_mask_data = None
     if o.truth_mask is not None:
-        truth_mask_data = load_image(o.truth_mask, ndim=spec.ndim).data > 0
+        from neurointerp.io.headers import load_mask_like  # unreadable / other grid -> one line, exit 2
+
+        truth_mask_data = load_mask_like(o.truth_mask, spec.shape, spec.affine, "--truth-mask")
     truth_file = None
     if o.ground_truth is not None and o.ground_truth not in table.frame.columns:
         truth_file = Path(o.ground_truth)

@@ -79,6 +79,11 @@ def run_evaluate(
         if target not in clf.classes:
             raise InputError(f"--target '{target}': the model's classes are {', '.join(clf.classes)}")
         target_index = clf.classes.index(target)
+    truth_mask_data = None
+    if truth_mask is not None:  # before anything is written: unreadable or on another grid -> one line, exit 2
+        from neurointerp.io.headers import load_mask_like
+
+        truth_mask_data = load_mask_like(truth_mask, clf.spec.shape, clf.spec.affine, "--truth-mask")
     out = prepare_output_dir(out, force=force, marker="metrics.tsv")
     for name in ("metrics.tsv", "deletion_curves.tsv", "randomisation.tsv", "metrics.json", "evaluate.png"):
         check_writable(out / name, force=force)
@@ -155,7 +160,7 @@ def run_evaluate(
             nccs, masses = [], []
             for i in range(len(table)):
                 truth = _truth_for(ground_truth, table, i, clf.spec.shape)
-                tmask = load_image(truth_mask, ndim=clf.spec.ndim).data > 0 if truth_mask is not None else np.abs(truth) >= 0.1 * np.abs(truth).max()
+                tmask = truth_mask_data if truth_mask_data is not None else np.abs(truth) >= 0.1 * np.abs(truth).max()
                 inside = vols[i] != 0
                 nccs.append(ncc(np.abs(full[i]), np.abs(truth), mask=inside if inside.any() else None))
                 masses.append(mass_in_mask(full[i], tmask))

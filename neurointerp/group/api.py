@@ -106,6 +106,12 @@ def group_map(o: GroupMapOptions) -> Path:
             raise InputError("--volumes needs a GLM (a design with a contrast)")
         needed.append(volumes)
     ms.check_covariates(needed)
+    if has_groups:  # '1' and '1.0' (or 'Patient' and 'patient') must not become two groups
+        from neurointerp.io.cohort import label_spelling_problems
+
+        spelled = label_spelling_problems(list(frame[label_column]), list(ms.cov_where or ms.where), label_column)
+        if spelled:
+            raise InputError(spelled[0])
     groups = [str(g) for g in frame[label_column]] if has_groups else ["all"] * n
     from neurointerp.group.glm import _class_key
 
@@ -125,10 +131,9 @@ def group_map(o: GroupMapOptions) -> Path:
     nvox = int(np.prod(shape))
     user_mask = None
     if mask is not None:
-        mvol = load_image(mask, allow_empty=False)
-        if tuple(mvol.shape) != tuple(shape) or not np.allclose(mvol.affine, affine, atol=1e-3 * float(np.min(np.sqrt((affine[:3, :3] ** 2).sum(axis=0))))):
-            raise InputError(f"{mask}: mask grid differs from the maps' grid ({ms.paths[0]})")
-        user_mask = mvol.data.reshape(-1) > 0
+        from neurointerp.io.headers import load_mask_like
+
+        user_mask = load_mask_like(mask, shape, affine, "--mask").reshape(-1)
     # voxels streamed: the user mask (everything outside stays 0), else the whole grid
     work = np.flatnonzero(user_mask) if user_mask is not None else None
     nwork = len(work) if work is not None else nvox
@@ -190,14 +195,15 @@ def group_map(o: GroupMapOptions) -> Path:
         )
         written: list[str] = []
 
-        def put(data, desc, stat=None, suffix="statmap", meaning="", dtype=np.float32, fill=0.0):
+        def put(data, desc, stat=None, suffix="statmap", meaning="", dtype=np.float32, fill=0.0, df=None):
             vol = full(data, fill).reshape(shape)
             if mirror and dtype is np.float32:
                 from neurointerp.group.display import mirror_map
 
                 vol = mirror_map(vol, affine)
             path = gdir / bids_name(None, suffix, space=space, desc=desc, stat=stat)
-            save_image(vol, affine, path, force=True, dtype=dtype)
+            intent, intent_name = stat_intent(stat, df)
+            save_image(vol, affine, path, force=True, dtype=dtype, intent=intent, intent_name=intent_name)
             write_sidecar(path, {**record, "Description": meaning}, force=True)
             written.append(str(path.relative_to(out)))
             return path
@@ -230,7 +236,7 @@ def group_map(o: GroupMapOptions) -> Path:
             q = fdr_bh(pvals)
             z = np.where(analysis_mask, t_to_z(t, res.df), 0.0)
             put(np.where(analysis_mask, res.effect, 0.0), cname, "effect", meaning="contrast estimate c'beta")
-            put(t, cname, "t", meaning=f"t statistic of contrast {cname}, df={res.df}")
+            put(t, cname, "t", meaning=f"t statistic of contrast {cname}, df={res.df}", df=res.df)
             p_z = put(z, cname, "z", meaning="z score with the same tail probability as t")
             put(np.where(analysis_mask, pvals, 1.0), cname, "p", meaning=f"uncorrected {'two' if two_sided else 'one'}-sided p-value", fill=1.0)
             put(np.where(analysis_mask, q, 1.0), cname, "q", meaning="Benjamini-Hochberg FDR q-value over the mask", fill=1.0)
@@ -297,6 +303,28 @@ def group_map(o: GroupMapOptions) -> Path:
             g = summary["glm"]
             info(f"{cname}: {g['n_fdr_significant']} voxels with FDR q <= {alpha:g}" + (f", {g['n_fwe_significant']} with FWE p <= {alpha:g}" if n_perm > 0 else ""))
         return spath
+
+
+#: NIfTI intent of each group statistic: (intent for save_image, 15-character intent name)
+STAT_INTENTS = {
+    "mean": ("estimate", "mean"),
+    "meanabs": ("estimate", "mean abs"),
+    "sd": ("estimate", "sd"),
+    "effect": ("estimate", "contrast"),
+    "z": ("z", "z"),
+    "p": ("p", "p uncorrected"),
+    "q": ("p", "FDR q"),
+    "pfwe": ("p", "FWE p"),
+}
+
+
+def stat_intent(stat: str | None, df=None) -> tuple:
+    """``(intent, intent_name)`` for a group map of statistic ``stat`` (``t`` needs ``df``)."""
+    if stat == "t":
+        if df is None:
+            raise ValueError("a t map needs its degrees of freedom")
+        return ("t", float(df)), "t"
+    return STAT_INTENTS.get(stat, (None, ""))
 
 
 def _volumetry(ms, column, maps, covariates, atlas, labels, groups, group_order, X, c, cname, gdir, out, space, record, top, figures, force, written) -> dict:

@@ -279,21 +279,12 @@ def check_covariates(frame, where: Sequence[str], columns: Sequence[str], numeri
 
 
 def _grid_of(path: Path):
-    import nibabel as nib
+    from neurointerp.io.headers import read_header  # h-io: the header rules of every reader
+    from neurointerp.io.nifti import _spatial_shape
 
-    from neurointerp.io.nifti import _spatial_shape, check_affine
-
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable NIfTI file ({text})") from exc
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(f"{path}: not a NIfTI-1/2 image")
-    shape = _spatial_shape(tuple(int(s) for s in img.shape), 3, str(path))
-    affine = np.asarray(img.affine, dtype=np.float64)
-    check_affine(affine, str(path))
-    return shape, affine, img.header
+    head = read_header(path)
+    shape = _spatial_shape(head.shape, 3, str(path))
+    return shape, head.affine, head.header
 
 
 def check_grids(paths: Sequence[Path]) -> tuple[tuple[int, int, int], np.ndarray, object]:

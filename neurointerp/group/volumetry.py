@@ -46,10 +46,10 @@ def segment_grey_matter(image: str | os.PathLike, mask: np.ndarray | None = None
 
     from neurointerp.io.nifti import load_image
 
-    vol = load_image(image)  # validates (NaN, 4D, corrupt) with one line naming the file
-    img = ants.image_read(str(image))
-    if tuple(img.shape) != tuple(vol.shape):
-        raise InputError(f"{image}: image grid could not be read consistently")
+    from neurointerp.preprocess.antsio import to_ants
+
+    vol = load_image(image)  # validates (header rules, NaN, 4D, corrupt) with one line naming the file
+    img = to_ants(vol.data, vol.affine)  # the image as we read it (not ITK's own reading of the header)
     if mask is None:
         mimg = ants.get_mask(img)
     else:

@@ -24,6 +24,7 @@ _WHERE = {
     "sidecar_path": "derivatives", "write_dataset_description": "derivatives", "write_sidecar": "derivatives",
     "Volume": "nifti", "check_affine": "nifti", "is_nifti_path": "nifti", "load_image": "nifti", "save_image": "nifti",
     "provenance": "provenance", "sha256": "provenance",
+    "load_mask_like": "headers", "read_header": "headers",
 }
 
 
@@ -44,10 +45,12 @@ __all__ = [
     "derivative_path",
     "is_nifti_path",
     "load_image",
+    "load_mask_like",
     "numeric_covariate",
     "prepare_output_dir",
     "provenance",
     "read_cohort",
+    "read_header",
     "save_image",
     "sha256",
     "sidecar_path",

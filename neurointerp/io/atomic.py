@@ -8,13 +8,34 @@ never replaced unless the caller passes ``force=True``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from neurointerp.errors import InputError
+from neurointerp.errors import InputError, NeurointerpError
+
+#: errors that mean 'the device is full' (or the user's quota, or the largest file allowed)
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+#: errors that mean 'this place cannot be written' (a bad output path: the user's to fix)
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+class DiskFullError(NeurointerpError):
+    """An output could not be written for lack of space (exit 1); nothing was left under its name."""
+
+
+def write_failure(path: Path, exc: BaseException) -> NeurointerpError | None:
+    """The one-line error for an ``OSError`` while writing ``path`` (``None``: not a write failure we name)."""
+    code = getattr(exc, "errno", None)
+    if code in _FULL:
+        what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large for the file system or the process limit"}[code]
+        return DiskFullError(f"{path}: cannot write: {what}; nothing was written under this name (free space and run again)")
+    if code in _NOT_WRITABLE:
+        return InputError(f"{path}: cannot write: {os.strerror(code).lower()}")
+    return None
 
 # A run registers who must hear of each file it writes (its folder's record of written files)
 # and the paths no write may replace (its inputs): see neurointerp.runs.folder.
@@ -98,11 +119,17 @@ lab-mates could not read).
     """
     path = Path(path)
     check_not_protected(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ext = _suffixes(path.name)
-    tail = suffix if suffix is not None else f".tmp{ext}"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[: -len(ext)] if ext else path.name}.", suffix=tail, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ext = _suffixes(path.name)
+        tail = suffix if suffix is not None else f".tmp{ext}"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[: -len(ext)] if ext else path.name}.", suffix=tail, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        named = write_failure(path, exc)
+        if named is not None:
+            raise named from exc
+        raise
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -111,9 +138,12 @@ lab-mates could not read).
         for observer in list(_OBSERVERS):  # before the rename: a kill between them leaves no unlisted file
             observer(path)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        named = write_failure(path, exc) if isinstance(exc, OSError) else None
+        if named is not None:
+            raise named from exc
         raise
 
 
@@ -135,6 +165,17 @@ def write_text(path: str | os.PathLike, text: str, force: bool = False) -> Path:
     check_writable(path, force=force)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_bytes(path: str | os.PathLike, raw: bytes, force: bool = False) -> Path:
+    """Atomically write ``raw`` to ``path`` (serialise first, e.g. ``torch.save`` into a
+    ``BytesIO``: a full disk then raises the one-line :class:`DiskFullError`, not the
+    serialiser's own message)."""
+    path = Path(path)
+    check_writable(path, force=force)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(raw)
     return path
 
 

@@ -35,6 +35,50 @@ from neurointerp.io.nifti import is_nifti_path
 
 ID_RE = re.compile(r"^[A-Za-z0-9]+$")
 MISSING = {"", "na", "n/a", "nan", "none", "null"}
+#: longest participant_id / session_id: both go into every output file name
+#: (``sub-<id>_ses-<s>_space-<tpl>_desc-<method>_<suffix>.nii.gz`` plus a hidden temporary
+#: name while it is written), and file names stop at 255 bytes
+MAX_ID_LENGTH = 64
+
+
+def id_problem(value: str, column: str, shown: str | None = None) -> str | None:
+    """Why ``value`` cannot be a ``participant_id``/``session_id`` (``None`` when it can);
+    ``shown`` is the value as the table spells it (with its ``sub-`` prefix)."""
+    shown = value if shown is None else shown
+    if not ID_RE.match(value):
+        return f"{column} '{shown[:80]}{'...' if len(shown) > 80 else ''}' must be letters and digits only (no path characters, spaces or '-')"
+    if len(value) > MAX_ID_LENGTH:
+        return f"{column} '{value[:16]}...' is {len(value)} characters long; at most {MAX_ID_LENGTH} fit in output file names"
+    return None
+
+
+def label_spelling_problems(values: Sequence[str], rows: Sequence, column: str = "label") -> list[str]:
+    """One problem per class written in more than one way (``1``/``1.0``/``01``, ``Patient``/``patient``).
+
+    Numbers are compared as numbers, names without regard to case. ``rows`` are spreadsheet
+    rows (``int``: problems read ``row N: ...``) or places (``str``, e.g. ``maps.csv row 3``).
+    Each problem names the spellings and the first row of each.
+    """
+    first: dict[object, dict[str, object]] = {}
+    for value, row in zip(values, rows):
+        text = str(value).strip()
+        if text.lower() in MISSING:
+            continue
+        try:
+            num = float(text)
+            key: object = ("n", num) if math.isfinite(num) else ("s", text.casefold())
+        except ValueError:
+            key = ("s", text.casefold())
+        first.setdefault(key, {}).setdefault(text, row)
+    problems = []
+    for spellings in first.values():
+        if len(spellings) > 1:
+            places = list(spellings.values())
+            at = places[0]
+            where = " and ".join(f"'{t}' ({'row ' + str(r) if isinstance(r, int) else r})" for t, r in list(spellings.items())[:3])
+            head = f"row {at}" if isinstance(at, int) else str(at)
+            problems.append(f"{head}: {column} {where} are one class spelled {len(spellings)} ways; use one spelling")
+    return problems
 
 
 @dataclass
@@ -199,14 +243,14 @@ def read_cohort(
         pid = normalise_id(pid_raw, "sub-")
         if not pid:
             problems.append(f"row {row}: participant_id is empty")
-        elif not ID_RE.match(pid):
-            problems.append(f"row {row}: participant_id '{pid_raw}' must be letters and digits only (no path characters, spaces or '-')")
+        elif id_problem(pid, "participant_id"):
+            problems.append(f"row {row}: {id_problem(pid, 'participant_id', pid_raw)}")
         rec["participant_id"] = pid
         ses = ""
         if "session_id" in rec:
             ses = normalise_id(rec["session_id"], "ses-")
-            if ses and not ID_RE.match(ses):
-                problems.append(f"row {row}: session_id '{rec['session_id']}' must be letters and digits only")
+            if ses and id_problem(ses, "session_id"):
+                problems.append(f"row {row}: {id_problem(ses, 'session_id', rec['session_id'])}")
             rec["session_id"] = ses
         key = (pid, ses)
         if pid and key in seen:
@@ -246,6 +290,9 @@ def read_cohort(
 
     if not records and not problems:
         problems.append("no rows after the header")
+    if label_column in header and label_column not in numeric and records:
+        # '1' and '1.0' (or 'Patient' and 'patient') would silently become two classes
+        problems += label_spelling_problems([r[label_column] for r in records], rows, label_column)
     if require_label and label_column in header and records and min_classes > 1:
         classes = {r[label_column] for r in records if r[label_column].lower() not in MISSING}
         if 0 < len(classes) < min_classes:
@@ -298,6 +345,31 @@ def _relative_to(p: Path, base: Path) -> str:
         return os.path.relpath(p.absolute(), base.absolute())
     except ValueError:  # different drives
         return str(p)
+
+
+ID_COLUMNS = ("participant_id", "session_id")
+
+
+def read_table_keeping_ids(path: str | os.PathLike, sep: str | None = None, text_columns: Sequence[str] = ()):
+    """A CSV/TSV (e.g. one a command wrote) as a DataFrame whose identifier columns stay text.
+
+    ``participant_id``/``session_id`` (and ``text_columns``) are read as strings: ``01`` stays
+    ``01`` (it names the subject's files), missing ids stay empty strings. ``sep`` defaults to
+    tab for ``.tsv`` and comma otherwise.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if sep is None:
+        sep = "\t" if path.suffix.lower() in (".tsv", ".tab", ".txt") else ","
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f, delimiter=sep), [])
+    text = {c for c in (*ID_COLUMNS, *text_columns)}
+    dtype = {c: str for c in header if c.strip() in text}
+    frame = pd.read_csv(path, sep=sep, dtype=dtype, encoding="utf-8-sig")
+    for c in dtype:
+        frame[c] = frame[c].fillna("")
+    return frame
 
 
 def mostly_numeric_outlier(values: Sequence, rows: Sequence) -> tuple | None:

@@ -150,14 +150,17 @@ def checkpoint_dict(
 
 def save_checkpoint(path: str | os.PathLike, contents: dict[str, Any]) -> Path:
     """Write a checkpoint atomically (temporary file + rename)."""
+    import io
+
     import torch
 
-    from neurointerp.io.atomic import atomic_path
+    from neurointerp.io.atomic import write_bytes
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(contents, str(tmp))
-    return path
+    # serialise in memory first: a full disk is then a plain write error naming the path
+    # (torch.save writing to the file itself reports 'unexpected pos ...' instead)
+    buffer = io.BytesIO()
+    torch.save(contents, buffer)
+    return write_bytes(Path(path), buffer.getvalue(), force=True)
 
 
 def safe_torch_load(path: str | os.PathLike) -> Any:

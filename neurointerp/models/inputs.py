@@ -121,21 +121,20 @@ class InputSpec:
         ``where`` opens the message (e.g. ``cohort.csv row 3: img.nii.gz``); ``source`` (e.g.
         ``simulator model.pt``) is added in parentheses. A degenerate affine is named as such.
         """
-        import nibabel as nib
-
-        from neurointerp.io import check_affine
+        from neurointerp.io.headers import read_header
 
         try:
-            img = nib.load(str(path))
-        except Exception as exc:
-            text = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            raise InputError(f"{where}: not a readable NIfTI image ({text})") from exc
-        shape = tuple(int(s) for s in img.shape)
+            head = read_header(path)  # orientation, qform/sform, units, dtype, size vs file
+        except InputError as exc:
+            text = str(exc)
+            text = text[len(str(path)) + 2 :] if text.startswith(f"{path}: ") else text
+            label = f"{where} ({source})" if source else where
+            raise InputError(f"{label}: {text}") from exc
+        shape = head.shape
         while len(shape) > self.ndim and shape[-1] == 1:
             shape = shape[:-1]
         label = f"{where} ({source})" if source else where
-        check_affine(img.affine, label)
-        self.check_grid(shape, img.affine, where=label)
+        self.check_grid(shape, head.affine, where=label)
 
     def normalise_array(self, data: np.ndarray) -> np.ndarray:
         """Intensity normalisation of arrays ``(..., *shape)`` on the full grid (float32)."""

@@ -10,6 +10,12 @@ from neurointerp.options import common as c
 from neurointerp.options.core import Options, arg, flag, opt
 
 BRAIN_EXTRACTION = ("auto", "deepbet", "template", "none")
+
+
+def _orientation(text: str, name: str = "--assume-orientation") -> str:
+    from neurointerp.io.headers import parse_orientation
+
+    return parse_orientation(text, name)
 REGISTRATIONS = ("affine", "rigid", "syn")
 
 
@@ -40,3 +46,4 @@ class PreprocessOptions(Options):
     array_index: Optional[int] = c.array_index()
     array_size: Optional[int] = c.array_size()
     force: bool = c.force(per_subject=True)
+    assume_orientation: Optional[str] = opt(None, "Orientation to assume for images whose header has none (sform_code = qform_code = 0), e.g. LAS or RAS: the direction each voxel axis points to. Without it such images are refused; images with an orientation keep their own.", parse=_orientation)

@@ -135,7 +135,7 @@ def preprocess_subject(subject: Subject, out: Path, settings: dict[str, Any]) ->
     where = str(subject.image)
 
     t = time.perf_counter()
-    vol = load_image(subject.image)
+    vol = load_image(subject.image, assume_orientation=settings.get("assume_orientation"))  # header rules, --assume-orientation
     data, affine = vol.data, vol.affine
     if settings["reorient"]:
         data, affine = intensity.reorient_ras(data, affine)
@@ -331,6 +331,7 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
         "registration_resolution": float(o.registration_resolution),
         "qc": bool(o.qc),
         "seed": int(o.seed),
+        **({"assume_orientation": o.assume_orientation} if o.assume_orientation else {}),
     }
     template_mask = str(Path(o.template_mask).resolve()) if o.template_mask else None
     parameters = {"template": tpl.source, "template_mask": template_mask, "space": tpl.space, "shape": list(grid_shape), "voxel_size": float(grid_affine[0, 0]), **steps}

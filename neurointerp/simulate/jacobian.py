@@ -65,12 +65,9 @@ def jacobian_determinant(field: np.ndarray, log: bool = False, clamp: bool = Tru
 
 
 def _field_ndim(path) -> int:
-    import nibabel as nib
+    from neurointerp.io.headers import read_header  # h-io: the header rules of every reader
 
-    try:
-        shape = nib.load(str(path)).shape
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable NIfTI displacement field ({str(exc).splitlines()[0][:120]})") from exc
+    shape = read_header(path, kind="field", what="NIfTI displacement field").shape
     return 2 if len(shape) >= 3 and shape[2] == 1 else 3
 
 
@@ -102,7 +99,7 @@ def _table_rows(frame, where: Path, folder: Path, field_column: str, image_colum
     ``sub-``/``ses-`` prefixes dropped): they become folder and file names. Problems name the
     spreadsheet row (header = row 1).
     """
-    from neurointerp.io.cohort import ID_RE, normalise_id
+    from neurointerp.io.cohort import ID_RE, id_problem, normalise_id  # h-io: id_problem
 
     records, problems = [], []
     has_ses, has_dir, has_img = "session_id" in frame.columns, "direction" in frame.columns, image_column in frame.columns
@@ -112,11 +109,11 @@ def _table_rows(frame, where: Path, folder: Path, field_column: str, image_colum
         pid = normalise_id(pid_raw, "sub-")
         if not pid:
             problems.append(f"row {row}: participant_id is empty")
-        elif not ID_RE.match(pid):
-            problems.append(f"row {row}: participant_id '{pid_raw}' must be letters and digits only (no path characters, spaces or '-')")
+        elif id_problem(pid, "participant_id", pid_raw):  # h-io: also ids too long for file names
+            problems.append(f"row {row}: {id_problem(pid, 'participant_id', pid_raw)}")
         ses = normalise_id(str(r["session_id"]), "ses-") if has_ses else ""
-        if ses and not ID_RE.match(ses):
-            problems.append(f"row {row}: session_id '{r['session_id'].strip()}' must be letters and digits only")
+        if ses and id_problem(ses, "session_id", r["session_id"].strip()):  # h-io
+            problems.append(f"row {row}: {id_problem(ses, 'session_id', r['session_id'].strip())}")
         d = str(r["direction"]).strip() if has_dir else ""
         if d and not ID_RE.match(d):
             problems.append(f"row {row}: direction '{d}' must be letters and digits only")

@@ -181,35 +181,20 @@ def load_field(path: str | os.PathLike, ndim: int = 3, shape=None, affine=None):
     (singular affine, zero voxel size), is refused. Raises :class:`InputError` with one line
     naming the file.
     """
-    import nibabel as nib
-
-    from neurointerp.io.nifti import check_affine
+    from neurointerp.io.headers import read_array, read_header
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: displacement field not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a NIfTI displacement field")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty (0 bytes)")
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float64)
-    except Exception as exc:  # not a NIfTI
-        raise InputError(f"{path}: not a readable NIfTI displacement field ({str(exc).splitlines()[0][:120]})") from exc
-    aff = np.asarray(img.affine, dtype=np.float64)
-    # accept (X, Y, Z, 1, C) and (X, Y, Z, C) layouts
-    if data.ndim == 5 and data.shape[3] == 1:
-        data = data[:, :, :, 0, :]
-    if data.ndim != 4 or data.shape[-1] not in (2, 3):
-        raise InputError(
-            f"{path}: shape {'x'.join(map(str, img.shape))} is not a displacement field "
-            "(expected X x Y x Z x 1 x 3, an ITK/ANTs vector image)"
-        )
+    # the header must say 'vector field' (intent vector, X x Y x Z x 1 x C): a stack of
+    # three images is not a field; orientation, units, size vs file are checked as for images
+    head = read_header(path, kind="field", what="NIfTI displacement field")
+    data = read_array(head, dtype=np.float64)
+    aff = head.affine
+    data = data[:, :, :, 0, :]
     n_bad = int(np.count_nonzero(~np.isfinite(data).all(axis=-1)))
     if n_bad:
         raise InputError(f"{path}: {n_bad} voxel{'s have' if n_bad > 1 else ' has'} NaN or Inf displacements")
-    check_affine(aff, str(path))
     if data.shape[-1] == 2:
         data = np.concatenate([data, np.zeros(data.shape[:-1] + (1,))], axis=-1)
     spatial = data.shape[:3]

@@ -30,8 +30,17 @@ import numpy as np
 def _save(data, affine, path: Path) -> Path:
     import nibabel as nib
 
-    nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=float)), str(path))
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=float))
+    _keep_vector_intent(img.header, img.shape)
+    nib.save(img, str(path))
     return path
+
+
+def _keep_vector_intent(hdr, shape) -> None:
+    """An ``X x Y x Z x 1 x 3`` array (a displacement field's layout) is saved as the ITK vector
+    image it came from, so that a bad field is refused for its own fault, not for lacking the intent."""
+    if len(shape) == 5 and shape[3] == 1 and shape[4] in (2, 3):
+        hdr.set_intent("vector")
 
 
 class Evil:
@@ -137,11 +146,137 @@ def img_zero_voxel(src: Path, d: Path) -> Path:
     hdr.set_data_dtype(np.float32)
     hdr.set_sform(bad, code=2)
     hdr["qform_code"] = 0
+    _keep_vector_intent(hdr, x.shape)
     img = nib.Nifti1Image(x, None, header=hdr)
     p = d / "zerovoxel.nii.gz"
     nib.save(img, str(p))
     assert not np.any(nib.load(str(p)).affine[:3, 2])
     return p
+
+
+# ----------------------------------------------------------------------------- headers, dtypes, sizes
+# (issue 20) the source image of the slot (T1w, map or displacement field) with one header field
+# changed; every reader must refuse it through neurointerp.io.headers before anything is written
+
+
+def _edit(name: str, fn):
+    """A maker: ``src`` saved again as ``name`` after ``fn(hdr, data) -> data | None`` changed it."""
+
+    def make(src: Path, d: Path) -> Path:
+        import nibabel as nib
+
+        img = nib.load(str(src))
+        hdr = img.header.copy()
+        data = np.asanyarray(img.dataobj)
+        out = fn(hdr, data)
+        p = d / name
+        nib.save(nib.Nifti1Image(data if out is None else out, None, header=hdr), str(p))
+        return p
+
+    return make
+
+
+def _patch(name: str, offset: int, fmt: str, *values):
+    """A maker: ``src`` as ``name`` with raw header bytes at ``offset`` replaced (nibabel would fix them on save)."""
+
+    def make(src: Path, d: Path) -> Path:
+        import gzip
+        import struct
+
+        import nibabel as nib
+
+        raw = bytearray(nib.load(str(src)).to_bytes())
+        raw[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, *values)
+        p = d / name
+        p.write_bytes(gzip.compress(bytes(raw)))
+        return p
+
+    return make
+
+
+def _no_orientation(hdr, data):
+    hdr["qform_code"] = 0
+    hdr["sform_code"] = 0
+
+
+def _mirrored_sform(hdr, data):
+    """qform as it was, sform mirrored left-right (codes 1 and 2: ITK reads the qform, nibabel/FSL the sform)."""
+    aff = hdr.get_best_affine()
+    flip = aff.copy()
+    flip[:3, 0] = -aff[:3, 0]
+    flip[:3, 3] = aff[:3, 3] + aff[:3, 0] * (data.shape[0] - 1)
+    hdr.set_qform(aff, code=1)
+    hdr.set_sform(flip, code=2)
+
+
+def _sheared_sform(hdr, data):
+    aff = hdr.get_best_affine()
+    aff[0, 1] += 0.3 * abs(aff[1, 1])  # the second voxel axis leans 17 degrees
+    hdr.set_sform(aff, code=2)
+    hdr["qform_code"] = 0
+
+
+def _metres(hdr, data):
+    hdr.set_xyzt_units("meter")
+
+
+def _complex(hdr, data):
+    hdr.set_data_dtype(np.complex64)
+    return data.astype(np.complex64) * (1 + 1j)
+
+
+def _rgb(hdr, data):
+    hdr.set_data_dtype("RGB")
+    rgb = np.zeros(data.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["R"] = np.clip(np.abs(data) * 10, 0, 255).astype(np.uint8)
+    return rgb
+
+
+def _as_vector_image(hdr, data):
+    """A scalar image stored as an ITK vector image (what a displacement field looks like)."""
+    hdr.set_intent("vector")
+    return np.repeat(data.reshape(data.shape[:3] + (1, 1)), 3, axis=4)
+
+
+def _stack_of_three(hdr, data):
+    """A displacement field's three components saved as a plain 4D stack of images (no vector intent)."""
+    hdr.set_intent("none")
+    return np.ascontiguousarray(data.reshape(data.shape[:3] + (data.shape[-1],)))
+
+
+def img_huge_claim(src: Path, d: Path) -> Path:
+    """About 100 bytes of .nii.gz whose header claims 700^3 float32 voxels (1.4 GB): must fail fast."""
+    import gzip
+
+    import nibabel as nib
+
+    hdr = nib.load(str(src)).header.copy()
+    shape = (700, 700, 700) + tuple(int(s) for s in hdr.get_data_shape()[3:])
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(np.float32)
+    hdr["vox_offset"] = 352
+    raw = hdr.binaryblock + b"\0" * 4 + bytes(16)
+    p = d / "hugeclaim.nii.gz"
+    p.write_bytes(gzip.compress(raw, compresslevel=9))
+    return p
+
+
+def img_truncated_nii(src: Path, d: Path) -> Path:
+    """An uncompressed .nii with the last tenth of its voxel data cut off."""
+    import nibabel as nib
+
+    raw = nib.load(str(src)).to_bytes()
+    p = d / "truncated.nii"
+    p.write_bytes(raw[: len(raw) - max(8, (len(raw) - 352) // 10)])
+    return p
+
+
+def _scalar_slot(cmd) -> bool:
+    return cmd.image_is_volume
+
+
+def _field_slot(cmd) -> bool:
+    return not cmd.image_is_volume
 
 
 # ----------------------------------------------------------------------------- cohort tables
@@ -230,6 +365,29 @@ def tab_latin1(world, d: Path, cmd) -> Path:
     raw[2] = raw[2].replace(b".nii", b"\xe9.nii", 1)
     p.write_bytes(b"".join(raw))
     return p
+
+
+def _other_spelling(value: str) -> str:
+    """The same class written another way: ``1`` -> ``1.0``, ``1.0`` -> ``1``, ``patient`` -> ``PATIENT``."""
+    try:
+        num = float(value)
+    except ValueError:
+        return value.upper() if value != value.upper() else value.lower()
+    return f"{num:.1f}" if "." not in value else f"{num:g}"
+
+
+def tab_label_two_spellings(frame, cmd):
+    """Row 2's class spelled differently in a later row ('1' and '1.0' must not be two classes)."""
+    col = cmd.label_column
+    first = frame.loc[0, col]
+    later = next(k for k in range(1, len(frame)) if frame.loc[k, col] == first)
+    frame.loc[later, col] = _other_spelling(first)
+    return frame
+
+
+def tab_long_id(frame, cmd):
+    frame.loc[1, "participant_id"] = "x" * 80  # letters only, but too long for the output file names
+    return frame
 
 
 def _label_volume(fn, name: str):
@@ -378,6 +536,21 @@ BAD_INPUTS: list[Bad] = [
     Bad("all-zero-image", "image", img_all_zero, ("zero",), only=lambda c: not c.maps_may_be_zero),
     Bad("singular-affine", "image", img_singular_affine, ("singular",)),
     Bad("zero-voxel-size", "image", img_zero_voxel, ("zero voxel size",)),
+    # headers (issue 20): orientation, qform/sform, shear, units, scaling
+    Bad("orientation-unknown", "image", _edit("noorient.nii.gz", _no_orientation), ("orientation unknown", "--assume-orientation")),
+    Bad("qform-sform-disagree", "image", _edit("disagree.nii.gz", _mirrored_sform), ("qform", "sform", "disagree")),
+    Bad("sheared-sform", "image", _edit("shear.nii.gz", _sheared_sform), ("shear",)),
+    Bad("units-metres", "image", _edit("metres.nii.gz", _metres), ("meter",)),
+    Bad("scl-slope-zero-with-offset", "image", _patch("sclzero.nii.gz", 112, "<ff", 0.0, 5.0), ("scl_slope", "scl_inter")),
+    Bad("scl-inter-nan", "image", _patch("sclnan.nii.gz", 112, "<ff", 2.0, float("nan")), ("scl_inter",)),
+    # data types
+    Bad("complex-dtype", "image", _edit("complex.nii.gz", _complex), ("complex",)),
+    Bad("rgb-dtype", "image", _edit("rgb.nii.gz", _rgb), ("RGB",)),
+    Bad("vector-image-as-scalar", "image", _edit("vector.nii.gz", _as_vector_image), ("vector", "not a scalar"), only=_scalar_slot),
+    Bad("stack-as-field", "image", _edit("stack.nii.gz", _stack_of_three), ("not a displacement field", "intent 0"), only=_field_slot),
+    # sizes: the claim is checked against the file before anything is allocated
+    Bad("huge-claim-tiny-gz", "image", img_huge_claim, ("truncated", "700x700x700")),
+    Bad("truncated-nii", "image", img_truncated_nii, ("truncated",)),
     # cohort tables
     Bad("empty-id", "table", _mut(_set(3, column="participant_id", value="")), ("row 3", "participant_id")),
     Bad("duplicate-id", "table", _mut(tab_duplicate_id), ("row 4", ("duplicate", "twice"))),
@@ -405,6 +578,9 @@ BAD_INPUTS: list[Bad] = [
         only=_label_volumes, names_file=False),
     Bad("label-file-not-found", "table", _mut(_set(3, column_attr="label_column", value="nolabels.nii.gz")), ("row 3", "nolabels.nii.gz"),
         only=_label_volumes, names_file=False),
+    # (issue 20) one spelling per class; ids that cannot become file names, refused up front
+    Bad("label-two-spellings", "table", _mut(tab_label_two_spellings), ("row 2", "spelled"), only=lambda c: c.needs_label and not c.label_volumes),
+    Bad("id-too-long", "table", _mut(tab_long_id), ("row 3", "80 characters"), only=lambda c: c.name != "group-map"),
     Bad("non-numeric-covariate", "table", _mut(_set(3, column="age", value="old")), ("row 3", "age", "old"), only=_numeric_age),
     Bad("missing-covariate", "table", _mut(_set(3, column="age", value="")), ("row 3", "age"), only=_numeric_age),
     # checkpoints
@@ -478,7 +654,7 @@ COMMANDS: list[Command] = [
                              "--no-qc", "--threads", 1, "--registration-resolution", 8, "--force"),
         columns=("participant_id", "image", "label", "age", "sex", "template_image"),
         image_as_argument=True,
-        bookkeeping=("dataset_description.json", "preprocess.json", "failures.tsv", ".failures/*", ".lock"),
+        bookkeeping=("dataset_description.json", "preprocess.json", "failures.tsv", ".neurointerp/*"),
         summary_line=True,
     ),
     Command(
@@ -577,7 +753,17 @@ def cases():
 
 
 # Known bugs in modules this suite's author does not own (reported; strict xfail flips when fixed).
-KNOWN_BUGS: dict[tuple[str, str], str] = {}
+_TRAIN_HEADERS = (
+    "train/data.py _header_grid reads headers with nib.load (nibabel's affine, no header rules), so the first "
+    "image is blamed as 'another affine/grid' for the second row; fix: neurointerp.io.headers.read_header (owner of train/)"
+)
+KNOWN_BUGS: dict[tuple[str, str], str] = {
+    ("train", "orientation-unknown"): _TRAIN_HEADERS,
+    ("train", "qform-sform-disagree"): _TRAIN_HEADERS,
+    ("train", "scl-inter-nan"): _TRAIN_HEADERS,
+    ("train", "vector-image-as-scalar"): _TRAIN_HEADERS,
+    ("train", "huge-claim-tiny-gz"): _TRAIN_HEADERS,
+}
 
 
 def snapshot(folder: Path) -> dict[str, str]:

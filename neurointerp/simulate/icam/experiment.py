@@ -134,6 +134,7 @@ def demo_step(out_dir, seed: int = 0, *, n_per_group: int = 96, epochs: int = 25
     import pandas as pd
 
     from neurointerp.io import load_image, read_cohort, write_cohort, write_json
+    from neurointerp.io.cohort import read_table_keeping_ids
     from neurointerp.simulate.icam.apply import apply_icam
     from neurointerp.simulate.icam.checkpoint import load_icam
     from neurointerp.simulate.icam.train import train_icam
@@ -142,7 +143,7 @@ def demo_step(out_dir, seed: int = 0, *, n_per_group: int = 96, epochs: int = 25
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     table = synth_lesions(out_dir / "lesions", n_per_group=n_per_group, seed=seed, force=True)
-    frame = pd.read_csv(table)
+    frame = read_table_keeping_ids(table)
     rng = np.random.default_rng(seed)
     test_idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(frame["label"] == k), size=max(4, n_per_group // 4), replace=False) for k in (0, 1)]))
     is_test = np.zeros(len(frame), dtype=bool)
@@ -162,7 +163,7 @@ def demo_step(out_dir, seed: int = 0, *, n_per_group: int = 96, epochs: int = 25
     masks = np.stack([load_image(Path(test_csv).parent / p, ndim=2, allow_empty=True).data > 0.5 for p in test.frame["mask"]])
     frequency = load_image(out_dir / "lesions" / "truth" / "desc-frequency_lesionmap.nii.gz", ndim=2).data
     scores = evaluate_icam(icam.model, x, labels, masks, frequency, n_samples=n_samples, seed=seed)
-    p = pd.read_csv(preds, sep="\t")
+    p = read_table_keeping_ids(preds, text_columns=("label", "predicted"))
     result = {
         **scores,
         "apply_accuracy": float((p["predicted"].astype(str) == p["label"].astype(str)).mean()),

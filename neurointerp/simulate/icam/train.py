@@ -168,12 +168,9 @@ def fit_icam(
 
 def image_shape(path) -> tuple[int, ...]:
     """Spatial shape of a NIfTI image from its header: ``X x Y`` for ``X x Y`` or ``X x Y x 1``."""
-    import nibabel as nib
+    from neurointerp.io.headers import read_header
 
-    try:
-        shape = [int(s) for s in nib.load(str(path)).shape]
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable NIfTI image ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+    shape = list(read_header(path).shape)  # the header checks of every reader (orientation, size, dtype)
     while len(shape) > 2 and shape[-1] == 1:
         shape.pop()
     if len(shape) not in (2, 3):
