@@ -76,7 +76,7 @@ def test_every_method_runs_on_3d_and_keeps_the_grid(method):
         from neurointerp.attribution.reference import ReferenceSet
 
         reference = reference_of_both_classes(model)
-    maps, record = attribute(model, x, method, regions=regions, reference=reference, **params)
+    maps, record = attribute(model, x, method, regions=regions, reference_set=reference, **params)
     assert maps.shape == (3, 12, 12, 12) and maps.dtype == np.float32 and np.all(np.isfinite(maps))
     assert np.any(maps != 0)
     assert record["Method"] == method and record["TargetChoice"] == "predicted class"

@@ -107,6 +107,26 @@ def run_saliency(
     stride: int = 4,
     fill: float = 0.0,
     epsilon: float = 0.01,
+    # issue 23 (h-attr): parameters of the methods added there; None = the method's default
+    perturbation: str | None = None,
+    blur_sigma: float | None = None,
+    lambda1: float | None = None,
+    beta1: float | None = None,
+    lambda2: float | None = None,
+    beta2: float | None = None,
+    iterations: int | None = None,
+    mask_lr: float | None = None,
+    mask_scale: int | None = None,
+    jitter: int | None = None,
+    swap_by: str | None = None,
+    swap_references: int | None = None,
+    reference: str | os.PathLike | None = None,
+    segments: str | None = None,
+    n_segments: int | None = None,
+    n_samples: int | None = None,
+    kernel_width: float | None = None,
+    ridge: float | None = None,
+    shap_noise: float | None = None,
     confounder_mask: str | os.PathLike | None = None,
     ground_truth: str | None = None,
     truth_mask: str | os.PathLike | None = None,
@@ -162,10 +182,16 @@ def run_saliency(
     for m in methods:
         get_method(m)
     params_all = dict(layer=layer, baseline=baseline, steps=steps, samples=samples, noise_level=noise_level, window=window, stride=stride, fill=fill, epsilon=epsilon)
+    # issue 23 (h-attr)
+    params_all.update(perturbation=perturbation, blur_sigma=blur_sigma, lambda1=lambda1, beta1=beta1, lambda2=lambda2, beta2=beta2, iterations=iterations, mask_lr=mask_lr, mask_scale=mask_scale, jitter=jitter, swap_by=swap_by, swap_references=swap_references, reference=None if reference is None else str(Path(reference).resolve()), segments=segments, n_segments=n_segments, n_samples=n_samples, kernel_width=kernel_width, ridge=ridge, shap_noise=shap_noise)
     set_threads(threads)
     torch.manual_seed(seed)
     clf = load_checkpoint(model, device=device)
     spec = clf.spec
+    from neurointerp.attribution.registry import check_score, needs_reference, needs_regions  # issue 20/23 (h-attr)
+
+    for m in methods:
+        check_score(m, score, clf.task)
     if clf.task == "regression" and target is not None:
         raise InputError("--target is for classifiers; a regression model explains its output")
     target_index = None
@@ -188,8 +214,14 @@ def run_saliency(
         name = "AAL2" if str(atlas).lower() == "auto" else atlas
         if str(atlas).lower() != "auto" or spec.space.upper().startswith("MNI152"):
             atlas_data = resolve_atlas(name, spec.shape, spec.affine, labels=labels)
-    if "region-perturbation" in methods and atlas_data is None:
-        raise InputError("--method region-perturbation needs an atlas on the model's grid (--atlas NAME, or --atlas img.nii.gz --labels t.tsv)")
+    for m in methods:  # issue 23 (h-attr): every method that works on atlas regions
+        if needs_regions(m, params_all) and atlas_data is None:
+            raise InputError(f"--method {m} needs an atlas on the model's grid (--atlas NAME, or --atlas img.nii.gz --labels t.tsv)")
+    reference_set = None
+    if any(needs_reference(m, params_all) for m in methods):  # issue 23 (h-attr)
+        from neurointerp.attribution.reference import load_reference
+
+        reference_set = load_reference(clf, reference if reference is not None else table, seed=seed)
     target_grid = None
     if resample_to is not None:
         ref = load_image(resample_to, allow_empty=True)
@@ -204,7 +236,8 @@ def run_saliency(
     ckpt_sha = sha256(model)
     has_ses = "session_id" in table.frame.columns
     share = array_share(len(table), array_index, array_size)
-    method_params = {m: {k: v for k, v in params_all.items() if k in get_method(m).defaults} for m in methods}
+    # None (an option left unset) is the method's default, recorded as such (issue 23, h-attr)
+    method_params = {m: {k: (get_method(m).defaults[k] if v is None else v) for k, v in params_all.items() if k in get_method(m).defaults} for m in methods}
 
     todo: list[tuple[int, str]] = []  # (row index, method)
     for i in share:
@@ -237,6 +270,15 @@ def run_saliency(
                 kw["seed"] = seed
             if m == "region-perturbation":
                 kw["regions"] = spec.crop_tensor(atlas_data[0])
+            spec_m = get_method(m)  # issue 23 (h-attr): brain mask, atlas, seed, references
+            if "mask" in spec_m.inputs:
+                kw["mask"] = spec.crop_tensor(np.stack([vols[k].data != 0 for k in idx])).astype(bool)
+            if "regions" in spec_m.inputs and atlas_data is not None:
+                kw["regions"] = spec.crop_tensor(atlas_data[0])
+            if "seed" in spec_m.defaults:
+                kw["seed"] = seed
+            if reference_set is not None and "reference" in spec_m.inputs:
+                kw["reference_set"] = reference_set
             maps, record = attribute(clf.model, xb, m, target=target_index, task=clf.task, score=score, batch_size=batch_size, **kw)
             full = spec.uncrop(maps)
             cfree = None
@@ -256,12 +298,14 @@ def run_saliency(
                     Method=record["Description"],
                     TargetClass=clf.classes[tgt] if clf.task != "regression" else None,
                     TargetChoice=record["TargetChoice"],
-                    Score=score,
+                    Score=record["Score"],  # what was explained (issue 20, h-attr)
                     Checkpoint={"path": str(Path(model).resolve()), "sha256": ckpt_sha},
                     Space=spec.space,
                     Signed=record["Signed"],
                     Baseline=record["Parameters"].get("baseline"),
                 )
+                if "References" in record:  # issue 23 (h-attr): the subjects swapped in
+                    rec["References"] = {"participants": record["References"][j], "table": reference_set.source}
                 ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
                 pid = table.participant_ids[i]
                 if cfree is None:

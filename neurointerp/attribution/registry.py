@@ -141,6 +141,44 @@ def check_score(method: str, score: str, task: str = "binary") -> None:
         raise InputError(f"{method} explains the {' or '.join(m.scores)} only (its relevance is propagated from the output layer); --score {score} is refused -- use --score logit, or a gradient or perturbation method for the {score}")
 
 
+def parse_params(pairs, method_names) -> dict[str, Any]:
+    """``["n_samples=200", "segments=supervoxels"]`` -> typed values (the type of each default).
+
+    A key that none of ``method_names`` has is refused; values of numeric parameters must parse.
+    """
+    defaults: dict[str, Any] = {}
+    for name in method_names:
+        for k, v in get_method(name).defaults.items():
+            if v is not None:
+                defaults.setdefault(k, v)
+            else:
+                defaults.setdefault(k, None)
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, text = str(pair).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise InputError(f"--param {pair}: expected KEY=VALUE, e.g. n_samples=200")
+        if key not in defaults:
+            raise InputError(f"--param {key}: not a parameter of {', '.join(method_names)} (parameters: {', '.join(sorted(defaults)) or 'none'})")
+        like = defaults[key]
+        try:
+            if isinstance(like, bool):
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                value: Any = text.lower() in ("true", "1", "yes")
+            elif isinstance(like, int):
+                value = int(text)
+            elif isinstance(like, float):
+                value = float(text)
+            else:
+                value = text
+        except ValueError:
+            raise InputError(f"--param {key}={text}: expected {type(like).__name__}") from None
+        out[key] = value
+    return out
+
+
 _CACHE: dict[str, Method] = {}
 
 
@@ -169,7 +207,8 @@ def attribute(
     mask=None,
     regions=None,
     batch_size: int = 16,
-    reference=None,
+    reference_set=None,
+    reference_choice=None,
     **params: Any,
 ):
     """Attribution maps of ``x`` (a ``(N, C, *spatial)`` tensor or array) for ``model``.
@@ -178,8 +217,12 @@ def attribute(
     ``mask``: brain mask (``spatial`` or ``(N, *spatial)``) -- occlusion skips windows outside it.
     ``regions``: integer atlas labels on the input grid, for ``region-perturbation`` and the
     atlas variants of ``swap-test``, ``lime``, ``kernel-shap``.
-    ``reference``: a :class:`~neurointerp.attribution.reference.ReferenceSet` (images of other
-    subjects with their classes) for ``swap-test`` and ``gradient-shap --baseline reference``.
+    ``reference_set``: a :class:`~neurointerp.attribution.reference.ReferenceSet` (images of
+    other subjects with their classes) for ``swap-test`` and ``gradient-shap --baseline
+    reference``; the ``reference`` *parameter* only records where it came from.
+    ``reference_choice``: swap-test partners per sample (indices into ``reference_set``, as in
+    ``record["ReferenceIndices"]`` of an earlier call) instead of choosing them with ``model``
+    -- ``evaluate`` keeps them fixed while it randomises the model.
     Other keyword arguments are the method's parameters (see :data:`methods`).
     ``record["Score"]`` is the score explained (a method that cannot explain the requested
     score refuses, see :func:`check_score`).
@@ -225,9 +268,9 @@ def attribute(
                     raise InputError(f"{method} with {'--swap-by' if method == 'swap-test' else '--segments'} atlas needs an atlas on the model's grid (--atlas)")
                 kwargs["regions"] = None if regions is None else np.asarray(regions)
             if "reference" in m.inputs:
-                if needs_reference(method, full) and (reference is None or len(reference) == 0):
+                if needs_reference(method, full) and (reference_set is None or len(reference_set) == 0):
                     raise InputError(f"{method} needs reference images ({'another class' if method == 'swap-test' else 'the baseline distribution'}): --reference, or a cohort with labels")
-                kwargs["reference"] = reference
+                kwargs["reference"] = reference_set
             if "task" in m.inputs:
                 kwargs["task"] = task
             if "score" in m.inputs:
@@ -236,7 +279,12 @@ def attribute(
                 from neurointerp.attribution.swap import choose_references
 
                 kwargs["score"] = score
-                kwargs["chosen"] = choose_references(model, x, targets, reference, int(full["swap_references"]), task=task, score=score)
+                if reference_choice is not None:
+                    if len(reference_choice) != len(x):
+                        raise InputError(f"{len(reference_choice)} reference choices for {len(x)} samples")
+                    kwargs["chosen"] = [[int(r) for r in c] for c in reference_choice]
+                else:
+                    kwargs["chosen"] = choose_references(model, x, targets, reference_set, int(full["swap_references"]), task=task, score=score)
                 kwargs["batch_size"] = max(batch_size, 32)
         if method == "gradcam" or method == "guided-gradcam":
             from neurointerp.attribution.gradcam import default_layer
@@ -259,5 +307,6 @@ def attribute(
         "Signed": m.signed,
     }
     if kwargs.get("chosen") is not None:
-        record["References"] = [[reference.ids[r] if reference.ids else r for r in c] for c in kwargs["chosen"]]
+        record["References"] = [[reference_set.ids[r] if reference_set.ids else r for r in c] for c in kwargs["chosen"]]
+        record["ReferenceIndices"] = kwargs["chosen"]
     return maps, record

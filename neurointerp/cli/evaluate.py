@@ -25,6 +25,11 @@ def evaluate(
     sensitivity_samples: int = typer.Option(8, help="Max-sensitivity: samples in the ball."),
     target: Optional[str] = typer.Option(None, help="Class to explain (default: predicted class)."),
     score: str = typer.Option("logit", help="Score explained: logit or probability."),
+    # issue 23 (h-attr): what the newer methods need
+    param: List[str] = typer.Option([], help="Method parameter KEY=VALUE as saliency takes it (e.g. n_samples=200, iterations=100, segments=supervoxels), repeatable."),
+    atlas: Optional[str] = typer.Option("auto", help="Regions of region-perturbation and of swap-test/lime/kernel-shap by atlas: a registry atlas, a label image with --labels, auto (AAL2 in MNI152 space) or none."),
+    labels: Optional[Path] = typer.Option(None, help="Label table (TSV/CSV index,name) of a user --atlas image."),
+    reference: Optional[Path] = typer.Option(None, help="Cohort table (with labels) of the subjects the swap test swaps in (default: the evaluated cohort)."),
     allow_train: bool = typer.Option(False, "--allow-train", help="Evaluate on participants the model was trained on."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads (default: SLURM_CPUS_PER_TASK)."),
@@ -32,8 +37,12 @@ def evaluate(
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier evaluation."),
 ) -> None:
     """Fidelity, sensitivity, continuity, randomisation and retraining checks per method."""
+    from neurointerp.attribution.registry import get_method, parse_params
     from neurointerp.evaluate.run import run_evaluate
     from neurointerp.progress import info
+
+    for m in method:
+        get_method(m)
 
     path = run_evaluate(
         model,
@@ -50,6 +59,10 @@ def evaluate(
         sensitivity_samples=sensitivity_samples,
         target=target,
         score=score,
+        params=parse_params(param, method),
+        atlas=atlas,
+        labels=labels,
+        reference=reference,
         allow_train=allow_train,
         device=device,
         threads=threads,
