@@ -34,6 +34,24 @@ def volumes(n=3, shape=(12, 12, 12), seed=1):
     return torch.from_numpy(np.random.default_rng(seed).normal(size=(n, 1, *shape)).astype(np.float32))
 
 
+def reference_of_both_classes(model, n=12, seed=21):
+    """Reference images that the binary model predicts as 0 and as 1, labelled so."""
+    from neurointerp.attribution.reference import ReferenceSet
+
+    start = volumes(n, seed=seed)
+    pool = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([pool], lr=0.1)
+    for _ in range(60):  # gradient ascent on the logit turns some images into class 1
+        opt.zero_grad()
+        (-model(pool)[:, 0].sum()).backward()
+        opt.step()
+    pool = torch.cat([start, pool.detach()])
+    with torch.inference_mode():
+        labels = (model(pool)[:, 0] > 0).long().clone()
+    assert 0 < labels.sum() < len(labels)
+    return ReferenceSet(pool, labels, [f"r{i}" for i in range(len(pool))])
+
+
 def test_registry_names_match():
     assert tuple(methods()) == METHOD_NAMES
 
@@ -42,9 +60,23 @@ def test_registry_names_match():
 def test_every_method_runs_on_3d_and_keeps_the_grid(method):
     model = small3d(batch_norm=True)
     x = volumes()
-    params = {"window": 4, "stride": 4} if method == "occlusion" else {"steps": 4} if method == "integrated-gradients" else {"samples": 3} if method == "smoothgrad" else {}
-    regions = np.repeat(np.arange(1, 5), 3)[:, None, None] * np.ones((12, 12, 12), int) if method == "region-perturbation" else None
-    maps, record = attribute(model, x, method, regions=regions, **params)
+    params = {
+        "occlusion": {"window": 4, "stride": 4},
+        "integrated-gradients": {"steps": 4},
+        "smoothgrad": {"samples": 3},
+        "optimised-perturbation": {"iterations": 5},
+        "swap-test": {"window": 4, "stride": 4, "swap_references": 2},
+        "lime": {"n_samples": 20},
+        "kernel-shap": {"n_samples": 20},
+        "gradient-shap": {"samples": 3},
+    }.get(method, {})
+    regions = np.repeat(np.arange(1, 5), 3)[:, None, None] * np.ones((12, 12, 12), int)
+    reference = None
+    if method == "swap-test":  # subjects of both predicted classes, labelled as predicted
+        from neurointerp.attribution.reference import ReferenceSet
+
+        reference = reference_of_both_classes(model)
+    maps, record = attribute(model, x, method, regions=regions, reference_set=reference, **params)
     assert maps.shape == (3, 12, 12, 12) and maps.dtype == np.float32 and np.all(np.isfinite(maps))
     assert np.any(maps != 0)
     assert record["Method"] == method and record["TargetChoice"] == "predicted class"

@@ -38,7 +38,10 @@ def resolve_targets(model: torch.nn.Module, x: torch.Tensor, target, task: str =
         return torch.zeros(n, dtype=torch.long)
     if target is None:
         with torch.inference_mode():
-            return predicted_targets(model(x)).cpu()
+            predicted = predicted_targets(model(x))
+        # an inference tensor cannot be saved for backward (gather saves its index): clone it
+        # outside inference mode. On CUDA .cpu() copied it anyway, so only CPU runs crashed.
+        return predicted.cpu().clone()
     t = torch.as_tensor(target, dtype=torch.long).reshape(-1)
     if t.numel() == 1:
         t = t.expand(n).clone()
@@ -52,6 +55,8 @@ def target_scores(output: torch.Tensor, targets: torch.Tensor, task: str = "bina
     if score not in SCORES:
         raise InputError(f"unknown score '{score}' (choose {', '.join(SCORES)})")
     targets = targets.to(output.device)
+    if targets.is_inference() and torch.is_grad_enabled():
+        targets = targets.clone()  # usable in backward (see resolve_targets)
     if task == "regression":
         return output[:, 0]
     if output.shape[1] == 1:

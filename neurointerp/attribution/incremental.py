@@ -88,8 +88,11 @@ def _valid(starts: np.ndarray, size, full, device, dtype) -> torch.Tensor:
     return out.unsqueeze(1).to(dtype)
 
 
-def occluded_features(model: nn.Module, ops, x1: torch.Tensor, corners, window, fill: float) -> torch.Tensor:
-    """Encoder features ``(B, M)`` of ``x1`` (``(1, C, *spatial)``) occluded at each corner."""
+def occluded_features(model: nn.Module, ops, x1: torch.Tensor, corners, window, fill) -> torch.Tensor:
+    """Encoder features ``(B, M)`` of ``x1`` (``(1, C, *spatial)``) occluded at each corner.
+
+    ``fill``: a number, or a ``(1, C, *spatial)`` image whose content replaces each window.
+    """
     nd = x1.ndim - 2
     with torch.inference_mode():
         base = [x1]
@@ -99,7 +102,10 @@ def occluded_features(model: nn.Module, ops, x1: torch.Tensor, corners, window, 
             base.append(h)
         starts = np.asarray(corners, dtype=np.int64).reshape(-1, nd)
         size = tuple(int(w) for w in window)
-        region = torch.full((len(starts), x1.shape[1], *size), float(fill), dtype=x1.dtype, device=x1.device)
+        if isinstance(fill, torch.Tensor):
+            region = torch.stack([_extract(fill, s, size) for s in starts]).to(x1.dtype)
+        else:
+            region = torch.full((len(starts), x1.shape[1], *size), float(fill), dtype=x1.dtype, device=x1.device)
         region = region * _valid(starts, size, x1.shape[2:], x1.device, x1.dtype)
         for i, (kind, mod, radius) in enumerate(ops):
             src = base[i]  # the unoccluded input of this op

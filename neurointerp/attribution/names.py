@@ -14,4 +14,10 @@ METHOD_NAMES = (
     "region-perturbation",
     "lrp-epsilon",
     "lrp-alphabeta",
+    "optimised-perturbation",
+    "swap-test",
+    "lime",
+    "kernel-shap",
+    "deeplift",
+    "gradient-shap",
 )

@@ -8,6 +8,10 @@ Both are batched: many occluded copies of one image go through the model in one 
   (the last window along each axis is aligned with the edge, so every voxel is covered).
 * ``region_perturbation``: each atlas region in turn is set to ``fill``; the whole region gets
   the score drop.
+
+``fill`` is a number, or a tensor shaped like ``x``: then the window (region) of sample ``i``
+takes the content of ``fill[i]`` at the same place -- the swap test
+(:mod:`neurointerp.attribution.swap`) puts there the same region of another subject.
 """
 
 from __future__ import annotations
@@ -38,7 +42,16 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return starts
 
 
-def occlusion(f, x, targets, window: int | Sequence[int] = 8, stride: int | Sequence[int] = 4, fill: float = 0.0, mask=None, batch_size: int = 32, model=None, task: str = "binary", score: str = "logit", incremental: bool = True):
+def _fill_for(fill, x, i: int):
+    """The replacement of sample ``i``: a float, or ``(1, C, *spatial)`` content."""
+    if isinstance(fill, torch.Tensor):
+        if fill.shape != x.shape:
+            raise InputError(f"replacement images {tuple(fill.shape)} differ from the images {tuple(x.shape)}")
+        return fill[i : i + 1].to(x.device, x.dtype)
+    return float(fill)
+
+
+def occlusion(f, x, targets, window: int | Sequence[int] = 8, stride: int | Sequence[int] = 4, fill: float | torch.Tensor = 0.0, mask=None, batch_size: int = 32, model=None, task: str = "binary", score: str = "logit", incremental: bool = True):
     """Occlusion maps ``(N, C, *spatial)`` (every channel gets the same value).
 
     With ``model`` a conv/pool classifier (see :mod:`neurointerp.attribution.incremental`) each
@@ -64,17 +77,18 @@ def occlusion(f, x, targets, window: int | Sequence[int] = 8, stride: int | Sequ
         attr = torch.zeros(spatial, dtype=x.dtype, device=x.device)
         count = torch.zeros(spatial, dtype=x.dtype, device=x.device)
         t = targets[i : i + 1]
+        fill_i = _fill_for(fill, x, i)
         with torch.inference_mode():
             s0 = f(x[i : i + 1], t)[0]
             for sl in chunks(len(keep), batch_size):
                 group = keep[sl]
                 if ops is not None:
-                    feats = occluded_features(model, ops, x[i : i + 1], [[b.start for b in box] for box in group], win, fill)
+                    feats = occluded_features(model, ops, x[i : i + 1], [[b.start for b in box] for box in group], win, fill_i)
                     drop = s0 - target_scores(model.predictor(feats), t.expand(len(group)), task=task, score=score)
                 else:
                     batch = x[i].unsqueeze(0).repeat(len(group), *([1] * (x.ndim - 1)))
                     for j, box in enumerate(group):
-                        batch[(j, slice(None), *box)] = fill
+                        batch[(j, slice(None), *box)] = fill_i if isinstance(fill_i, float) else fill_i[(0, slice(None), *box)]
                     drop = s0 - f(batch, t.expand(len(group)))
                 for j, box in enumerate(group):
                     attr[box] += drop[j]
@@ -83,7 +97,7 @@ def occlusion(f, x, targets, window: int | Sequence[int] = 8, stride: int | Sequ
     return out
 
 
-def region_perturbation(f, x, targets, atlas, fill: float = 0.0, batch_size: int = 32):
+def region_perturbation(f, x, targets, atlas, fill: float | torch.Tensor = 0.0, batch_size: int = 32):
     """Per-region score drops: maps ``(N, C, *spatial)`` and a ``(N, n_regions)`` array with the labels."""
     atlas = np.asarray(atlas)
     if atlas.shape != tuple(x.shape[2:]):
@@ -96,13 +110,14 @@ def region_perturbation(f, x, targets, atlas, fill: float = 0.0, batch_size: int
     drops = np.zeros((len(x), len(labels)))
     for i in range(len(x)):
         t = targets[i : i + 1]
+        fill_i = _fill_for(fill, x, i)
         with torch.inference_mode():
             s0 = f(x[i : i + 1], t)[0]
             for sl in chunks(len(labels), batch_size):
                 idx = list(range(len(labels)))[sl]
                 batch = x[i].unsqueeze(0).repeat(len(idx), *([1] * (x.ndim - 1)))
                 for j, k in enumerate(idx):
-                    batch[j][:, masks[k]] = fill
+                    batch[j][:, masks[k]] = fill_i if isinstance(fill_i, float) else fill_i[0][:, masks[k]]
                 drop = (s0 - f(batch, t.expand(len(idx)))).cpu().numpy()
                 for j, k in enumerate(idx):
                     drops[i, k] = drop[j]

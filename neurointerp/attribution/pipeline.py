@@ -126,10 +126,18 @@ def run_saliency(o: SaliencyOptions) -> Path:
     for m in methods:
         get_method(m)
     params_all = dict(layer=o.layer, baseline=o.baseline, steps=o.steps, samples=o.samples, noise_level=o.noise_level, window=o.window, stride=o.stride, fill=o.fill, epsilon=o.epsilon)
+    params_all.update(perturbation=o.perturbation, blur_sigma=o.blur_sigma, lambda1=o.lambda1, beta1=o.beta1, lambda2=o.lambda2, beta2=o.beta2,
+                      iterations=o.iterations, mask_lr=o.mask_lr, mask_scale=o.mask_scale, jitter=o.jitter, swap_by=o.swap_by,
+                      swap_references=o.swap_references, reference=None if o.reference is None else str(Path(o.reference).resolve()),
+                      segments=o.segments, n_segments=o.n_segments, n_samples=o.n_samples, kernel_width=o.kernel_width, ridge=o.ridge, shap_noise=o.shap_noise)
     set_threads(o.threads)
     torch.manual_seed(o.seed)
     clf = load_checkpoint(o.model, device=o.device)
     spec = clf.spec
+    from neurointerp.attribution.registry import check_score, needs_reference, needs_regions
+
+    for m in methods:
+        check_score(m, o.score, clf.task)
     if clf.task == "regression" and o.target is not None:
         raise InputError("--target is for classifiers; a regression model explains its output")
     target_index = None
@@ -152,8 +160,14 @@ def run_saliency(o: SaliencyOptions) -> Path:
         name = "AAL2" if str(o.atlas).lower() == "auto" else o.atlas
         if str(o.atlas).lower() != "auto" or spec.space.upper().startswith("MNI152"):
             atlas_data = resolve_atlas(name, spec.shape, spec.affine, labels=o.labels)
-    if "region-perturbation" in methods and atlas_data is None:
-        raise InputError("--method region-perturbation needs an atlas on the model's grid (--atlas NAME, or --atlas img.nii.gz --labels t.tsv)")
+    for m in methods:  # every method that works on atlas regions
+        if needs_regions(m, params_all) and atlas_data is None:
+            raise InputError(f"--method {m} needs an atlas on the model's grid (--atlas NAME, or --atlas img.nii.gz --labels t.tsv)")
+    reference_set = None
+    if any(needs_reference(m, params_all) for m in methods):
+        from neurointerp.attribution.reference import load_reference
+
+        reference_set = load_reference(clf, o.reference if o.reference is not None else table, seed=o.seed)
     target_grid = None
     if o.resample_to is not None:
         ref = load_image(o.resample_to, allow_empty=True)
@@ -172,7 +186,8 @@ def run_saliency(o: SaliencyOptions) -> Path:
     out = Path(o.out)
     cfree = gate_mask is not None
     has_ses = "session_id" in table.frame.columns
-    method_params = {m: {k: v for k, v in params_all.items() if k in get_method(m).defaults} for m in methods}
+    # None (an option left unset) is the method's default, recorded as such
+    method_params = {m: {k: (get_method(m).defaults[k] if v is None else v) for k, v in params_all.items() if k in get_method(m).defaults} for m in methods}
     res_entity = None
     if target_grid is not None:
         taff = target_grid[1]
@@ -205,7 +220,7 @@ def run_saliency(o: SaliencyOptions) -> Path:
                           where=f"{table.path} row {table.row_of(i)}", image=str(table.images[i]), payload=i))
 
     run_inputs = {"model": o.model, "confounder_mask": o.confounder_mask, "truth_mask": o.truth_mask, "labels": o.labels,
-                  "resample_to": o.resample_to, "ground_truth": truth_file}
+                  "resample_to": o.resample_to, "ground_truth": truth_file, "reference": o.reference}
     atlas_file = Path(str(o.atlas)) if o.atlas is not None and Path(str(o.atlas)).is_file() else None
     if atlas_file is not None:
         run_inputs["atlas"] = atlas_file
@@ -233,6 +248,15 @@ def run_saliency(o: SaliencyOptions) -> Path:
                 kw["seed"] = o.seed
             if m == "region-perturbation":
                 kw["regions"] = spec.crop_tensor(atlas_data[0])
+            spec_m = get_method(m)  # brain mask, atlas, seed, references
+            if "mask" in spec_m.inputs:
+                kw["mask"] = spec.crop_tensor(np.stack([v.data != 0 for v in vols])).astype(bool)
+            if "regions" in spec_m.inputs and atlas_data is not None:
+                kw["regions"] = spec.crop_tensor(atlas_data[0])
+            if "seed" in spec_m.defaults:
+                kw["seed"] = o.seed
+            if reference_set is not None and "reference" in spec_m.inputs:
+                kw["reference_set"] = reference_set
             maps, record = attribute(clf.model, x, m, target=target_index, task=clf.task, score=o.score, batch_size=o.batch_size, **kw)
             full = spec.uncrop(maps)
             cmaps = None
@@ -242,7 +266,7 @@ def run_saliency(o: SaliencyOptions) -> Path:
                 cmaps = spec.uncrop(gated)
             for j, i in enumerate(rows):
                 _write_subject_maps(o, out, table, i, m, vols[j], full[j], None if cmaps is None else cmaps[j], record, j, clf, spec,
-                                    ckpt_sha, gate_mask, target_grid, res_entity, has_ses)
+                                    ckpt_sha, gate_mask, target_grid, res_entity, has_ses, None if reference_set is None else reference_set.source)
         return {}
 
     def finalize(done: list[Item]) -> None:
@@ -266,7 +290,7 @@ def _truth_path(column: str, table, i: int) -> Path:
     return p if p.is_absolute() else table.path.parent / p
 
 
-def _write_subject_maps(o, out, table, i, m, vol, full, cfree_map, record, j, clf, spec, ckpt_sha, gate_mask, target_grid, res_entity, has_ses) -> None:
+def _write_subject_maps(o, out, table, i, m, vol, full, cfree_map, record, j, clf, spec, ckpt_sha, gate_mask, target_grid, res_entity, has_ses, reference_source=None) -> None:
     """The maps of one subject and method (and their confounder-free, resampled and native versions)."""
     tgt = record["Targets"][j]
     rec = provenance(
@@ -277,12 +301,14 @@ def _write_subject_maps(o, out, table, i, m, vol, full, cfree_map, record, j, cl
         Method=record["Description"],
         TargetClass=clf.classes[tgt] if clf.task != "regression" else None,
         TargetChoice=record["TargetChoice"],
-        Score=o.score,
+        Score=record["Score"],  # what was explained
         Checkpoint={"path": str(Path(o.model).resolve()), "sha256": ckpt_sha},
         Space=spec.space,
         Signed=record["Signed"],
         Baseline=record["Parameters"].get("baseline"),
     )
+    if "References" in record:  # the subjects swapped in
+        rec["References"] = {"participants": record["References"][j], "table": reference_source}
     ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
     pid = table.participant_ids[i]
     if cfree_map is None:

@@ -10,8 +10,13 @@ def _run(o: EvaluateOptions) -> None:
     from neurointerp.evaluate.run import run_evaluate
     from neurointerp.progress import info
 
-    kw = o.kwargs()
+    from neurointerp.attribution.registry import get_method, parse_params
+
+    for m in o.method:
+        get_method(m)
+    kw = o.kwargs("param")
     kw["method"], kw["extra_model"] = list(kw["method"]), list(kw["extra_model"])
+    kw["params"] = parse_params(list(o.param), list(o.method))
     info(f"wrote {run_evaluate(**kw)}")
 
 

@@ -36,13 +36,26 @@ def run_evaluate(
     sensitivity_samples: int = 8,
     target: str | None = None,
     score: str = "logit",
+    params: dict | None = None,
+    atlas: str | None = "auto",
+    labels: str | os.PathLike | None = None,
+    reference: str | os.PathLike | None = None,
     allow_train: bool = False,
     device: str = "auto",
     threads: int | None = None,
     seed: int = 0,
     force: bool = False,
 ) -> Path:
-    """Evaluate attribution methods; returns the path of ``metrics.tsv``. Same arguments as the CLI."""
+    """Evaluate attribution methods; returns the path of ``metrics.tsv``. Same arguments as the CLI.
+
+    ``params``: method parameters as ``saliency`` takes them (``{"n_samples": 200, ...}``; each
+    method takes the ones it has, the others keep their defaults). ``atlas``/``labels``: the
+    regions of region-perturbation and of the atlas variants of swap-test, lime and
+    kernel-shap (``auto``: AAL2 for a model in MNI152 space). ``reference``: the cohort table
+    the swap test (and ``gradient-shap --baseline reference``) takes other subjects from
+    (default: the evaluated cohort). The swap test keeps the partners chosen with the trained
+    model when the model is randomised or the input perturbed.
+    """
     import pandas as pd
     import torch
 
@@ -57,9 +70,16 @@ def run_evaluate(
     from neurointerp.progress import info
     from neurointerp.train.device import set_threads
 
+    from neurointerp.attribution.registry import check_score, needs_reference, needs_regions
+
     methods = list(dict.fromkeys(method))
+    params = dict(params or {})
     for m in methods:
         get_method(m)
+    known = {k for m in methods for k in get_method(m).defaults}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InputError(f"--param {', '.join(unknown)}: not a parameter of {', '.join(methods)} (parameters: {', '.join(sorted(known)) or 'none'})")
     if n_subjects < 2:
         raise InputError("--n-subjects must be at least 2 (continuity compares pairs)")
     set_threads(threads)
@@ -69,9 +89,24 @@ def run_evaluate(
     for p, e in zip(extra_model, extras):
         if e.spec.shape != clf.spec.shape or not np.allclose(e.spec.affine, clf.spec.affine, atol=1e-3):
             raise InputError(f"{p}: its grid differs from {model}'s; retraining robustness needs models of one grid")
+    for m in methods:
+        check_score(m, score, clf.task)
     table = read_cohort(cohort, require_label=False)
     check_not_trained(clf, table, allow_train)
+    full_table = table
     table = table.subset(range(min(n_subjects, len(table))))
+    regions = None
+    if any(needs_regions(m, params) for m in methods):
+        if atlas is None or str(atlas).lower() == "none" or (str(atlas).lower() == "auto" and not clf.spec.space.upper().startswith("MNI152")):
+            raise InputError(f"{', '.join(m for m in methods if needs_regions(m, params))}: needs an atlas on the model's grid (--atlas NAME, or --atlas img.nii.gz --labels t.tsv)")
+        from neurointerp.atlases import resolve_atlas
+
+        regions = clf.spec.crop_tensor(resolve_atlas("AAL2" if str(atlas).lower() == "auto" else atlas, clf.spec.shape, clf.spec.affine, labels=labels)[0])
+    reference_set = None
+    if any(needs_reference(m, params) for m in methods):
+        from neurointerp.attribution.reference import load_reference
+
+        reference_set = load_reference(clf, reference if reference is not None else full_table, seed=seed)
     if len(table) < 2:
         raise InputError(f"{table.path}: needs at least 2 subjects")
     target_index = None
@@ -109,10 +144,26 @@ def run_evaluate(
 
     rows, curves_rows, rand_rows = [], [], []
     fractions = None
+    mask_np = brain[:, 0].cpu().numpy()
     for m in methods:
         spec_m = get_method(m)
-        maps_np, record = attribute(clf.model, x, m, target=target_index, task=clf.task, score=score)
+        kw = {k: v for k, v in params.items() if k in spec_m.defaults and v is not None}
+        if "seed" in spec_m.defaults:
+            kw.setdefault("seed", seed)
+        if "reference" in spec_m.defaults:
+            kw["reference"] = None if reference is None else str(Path(reference).resolve())
+
+        def run(mod, z, tgt, mask, choice=None, kw=kw, m=m):
+            extra = {"regions": regions} if regions is not None else {}
+            if "mask" in get_method(m).inputs:
+                extra["mask"] = mask
+            if "reference" in get_method(m).inputs and reference_set is not None:
+                extra.update(reference_set=reference_set, reference_choice=choice)
+            return attribute(mod, z, m, target=tgt, task=clf.task, score=score, **extra, **kw)
+
+        maps_np, record = run(clf.model, x, target_index, mask_np)
         targets = record["Targets"]
+        choice = record.get("ReferenceIndices")
         maps = torch.as_tensor(maps_np).unsqueeze(1).to(x.device)
 
         def f_subject(i, fn=f_score):
@@ -127,18 +178,17 @@ def run_evaluate(
         curves = np.stack(curves)
         auc = deletion_auc(fractions, curves, relative=clf.task == "regression")
 
-        def explain_single(z, i):
-            res, _ = attribute(clf.model, z, m, target=targets[i], task=clf.task, score=score)
+        def explain_single(z, i, run=run, choice=choice):
+            res, _ = run(clf.model, z, targets[i], np.repeat(mask_np[i : i + 1], len(z), axis=0), None if choice is None else [choice[i]] * len(z))
             return torch.as_tensor(res).unsqueeze(1)
 
         sens = np.array([max_sensitivity(lambda z, i=i: explain_single(z, i), x[i : i + 1], brain[i : i + 1], epsilon=epsilon, samples=sensitivity_samples, seed=seed + i)[0] for i in range(len(x))])
         cont = continuity(maps, x)
 
-        def explain_with(mod, z):
-            res, _ = attribute(mod, z, m, target=targets, task=clf.task, score=score)
+        def explain_with(mod, z, run=run, choice=choice):
+            res, _ = run(mod, z, targets, mask_np, choice)
             return res
 
-        mask_np = brain[:, 0].cpu().numpy()
         layers, corr, flagged, flag_step = cascading_randomisation(explain_with, clf.model, x, mask_np, seed=seed)
         for layer, c in zip(layers, corr):
             rand_rows.append({"method": m, "randomised_down_to": layer, "spearman_abs": c})
@@ -153,7 +203,7 @@ def run_evaluate(
             "randomisation_flag": flagged,
         }
         if extras:
-            all_maps = [maps_np] + [attribute(e.model, e.prepare(np.stack(vols)), m, target=targets, task=e.task, score=score)[0] for e in extras]
+            all_maps = [maps_np] + [run(e.model, e.prepare(np.stack(vols)), targets, mask_np, choice)[0] for e in extras]
             row.update(retraining_robustness(all_maps, mask_np))
         if ground_truth is not None:
             full = clf.spec.uncrop(maps_np)
@@ -175,7 +225,8 @@ def run_evaluate(
     write_table(out / "deletion_curves.tsv", pd.DataFrame(curves_rows), force=force)
     write_table(out / "randomisation.tsv", pd.DataFrame(rand_rows), force=force)
     _figure(out / "evaluate.png", pd.DataFrame(curves_rows), pd.DataFrame(rand_rows))
-    params = dict(method=methods, n_subjects=len(table), samples=samples, noise_level=noise_level, epsilon=epsilon, sensitivity_samples=sensitivity_samples, target=target, score=score, ground_truth=ground_truth)
+    method_params = {m: {k: v for k, v in params.items() if k in get_method(m).defaults} for m in methods}
+    params = dict(method=methods, n_subjects=len(table), samples=samples, noise_level=noise_level, epsilon=epsilon, sensitivity_samples=sensitivity_samples, target=target, score=score, ground_truth=ground_truth, method_params=method_params, atlas=atlas, reference=None if reference is None else str(reference))
     record = provenance(
         "evaluate",
         params,

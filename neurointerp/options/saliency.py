@@ -16,14 +16,14 @@ SCORES = ("logit", "probability")
 
 
 def parse_baseline(text: str, name: str = "--baseline") -> str:
-    """``zeros``, ``min``, ``mean`` or a finite number (kept as text)."""
+    """``zeros``, ``min``, ``mean``, ``reference`` or a finite number (kept as text)."""
     value = str(text).strip()
-    if value in ("zeros", "min", "mean"):
+    if value in ("zeros", "min", "mean", "reference"):
         return value
     try:
         number = float(value)
     except ValueError:
-        raise InputError(f"{name} {text}: choose zeros, min, mean or a number") from None
+        raise InputError(f"{name} {text}: choose zeros, min, mean, reference or a number") from None
     if not math.isfinite(number):
         raise InputError(f"{name} {text}: the baseline must be a finite number")
     return value
@@ -42,14 +42,34 @@ class SaliencyOptions(Options):
     target: Optional[str] = opt(None, "Class to explain (default: each subject's predicted class).")
     score: str = opt("logit", "Score explained: logit, or probability (the paper's s in [0, 1]).", choices=SCORES)
     layer: Optional[str] = opt(None, "Grad-CAM layer, e.g. encoder.stack3.act (default: the last spatial conv/activation).")
-    baseline: str = opt("zeros", "Integrated gradients baseline: zeros, min, mean or a number.", parse=parse_baseline)
+    baseline: str = opt("zeros", "Baseline of integrated gradients, deeplift and gradient-shap: zeros, min, mean or a number; gradient-shap also reference (--reference images).", parse=parse_baseline)
     steps: int = opt(32, "Integrated gradients: points on the path.", minimum=1)
-    samples: int = opt(25, "SmoothGrad: noisy copies per image.", minimum=1)
+    samples: int = opt(25, "SmoothGrad: noisy copies per image; gradient-shap: samples per image.", minimum=1)
     noise_level: float = opt(0.15, "SmoothGrad: noise sd as a fraction of the image's intensity range.", minimum=0)
-    window: int = opt(8, "Occlusion window (voxels).", minimum=1)
-    stride: int = opt(4, "Occlusion stride (voxels).", minimum=1)
-    fill: float = opt(0.0, "Occlusion fill value.")
+    window: int = opt(8, "Occlusion and swap-test window (voxels).", minimum=1)
+    stride: int = opt(4, "Occlusion and swap-test stride (voxels).", minimum=1)
+    fill: float = opt(0.0, "Value of removed voxels: occlusion, region-perturbation, lime, kernel-shap, optimised-perturbation --perturbation constant.")
     epsilon: float = opt(0.01, "LRP epsilon.", above=0)
+    # optimised-perturbation, swap-test, lime, kernel-shap, gradient-shap (unset: the method's default)
+    perturbation: Optional[str] = opt(None, "optimised-perturbation: blur or constant (--fill) [default: blur].", choices=("blur", "constant"))
+    blur_sigma: Optional[float] = opt(None, "optimised-perturbation: Gaussian blur sd in voxels [default: 4].", minimum=0)
+    lambda1: Optional[float] = opt(None, "optimised-perturbation: weight of the deleted area, mean |1-m|^beta1 [default: 0.01].", minimum=0)
+    beta1: Optional[float] = opt(None, "optimised-perturbation: exponent of the area term [default: 1].", minimum=0)
+    lambda2: Optional[float] = opt(None, "optimised-perturbation: weight of the mask's total variation [default: 0.2].", minimum=0)
+    beta2: Optional[float] = opt(None, "optimised-perturbation: exponent of the total variation [default: 3].", minimum=0)
+    iterations: Optional[int] = opt(None, "optimised-perturbation: Adam steps [default: 300].", minimum=1)
+    mask_lr: Optional[float] = opt(None, "optimised-perturbation: Adam step size [default: 0.1].", minimum=0)
+    mask_scale: Optional[int] = opt(None, "optimised-perturbation: mask grid this many times coarser, upsampled (artefact guard) [default: 4].", minimum=1)
+    jitter: Optional[int] = opt(None, "optimised-perturbation: random mask shift per step, voxels (artefact guard) [default: 2].", minimum=0)
+    swap_by: Optional[str] = opt(None, "swap-test regions: window (--window/--stride) or atlas [default: window].", choices=("window", "atlas"))
+    swap_references: Optional[int] = opt(None, "swap-test: subjects of another class swapped in, per image [default: 4].", minimum=1)
+    reference: Optional[Path] = opt(None, "Cohort table (with labels, on the model's grid) of the subjects swapped in by swap-test and of gradient-shap's --baseline reference [default: the cohort explained].", exists=True)
+    segments: Optional[str] = opt(None, "lime/kernel-shap features: atlas (--atlas regions) or supervoxels [default: atlas].", choices=("atlas", "supervoxels"))
+    n_segments: Optional[int] = opt(None, "lime/kernel-shap: number of SLIC supervoxels [default: 64].", minimum=2)
+    n_samples: Optional[int] = opt(None, "lime/kernel-shap: perturbed images per subject [default: 1000].", minimum=2)
+    kernel_width: Optional[float] = opt(None, "lime: width of the exponential kernel on the cosine distance [default: 0.25].", minimum=0)
+    ridge: Optional[float] = opt(None, "lime: ridge penalty of the local linear model [default: 1].", minimum=0)
+    shap_noise: Optional[float] = opt(None, "gradient-shap: noise sd as a fraction of the image's intensity range [default: 0].", minimum=0)
     confounder_mask: Optional[Path] = opt(None, "mask.json from `confound-test`: confounder-free maps by partial back-propagation.", exists=True)
     ground_truth: Optional[str] = opt(None, "Ground-truth map (NIfTI on the maps' grid) or the name of a cohort column holding one per subject: NCC and mass scores.")
     truth_mask: Optional[Path] = opt(None, "Binary truth mask for the attribution-mass score (default: |ground truth| >= 10% of its maximum).", exists=True)
@@ -63,7 +83,7 @@ class SaliencyOptions(Options):
     threads: Optional[int] = c.threads()
     array_index: Optional[int] = c.array_index()
     array_size: Optional[int] = c.array_size()
-    seed: int = c.seed("Random seed (SmoothGrad noise).")
+    seed: int = c.seed("Random seed (SmoothGrad and gradient-shap noise, lime/kernel-shap samples, optimised-perturbation jitter, reference draw).")
     force: bool = c.force(per_subject=True)
 
     def check(self) -> None:
