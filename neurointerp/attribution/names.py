@@ -14,4 +14,9 @@ METHOD_NAMES = (
     "region-perturbation",
     "lrp-epsilon",
     "lrp-alphabeta",
+    "cam",
+    "attention",
 )
+
+# Not attribution maps: other output kinds of ``saliency`` (see neurointerp.attribution.featureoutputs)
+FEATURE_OUTPUTS = ("feature-maps", "input-optimisation", "first-layer-filters")

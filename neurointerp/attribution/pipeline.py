@@ -122,6 +122,7 @@ def run_saliency(
     array_size: int | None = None,
     seed: int = 0,
     force: bool = False,
+    feature_options: dict | None = None,  # h-arch (#23 item 5): channels + input optimisation parameters
 ) -> Path:
     """Attribution maps for every subject of ``cohort``; returns the output folder.
 
@@ -159,6 +160,11 @@ def run_saliency(
     methods = list(dict.fromkeys(method))
     if not methods:
         raise InputError("give at least one --method")
+    # h-arch (#23 item 5): feature maps, input optimisation and filters are another output kind
+    from neurointerp.attribution.names import FEATURE_OUTPUTS
+
+    feature_kinds = [m for m in methods if m in FEATURE_OUTPUTS]
+    methods = [m for m in methods if m not in FEATURE_OUTPUTS]
     for m in methods:
         get_method(m)
     params_all = dict(layer=layer, baseline=baseline, steps=steps, samples=samples, noise_level=noise_level, window=window, stride=stride, fill=fill, epsilon=epsilon)
@@ -179,8 +185,15 @@ def run_saliency(
         bad = [m for m in methods if m not in GRADIENT_METHODS]
         if bad:
             raise InputError(f"--confounder-mask needs gradient-based methods; {', '.join(bad)} cannot be partially back-propagated")
+    from neurointerp.attribution.applicability import check_methods_apply  # h-arch (#23 items 4, 6)
+
+    check_methods_apply(clf.model, methods, score=score, layer=layer)
     table = read_cohort(cohort, require_label=False)
     check_not_trained(clf, table, allow_train)
+    if feature_kinds:  # h-arch (#23 item 5)
+        from neurointerp.attribution.featureoutputs import check_feature_request, write_feature_outputs
+
+        check_feature_request(clf, feature_kinds, layer=layer, options=feature_options, confounder_mask=confounder_mask)
     atlas_data = None
     if atlas is not None and str(atlas).lower() != "none" and spec.ndim == 3:
         from neurointerp.atlases import resolve_atlas
@@ -204,6 +217,8 @@ def run_saliency(
     ckpt_sha = sha256(model)
     has_ses = "session_id" in table.frame.columns
     share = array_share(len(table), array_index, array_size)
+    if feature_kinds:  # h-arch (#23 item 5)
+        write_feature_outputs(out, clf, table, share, feature_kinds, model, layer=layer, atlas=atlas_data, target_index=target_index, options=feature_options, batch_size=batch_size, seed=seed, force=force)
     method_params = {m: {k: v for k, v in params_all.items() if k in get_method(m).defaults} for m in methods}
 
     todo: list[tuple[int, str]] = []  # (row index, method)

@@ -14,7 +14,7 @@ def train(
     cohort: Path = typer.Argument(..., help="Cohort table (CSV/TSV: participant_id, image, label, ...); all images on one grid."),
     out: Path = typer.Argument(..., help="Output folder (fold-<k>/model.pt, model.pt, metrics.tsv, cv_summary.tsv, training_curve.png, model.json)."),
     task: str = typer.Option("auto", help="auto (binary for 2 classes, else multiclass), binary, multiclass, regression."),
-    architecture: str = typer.Option("auto", help="simnet2d, simnet3d (simulator-networks §4), cas2d, cas3d (confounder-aware-saliency §3); auto: simnet2d/simnet3d by image dimension."),
+    architecture: str = typer.Option("auto", help="simnet2d, simnet3d (simulator-networks §4), cas2d, cas3d (confounder-aware-saliency §3), gap2d, gap3d (CAM-ready: global average pooling + one linear layer), attention2d, attention3d (attention-gated); auto: simnet2d/simnet3d by image dimension."),
     channels: Optional[str] = typer.Option(None, help="Override: channels of the conv stacks, e.g. 16,32,64,16."),
     kernel_size: Optional[int] = typer.Option(None, help="Override: convolution kernel size."),
     hidden: Optional[str] = typer.Option(None, help="Override: hidden fully connected layer sizes, e.g. 64,32."),

@@ -11,7 +11,7 @@ class TrainInputSpec(NeurointerpInputSpec):
     cohort = File(exists=True, mandatory=True, argstr="%s", position=0, desc="Cohort table (participant_id, image, label, ...)")
     out_dir = out_dir_input("cohort", "train", 1)
     task = traits.Enum("auto", "binary", "multiclass", "regression", argstr="--task %s", desc="Prediction task")
-    architecture = traits.Str(argstr="--architecture %s", desc="simnet2d, simnet3d, cas2d, cas3d or auto")
+    architecture = traits.Str(argstr="--architecture %s", desc="simnet2d, simnet3d, cas2d, cas3d, gap2d, gap3d, attention2d, attention3d or auto")
     channels = traits.Str(argstr="--channels %s", desc="Channels of the conv stacks, e.g. '16,32,64,16'")
     kernel_size = traits.Int(argstr="--kernel-size %d", desc="Convolution kernel size")
     hidden = traits.Str(argstr="--hidden %s", desc="Hidden fully connected layer sizes, e.g. '64,32'")
