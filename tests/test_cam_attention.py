@@ -259,8 +259,6 @@ def test_cam_and_attention_find_the_planted_lesions(lesions, name, method):
 def test_train_and_saliency_with_the_new_architectures(tmp_path):
     """`train --architecture gap3d/attention3d` (unchanged training loop), then `saliency --method
     cam/attention` writes maps on the model's grid; the wrong method is refused before any file."""
-    import nibabel as nib
-
     from neurointerp.attribution.pipeline import run_saliency
     from neurointerp.io import load_image
     from neurointerp.models.checkpoint import load_checkpoint
@@ -289,4 +287,3 @@ def test_train_and_saliency_with_the_new_architectures(tmp_path):
         with pytest.raises(InputError, match=f"^{other} needs"):
             run_saliency(res.final_model, tmp_path / "test.csv", tmp_path / f"no-{arch}", method=[other], atlas="none")
         assert not (tmp_path / f"no-{arch}").exists()
-    del nib

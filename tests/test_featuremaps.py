@@ -228,3 +228,81 @@ def test_class_score_optimisation_paints_lesions_where_they_were_planted():
     torch.manual_seed(5)
     untrained = change(ConvClassifier((32, 32), channels=(4, 8), hidden=(16,)).eval())
     assert regularised > 0.45 and regularised > plain + 0.2 and regularised > abs(untrained) + 0.3, (regularised, plain, untrained)
+
+
+# ---------------------------------------------------------------- saliency writes them
+@pytest.mark.slow
+def test_saliency_writes_feature_outputs_as_their_own_kinds(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from neurointerp.attribution.pipeline import run_saliency
+    from neurointerp.io import load_image, read_cohort
+    from neurointerp.models.checkpoint import checkpoint_dict, save_checkpoint
+    from neurointerp.models.inputs import InputSpec
+    from neurointerp.synth.brain import SPACE, synth_brain
+
+    synth_brain(tmp_path / "data", n_subjects=8, voxel_size=8.0, effect_size=3.0, confound_strength=0.0, noise=0.0, template_space=True, seed=2)
+    frame = pd.read_csv(tmp_path / "data" / "cohort.csv")
+    frame["image"] = [str(tmp_path / "data" / p) for p in frame["template_image"]]
+    frame.drop(columns=["template_image"]).to_csv(tmp_path / "c.csv", index=False)
+    cohort = read_cohort(tmp_path / "c.csv")
+    vols = [load_image(p) for p in cohort.images]
+    spec = InputSpec(vols[0].shape, vols[0].affine, space=SPACE, normalize="zscore")
+    torch.manual_seed(0)
+    model = ConvClassifier(spec.model_shape, channels=(4, 6), hidden=())
+    x = spec.prepare(np.stack([v.data for v in vols]))
+    fit_binary_on_arrays(model, x, torch.tensor((frame["label"] == "patient").to_numpy(np.float32)), epochs=2, batch_size=4, lr=1e-3)
+    save_checkpoint(tmp_path / "model.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "test3d", {"participant_ids": []}, {}))
+    opts = dict(channels=[0, 3], steps=5)
+    out = run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "out", method=["gradient", "feature-maps", "first-layer-filters", "input-optimisation"], layer="encoder.stack2.act", feature_options=opts)
+    for pid, vol in zip(cohort.participant_ids, vols):
+        anat = out / f"sub-{pid}" / "anat"
+        import nibabel as nib
+
+        img = nib.load(str(anat / f"sub-{pid}_space-{SPACE}_desc-encoderstack2act_featuremaps.nii.gz"))
+        assert img.shape == (*vol.shape, 2) and np.allclose(img.affine, vol.affine)
+        side = json.loads((anat / f"sub-{pid}_space-{SPACE}_desc-encoderstack2act_featuremaps.json").read_text())
+        assert side["Layer"] == "encoder.stack2.act" and side["Channels"] == [0, 3] and side["Axis4"] == "channel"
+        assert side["Checkpoint"]["sha256"] and side["Inputs"][0]["sha256"]
+        # the volumes are the layer's channels 0 and 3, upsampled and uncropped
+        ref, _ = feature_maps(model, spec.prepare(vol.data), "encoder.stack2.act")
+        assert np.allclose(np.asarray(img.dataobj)[..., 1], ref[0, 3].numpy(), atol=1e-5)
+        table = pd.read_csv(anat / f"sub-{pid}_space-{SPACE}_desc-encoderstack2act_atlas-AAL2_featuremaps.tsv", sep="\t")
+        assert set(table["channel"]) == {0, 1} and (table["atlas"] == "AAL2").all() and table["n_voxels"].min() > 0
+        assert (anat / f"sub-{pid}_space-{SPACE}_desc-gradient_attribution.nii.gz").exists()
+        assert not list(anat.glob("*featuremaps*attribution*"))
+    filt = nib.load(str(out / "group" / "desc-encoderstack1conv_filters.nii.gz"))
+    assert filt.shape == (3, 3, 3, 4) and np.allclose(filt.affine[:3, :3], vols[0].affine[:3, :3], atol=1e-5)
+    assert len(pd.read_csv(out / "group" / "desc-encoderstack1conv_filters.tsv", sep="\t")) == 4
+    opt = nib.load(str(out / "group" / f"space-{SPACE}_desc-encoderstack2act_optimisedinput.nii.gz"))
+    start = load_image(out / "group" / f"space-{SPACE}_desc-start_optimisedinput.nii.gz", allow_empty=True)
+    assert opt.shape == (*vols[0].shape, 2) and np.allclose(opt.affine, vols[0].affine)
+    rec = json.loads((out / "group" / f"space-{SPACE}_desc-encoderstack2act_optimisedinput.json").read_text())
+    assert rec["Units"] == [0, 3] and all(e > s for s, e in zip(rec["ObjectiveAtStart"], rec["ObjectiveAtEnd"]))
+    assert np.all(np.asarray(opt.dataobj)[start.data == 0] == 0)  # outside the brain: unchanged (0)
+    groups = [p.name for p in (out / "group").glob("*_attribution.nii.gz")]
+    assert groups and all("gradient" in g for g in groups)  # no attribution group outputs from feature maps
+    assert "*_featuremaps.nii.gz" in (out / ".bidsignore").read_text()
+    # resumable: a second run skips everything; other parameters are refused
+    fm_path = next(out.glob("sub-*/anat/*_featuremaps.nii.gz"))
+    before = fm_path.stat().st_mtime_ns
+    run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "out", method=["gradient", "feature-maps", "first-layer-filters", "input-optimisation"], layer="encoder.stack2.act", feature_options=opts)
+    assert fm_path.stat().st_mtime_ns == before
+    with pytest.raises(InputError, match="exists from a run with other inputs or parameters"):
+        run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "out", method=["feature-maps"], layer="encoder.stack2.act", feature_options={"channels": [1]})
+    # bad requests are one line, before anything is written
+    for kw, message in (
+        (dict(layer="encoder.flatten"), "has no spatial output"),
+        (dict(layer="encoder.stack2.act", feature_options={"channels": [9]}), "channel 9 does not exist"),
+        (dict(feature_options={"steps": 0}), "steps 0"),
+        (dict(layer="encoder.stack1.act", confounder_mask=tmp_path / "m.npy"), "cannot be made confounder-free"),
+    ):
+        np.save(tmp_path / "m.npy", np.ones(10))
+        with pytest.raises(InputError, match=message):
+            run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "bad", method=["feature-maps", "input-optimisation"], **kw)
+        assert not (tmp_path / "bad").exists()
+    # an array task without the cohort's first row writes no model-level outputs
+    run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "arr", method=["feature-maps", "first-layer-filters"], array_index=1, array_size=2)
+    assert len(list((tmp_path / "arr").glob("sub-*/anat/*_featuremaps.nii.gz"))) == 4 and not (tmp_path / "arr" / "group").exists()
