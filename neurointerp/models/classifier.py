@@ -58,7 +58,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "cas3d": dict(ndim=3, channels=(8, 16, 32, 64), kernel_size=2, batch_norm=True, conv_activation="relu", hidden=(64, 32), activation="tanh", l2=0.1),
     "gap2d": dict(ndim=2, channels=(8, 16, 32), kernel_size=3, batch_norm=False, conv_activation="relu", hidden=(), activation="relu", l2=0.0, head="gap"),
     "gap3d": dict(ndim=3, channels=(16, 32, 64, 64), kernel_size=3, batch_norm=False, conv_activation="relu", hidden=(), activation="relu", l2=0.0, head="gap"),
-    "attention2d": dict(ndim=2, channels=(8, 16, 32), kernel_size=3, batch_norm=False, conv_activation="relu", hidden=(), activation="relu", l2=0.0, head="attention", attention=(1, 2), gate_channels=16),
+    "attention2d": dict(ndim=2, channels=(8, 16, 32), kernel_size=3, batch_norm=False, conv_activation="relu", hidden=(), activation="relu", l2=0.0, head="attention", attention=(2, 3), gate_channels=16),
     "attention3d": dict(ndim=3, channels=(16, 32, 64, 64), kernel_size=3, batch_norm=False, conv_activation="relu", hidden=(), activation="relu", l2=0.0, head="attention", attention=(2, 3), gate_channels=16),
 }
 
@@ -100,6 +100,11 @@ def architecture_params(name: str, ndim: int | None = None, **overrides: Any) ->
     params["channels"] = tuple(int(c) for c in params["channels"])
     params["hidden"] = tuple(int(h) for h in params["hidden"])
     params["attention"] = tuple(int(k) for k in params["attention"])
+    if params["head"] == "gap" and params["hidden"]:
+        raise InputError(f"architecture '{name}' ends in global average pooling and one linear layer (CAM's architecture): --hidden must be empty")
+    bad = [k for k in params["attention"] if not 1 <= k <= len(params["channels"])]
+    if bad:
+        raise InputError(f"architecture '{name}' gates conv stacks {list(params['attention'])}, but --channels gives {len(params['channels'])} stacks")
     return params
 
 
