@@ -160,9 +160,27 @@ def brain(args) -> dict:
         row["feature_maps"] = fm
         row["s_per_subject"]["feature-maps"] = dt
         row["input_optimisation"] = _input_opt_score(model, x[tr], tpl_brain, truth)
+        row["evaluate"] = _evaluate(root, name, model, spec, frame, te, methods[name], data / "truth" / f"space-{SPACE}_desc-disease_logjacobian.nii.gz")
         out["models"][name] = row
         print(name, json.dumps(row), flush=True)
     return out
+
+
+def _evaluate(root, name, model, spec, frame, te, methods, truth_path):
+    """``neurointerp evaluate`` on 8 held-out subjects: infidelity, deletion AUC, randomisation."""
+    import pandas as pd
+
+    from neurointerp.evaluate.run import run_evaluate
+    from neurointerp.models.checkpoint import checkpoint_dict, save_checkpoint
+
+    ckpt = save_checkpoint(root / f"{name}.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], name, {"participant_ids": list(frame["participant_id"][: te.start])}, {}))
+    test = frame.iloc[te].copy()
+    test["image"] = [str(root / "brain" / p) for p in test["template_image"]]
+    test.drop(columns=["template_image"]).to_csv(root / "test.csv", index=False)
+    t = time.time()
+    path = run_evaluate(ckpt, root / "test.csv", root / f"evaluate-{name}", method=methods, ground_truth=str(truth_path), n_subjects=8, samples=16, sensitivity_samples=4, force=True)
+    table = pd.read_csv(path, sep="\t")
+    return {"wall_s": time.time() - t, "rows": table.to_dict(orient="records")}
 
 
 def lesions(args) -> dict:

@@ -56,7 +56,7 @@ def test_channel_region_table_equals_a_loop_over_regions():
     labels = rng.integers(0, 5, size=(6, 7, 8))
     labels[labels == 3] = 0  # region 3 absent
     names = {1: "one", 2: "two", 4: "four"}
-    table = channel_region_table(maps, labels, names, "toy")
+    table = channel_region_table(maps, labels, names, "toy", channels=[0, 1, 2])
     assert list(table.columns) == ["channel", "rank", "atlas", "index", "name", "n_voxels", "mean_activation", "relative_activation"]
     assert len(table) == 3 * 3
     for c in range(3):
@@ -69,6 +69,9 @@ def test_channel_region_table_equals_a_loop_over_regions():
             assert row["name"] == names[lab] and row["n_voxels"] == inside.sum()
             assert row["mean_activation"] == pytest.approx(maps[c][inside].mean())
             assert row["relative_activation"] == pytest.approx(maps[c][inside].mean() / overall)
+    # a subset of channels keeps the layer's channel numbers
+    sub = channel_region_table(maps[[2]], labels, names, "toy", channels=[2])
+    assert sub.equals(table[table["channel"] == 2].reset_index(drop=True))
 
 
 # ---------------------------------------------------------------- first-layer filters
@@ -270,7 +273,7 @@ def test_saliency_writes_feature_outputs_as_their_own_kinds(tmp_path):
         ref, _ = feature_maps(model, spec.prepare(vol.data), "encoder.stack2.act")
         assert np.allclose(np.asarray(img.dataobj)[..., 1], ref[0, 3].numpy(), atol=1e-5)
         table = pd.read_csv(anat / f"sub-{pid}_space-{SPACE}_desc-encoderstack2act_atlas-AAL2_featuremaps.tsv", sep="\t")
-        assert set(table["channel"]) == {0, 1} and (table["atlas"] == "AAL2").all() and table["n_voxels"].min() > 0
+        assert set(table["channel"]) == {0, 3} and (table["atlas"] == "AAL2").all() and table["n_voxels"].min() > 0  # the layer's numbers
         assert (anat / f"sub-{pid}_space-{SPACE}_desc-gradient_attribution.nii.gz").exists()
         assert not list(anat.glob("*featuremaps*attribution*"))
     filt = nib.load(str(out / "group" / "desc-encoderstack1conv_filters.nii.gz"))

@@ -57,10 +57,11 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer: str | None = None, ba
     return to_input_grid(acts, x.shape[2:]), layer
 
 
-def channel_region_table(maps: np.ndarray, labels: np.ndarray, names=None, atlas_name: str | None = None):
+def channel_region_table(maps: np.ndarray, labels: np.ndarray, names=None, atlas_name: str | None = None, channels: Sequence[int] | None = None):
     """Mean activation of every channel in every atlas region.
 
-    ``maps`` ``(C, *spatial)`` on the atlas grid, ``labels`` integer regions (0 = none). Rows are
+    ``maps`` ``(C, *spatial)`` on the atlas grid, ``labels`` integer regions (0 = none),
+    ``channels`` the layer's channel numbers of the C maps (default 0..C-1). Rows are
     sorted by channel, then by ``mean_activation`` (rank 1 = most active region);
     ``relative_activation`` is the region's mean over the mean of the channel in all labelled
     voxels (> 1: the channel is more active there than on average).
@@ -78,6 +79,9 @@ def channel_region_table(maps: np.ndarray, labels: np.ndarray, names=None, atlas
     counts = np.bincount(idx[keep], minlength=n_regions)
     present = np.flatnonzero(counts)
     region_names = [str(names.get(i, f"region {i}")) if hasattr(names, "get") else f"region {i}" for i in present]
+    numbers = list(range(maps.shape[0])) if channels is None else [int(c) for c in channels]
+    if len(numbers) != maps.shape[0]:
+        raise InputError(f"{len(numbers)} channel numbers for {maps.shape[0]} maps")
     frames = []
     for c in range(maps.shape[0]):
         v = maps[c].ravel()[keep]
@@ -86,7 +90,7 @@ def channel_region_table(maps: np.ndarray, labels: np.ndarray, names=None, atlas
         overall = v.mean()
         frame = pd.DataFrame(
             {
-                "channel": c,
+                "channel": numbers[c],
                 "index": present,
                 "name": region_names,
                 "n_voxels": counts[present],

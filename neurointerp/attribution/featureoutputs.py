@@ -193,7 +193,7 @@ def _subject_feature_maps(out, clf, table, rows, checkpoint, ckpt_sha, layer, at
             if atlas is not None and spec.ndim == 3:
                 labels_vol, names, atlas_name = atlas
                 tpath = region_table_path(path, atlas_name)
-                write_table(tpath, channel_region_table(full, labels_vol, names, atlas_name), force=True)
+                write_table(tpath, channel_region_table(full, labels_vol, names, atlas_name, channels=chans), force=True)
                 written.append(tpath)
             write_sidecar(path, rec, force=True)  # last: marks the subject complete
     return written
