@@ -152,9 +152,8 @@ def _subject_feature_maps(out, clf, table, rows, checkpoint, ckpt_sha, layer, at
         todo.append((i, pid, ses))
     if not todo:
         return written
-    first = clf.prepare(spec.load_row(table, todo[0][0]).data[None])
     if resolved is None:
-        resolved = default_feature_layer(clf.model, first)
+        resolved = default_feature_layer(clf.model, clf.prepare(spec.load_row(table, todo[0][0]).data[None]))
     chans = None
     pending = []
     for i, pid, ses in todo:
@@ -251,7 +250,7 @@ def _input_optimisation(out, clf, table, checkpoint, ckpt_sha, layer, target_ind
     from neurointerp.io import provenance, save_image, sha256, write_sidecar
 
     spec = clf.spec
-    params = {k: options.get(k, v) if options.get(k) is not None else v for k, v in DEFAULTS.items()}
+    params = {k: options[k] if options.get(k) is not None else v for k, v in DEFAULTS.items()}
     path = out / "group" / f"space-{spec.space}_desc-{layer_desc(layer)}_optimisedinput.nii.gz"
     start_path = out / "group" / f"space-{spec.space}_desc-start_optimisedinput.nii.gz"
     inputs_sha = [sha256(p) for p in table.images]
