@@ -14,12 +14,15 @@ from neurointerp.models.classifier import ARCHITECTURES, ConvClassifier, build_c
 from neurointerp.train.arrays import fit_binary_on_arrays
 
 
-def gap3d(seed=0, n_outputs=1, shape=(12, 12, 12)):
+def gap3d(seed=0, n_outputs=1, shape=(12, 12, 12), batch_norm=False):
     torch.manual_seed(seed)
-    model = ConvClassifier(shape, n_outputs=n_outputs, channels=(4, 6), head="gap", hidden=())
+    model = ConvClassifier(shape, n_outputs=n_outputs, channels=(4, 6), head="gap", hidden=(), batch_norm=batch_norm)
     for m in model.modules():  # non-zero biases: CAM ignores the FC bias, Grad-CAM never sees it
         if getattr(m, "bias", None) is not None:
             torch.nn.init.uniform_(m.bias, -0.1, 0.1)
+        if isinstance(m, torch.nn.BatchNorm3d):  # non-trivial running statistics
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
     return model.eval()
 
 
@@ -77,8 +80,10 @@ def test_old_checkpoints_without_a_head_load_as_flatten():
 
 
 # ---------------------------------------------------------------- CAM
-def test_cam_is_zhou_formula_and_equals_gradcam_times_grid_size():
-    model = gap3d(seed=3)
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_cam_is_zhou_formula_and_equals_gradcam_times_grid_size(batch_norm):
+    model = gap3d(seed=3, batch_norm=batch_norm)
+    layer = "encoder.stack2.bn" if batch_norm else "encoder.stack2.act"  # what feeds the pooling
     x = volumes(3, seed=4)
     f = score_function(model)
     for target in (0, 1):
@@ -98,13 +103,13 @@ def test_cam_is_zhou_formula_and_equals_gradcam_times_grid_size():
         t = torch.full((3,), target)
         n_positions = int(np.prod(acts["a"].shape[2:]))  # 6 x 6 x 6
         assert n_positions == 216
-        plain = gradcam(f, x, t, model, layer="encoder.stack2.act", relu=False)[:, 0].numpy()
+        plain = gradcam(f, x, t, model, layer=layer, relu=False)[:, 0].numpy()
         assert np.allclose(maps, n_positions * plain, atol=1e-5)
         # and ReLU(CAM) on the layer grid = |U| x Grad-CAM (its ReLU comes before the upsampling)
         from neurointerp.attribution.cam import class_activation
 
         gc, rec = attribute(model, x, "gradcam", target=target)
-        assert rec["Parameters"]["layer"] == "encoder.stack2.act"  # Grad-CAM's default is CAM's layer
+        assert rec["Parameters"]["layer"] == layer  # Grad-CAM's default is CAM's layer
         relu_up = F.interpolate(torch.relu(class_activation(f, x, t, model)), size=(12, 12, 12), mode="trilinear", align_corners=False)
         assert np.allclose(relu_up[:, 0].numpy(), n_positions * gc, atol=1e-5)
         assert np.any(maps < 0) and np.any(maps > 0)  # signed, as in the paper
