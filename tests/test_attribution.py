@@ -14,9 +14,10 @@ from neurointerp.models.classifier import ConvClassifier
 from neurointerp.train.arrays import fit_binary_on_arrays
 
 
-def small3d(seed=0, batch_norm=False, bias=True):
+def small3d(seed=0, batch_norm=False, bias=True, head="flatten"):
     torch.manual_seed(seed)
-    model = ConvClassifier((12, 12, 12), channels=(4, 6), kernel_size=3, batch_norm=batch_norm, hidden=(8,), activation="relu")
+    heads = {"flatten": dict(hidden=(8,)), "gap": dict(head="gap", hidden=()), "attention": dict(head="attention", attention=(1, 2), hidden=())}
+    model = ConvClassifier((12, 12, 12), channels=(4, 6), kernel_size=3, batch_norm=batch_norm, activation="relu", **heads[head])
     if not bias:
         for m in model.modules():
             if getattr(m, "bias", None) is not None:
@@ -58,7 +59,7 @@ def test_registry_names_match():
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_every_method_runs_on_3d_and_keeps_the_grid(method):
-    model = small3d(batch_norm=True)
+    model = small3d(batch_norm=True, head={"cam": "gap", "attention": "attention"}.get(method, "flatten"))  # architecture-specific methods
     x = volumes()
     params = {
         "occlusion": {"window": 4, "stride": 4},

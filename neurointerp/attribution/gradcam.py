@@ -22,7 +22,12 @@ _SPATIAL_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ReLU, nn.LeakyReLU, nn.ELU
 
 
 def default_layer(model: nn.Module, x: torch.Tensor) -> str:
-    """Name of the last conv/activation module whose output is spatial (a dry forward pass)."""
+    """Name of the last conv/activation module whose output is spatial (a dry forward pass), or
+    the model's own ``default_cam_layer`` where it names one (the attention head runs its gates'
+    1x1 convolutions after the last conv stack)."""
+    preferred = getattr(model, "default_cam_layer", None)
+    if isinstance(preferred, str) and preferred:
+        return preferred
     order: list[str] = []
     handles = []
     for name, mod in model.named_modules():

@@ -99,11 +99,14 @@ def lrp(f_unused, x, targets, model: nn.Module, rule: str = "epsilon", epsilon: 
         acts = [xb]
         with torch.inference_mode():
             h = xb
-            for mod in chain:
-                h = mod(h)
-                acts.append(h)
+            try:
+                for mod in chain:
+                    h = mod(h)
+                    acts.append(h)
+            except RuntimeError:  # e.g. attention gates: their modules do not chain
+                h = None
             full = model(xb)
-        if not torch.allclose(h, full, rtol=1e-4, atol=1e-5):
+        if h is None or h.shape != full.shape or not torch.allclose(h, full, rtol=1e-4, atol=1e-5):
             raise InputError("LRP needs a plain chain of layers; this model's forward pass is not the chain of its modules")
         tb = targets[start : start + batch_size].to(x.device)
         acts = [a.clone() for a in acts]  # leave inference mode

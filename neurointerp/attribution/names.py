@@ -14,6 +14,8 @@ METHOD_NAMES = (
     "region-perturbation",
     "lrp-epsilon",
     "lrp-alphabeta",
+    "cam",
+    "attention",
     "optimised-perturbation",
     "swap-test",
     "lime",
@@ -21,3 +23,6 @@ METHOD_NAMES = (
     "deeplift",
     "gradient-shap",
 )
+
+# Not attribution maps: other output kinds of ``saliency`` (see neurointerp.attribution.featureoutputs)
+FEATURE_OUTPUTS = ("feature-maps", "input-optimisation", "first-layer-filters")

@@ -122,7 +122,11 @@ def run_saliency(o: SaliencyOptions) -> Path:
     from neurointerp.runs.subjects import pending_items
     from neurointerp.train.device import set_threads
 
-    methods = list(dict.fromkeys(o.method))
+    from neurointerp.attribution.names import FEATURE_OUTPUTS
+
+    requested = list(dict.fromkeys(o.method))
+    feature_kinds = [m for m in requested if m in FEATURE_OUTPUTS]  # another output kind (not attribution maps)
+    methods = [m for m in requested if m not in FEATURE_OUTPUTS]
     for m in methods:
         get_method(m)
     params_all = dict(layer=o.layer, baseline=o.baseline, steps=o.steps, samples=o.samples, noise_level=o.noise_level, window=o.window, stride=o.stride, fill=o.fill, epsilon=o.epsilon)
@@ -151,8 +155,22 @@ def run_saliency(o: SaliencyOptions) -> Path:
         bad = [m for m in methods if m not in GRADIENT_METHODS]
         if bad:
             raise InputError(f"--confounder-mask needs gradient-based methods; {', '.join(bad)} cannot be partially back-propagated")
+    from neurointerp.attribution.applicability import check_methods_apply
+
+    check_methods_apply(clf.model, methods, score=o.score, layer=o.layer)
     table = read_cohort(o.cohort, require_label=False)
     check_not_trained(clf, table, o.allow_train)
+    feature_options = dict(channels=None if o.channels is None else list(o.channels), steps=o.opt_steps, lr=o.opt_lr, l2=o.opt_l2,
+                           tv=o.opt_tv, jitter=o.opt_jitter, blur_sigma=o.opt_blur)
+    feature_layer = o.layer
+    if feature_kinds:
+        from neurointerp.attribution.featureoutputs import check_feature_request, feature_map_path, region_table_path, write_feature_outputs
+
+        check_feature_request(clf, feature_kinds, layer=o.layer, options=feature_options, confounder_mask=o.confounder_mask)
+        if "feature-maps" in feature_kinds and feature_layer is None:
+            from neurointerp.attribution.featuremaps import default_feature_layer
+
+            feature_layer = default_feature_layer(clf.model, clf.prepare(spec.load_row(table, 0).data[None]))
     atlas_data = None
     if o.atlas is not None and str(o.atlas).lower() != "none" and spec.ndim == 3:
         from neurointerp.atlases import resolve_atlas
@@ -212,6 +230,9 @@ def run_saliency(o: SaliencyOptions) -> Path:
             if o.native:
                 npath = _derivative(out, pid, ses, None, desc)
                 outputs += [npath, sidecar_path(npath)]
+        if "feature-maps" in feature_kinds:
+            fm = feature_map_path(out, pid, ses, spec.space, feature_layer)
+            outputs += [fm, sidecar_path(fm)] + ([region_table_path(fm, atlas_data[2])] if atlas_data is not None and spec.ndim == 3 else [])
         inputs = [table.images[i]]
         if o.ground_truth is not None and truth_file is None:
             inputs.append(_truth_path(o.ground_truth, table, i))
@@ -238,6 +259,11 @@ def run_saliency(o: SaliencyOptions) -> Path:
         from neurointerp.confound.gate import feature_gate
 
         rows = [it.payload for it in batch]
+        if "feature-maps" in feature_kinds:
+            write_feature_outputs(out, clf, table, rows, ["feature-maps"], o.model, layer=feature_layer, atlas=atlas_data, target_index=target_index,
+                                  options=feature_options, batch_size=o.batch_size, seed=o.seed, force=True)
+        if not methods:
+            return {}
         vols = [spec.load_row(table, i) for i in rows]
         x = clf.prepare(np.stack([v.data for v in vols]))
         for m in methods:
@@ -272,7 +298,12 @@ def run_saliency(o: SaliencyOptions) -> Path:
     def finalize(done: list[Item]) -> None:
         from neurointerp.attribution.group import write_group_outputs
 
-        write_group_outputs(out, table, methods, spec, clf, cfree, has_ses, o.ground_truth, truth_mask_data, atlas=atlas_data)
+        if methods:
+            write_group_outputs(out, table, methods, spec, clf, cfree, has_ses, o.ground_truth, truth_mask_data, atlas=atlas_data)
+        model_level = [k for k in feature_kinds if k != "feature-maps"]  # first-layer filters, input optimisation: once per run
+        if model_level:
+            write_feature_outputs(out, clf, table, [0], model_level, o.model, layer=o.layer, atlas=atlas_data, target_index=target_index,
+                                  options=feature_options, batch_size=o.batch_size, seed=o.seed, force=True)
 
     with folder.writing():
         write_dataset_description(out, "neurointerp saliency", "attribution maps")

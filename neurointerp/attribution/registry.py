@@ -50,9 +50,24 @@ def _registry() -> dict[str, Method]:
         Method("region-perturbation", lambda f, x, t, regions, fill=0.0, batch_size=32: perturbation.region_perturbation(f, x, t, regions, fill=fill, batch_size=batch_size)[0], "each atlas region occluded in turn (score drop per region)", defaults={"fill": 0.0}),
         Method("lrp-epsilon", lambda f, x, t, model, **kw: lrp.lrp(f, x, t, model, rule="epsilon", **kw), "LRP, epsilon rule", needs_model=True, defaults={"epsilon": 0.01}, scores=("logit",)),
         Method("lrp-alphabeta", lambda f, x, t, model, **kw: lrp.lrp(f, x, t, model, rule="alphabeta", **kw), "LRP, alpha-beta rule", needs_model=True, defaults={"alpha": 2.0, "beta": 1.0}, scores=("logit",)),
+        # h-arch (#23 items 4, 6): architecture-specific methods
+        Method("cam", _cam, "CAM (Zhou et al.): sum_k w_kc A_k at the global average pooling (signed), (tri)linear upsampling; gap2d/gap3d models", needs_model=True),
+        Method("attention", _attention, "attention maps of an attention-gated model (mean over gates unless --layer picks one), (tri)linear upsampling; attention2d/attention3d models", needs_model=True, defaults={"layer": None}, signed=False),
     ]
     methods += _extra_methods()
     return {m.name: m for m in methods}
+
+
+def _cam(f, x, t, model, **kw):
+    from neurointerp.attribution.cam import cam
+
+    return cam(f, x, t, model, **kw)
+
+
+def _attention(f, x, t, model, **kw):
+    from neurointerp.attribution.attention import attention_maps
+
+    return attention_maps(f, x, t, model, **kw)
 
 
 def _extra_methods() -> list[Method]:
@@ -177,6 +192,7 @@ def parse_params(pairs, method_names) -> dict[str, Any]:
             raise InputError(f"--param {key}={text}: expected {type(like).__name__}") from None
         out[key] = value
     return out
+
 
 
 _CACHE: dict[str, Method] = {}

@@ -21,8 +21,9 @@ from torch import nn
 from neurointerp.attribution.names import METHOD_NAMES
 from neurointerp.errors import InputError
 
-# every method that back-propagates a gradient (perturbation methods and LRP cannot be gated)
-GRADIENT_METHODS = tuple(m for m in METHOD_NAMES if m not in ("occlusion", "region-perturbation") and not m.startswith("lrp"))
+# every method that back-propagates a gradient (perturbation methods, LRP and the attention maps
+# -- read from the forward pass -- cannot be gated)
+GRADIENT_METHODS = tuple(m for m in METHOD_NAMES if m not in ("occlusion", "region-perturbation", "attention") and not m.startswith("lrp"))
 
 
 def layer_module(model: nn.Module, layer: str | None) -> nn.Module:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from neurointerp.attribution.names import METHOD_NAMES
+from neurointerp.attribution.names import FEATURE_OUTPUTS, METHOD_NAMES
 from neurointerp.errors import InputError
 from neurointerp.options import common as c
 from neurointerp.options.core import Options, arg, flag, opt
@@ -29,6 +29,19 @@ def parse_baseline(text: str, name: str = "--baseline") -> str:
     return value
 
 
+def _channels(text: str, name: str = "--channels") -> tuple[int, ...] | None:
+    """``0,3,5`` -> channel indices (0 allowed)."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        values = tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
+    except ValueError:
+        raise InputError(f"{name} {text}: expected comma-separated channel numbers, e.g. 0,3,5") from None
+    if not values or min(values) < 0:
+        raise InputError(f"{name} {text}: channel numbers start at 0")
+    return values
+
+
 @dataclass(frozen=True)
 class SaliencyOptions(Options):
     """Attribution maps per subject, group means, and scores against ground truth."""
@@ -38,10 +51,10 @@ class SaliencyOptions(Options):
     model: Path = c.input_file("Checkpoint written by `neurointerp train` (model.pt).")
     cohort: Path = c.input_file("Cohort table of the images to explain (on the model's grid, e.g. preprocessed).", affects=False)
     out: Path = c.output_folder("Output folder (BIDS derivatives).")
-    method: tuple[str, ...] = opt(("gradient",), f"Attribution method, repeatable: {', '.join(METHOD_NAMES)}.", choices=METHOD_NAMES)
+    method: tuple[str, ...] = opt(("gradient",), f"Attribution method, repeatable: {', '.join(METHOD_NAMES)}; or another output kind: {', '.join(FEATURE_OUTPUTS)}.", choices=METHOD_NAMES + FEATURE_OUTPUTS)
     target: Optional[str] = opt(None, "Class to explain (default: each subject's predicted class).")
     score: str = opt("logit", "Score explained: logit, or probability (the paper's s in [0, 1]).", choices=SCORES)
-    layer: Optional[str] = opt(None, "Grad-CAM layer, e.g. encoder.stack3.act (default: the last spatial conv/activation).")
+    layer: Optional[str] = opt(None, "Grad-CAM / feature-maps / input-optimisation layer, e.g. encoder.stack3.act (default: the last spatial conv/activation; input-optimisation without it: the class scores); attention: one gate, e.g. encoder.gate2 (default: all, averaged).")
     baseline: str = opt("zeros", "Baseline of integrated gradients, deeplift and gradient-shap: zeros, min, mean or a number; gradient-shap also reference (--reference images).", parse=parse_baseline)
     steps: int = opt(32, "Integrated gradients: points on the path.", minimum=1)
     samples: int = opt(25, "SmoothGrad: noisy copies per image; gradient-shap: samples per image.", minimum=1)
@@ -85,6 +98,14 @@ class SaliencyOptions(Options):
     array_size: Optional[int] = c.array_size()
     seed: int = c.seed("Random seed (SmoothGrad and gradient-shap noise, lime/kernel-shap samples, optimised-perturbation jitter, reference draw).")
     force: bool = c.force(per_subject=True)
+    # feature-map output kinds (not attribution maps)
+    channels: Optional[tuple[int, ...]] = opt(None, "feature-maps / input-optimisation: channels of --layer, e.g. 0,3,5 (default: all).", parse=_channels, cli_type=str)
+    opt_steps: int = opt(200, "input-optimisation: Adam steps (cosine-decayed learning rate).", minimum=1)
+    opt_lr: float = opt(0.05, "input-optimisation: initial learning rate (intensity units per step).", above=0)
+    opt_l2: float = opt(1.0, "input-optimisation: L2 weight toward the start image (RMS change about 1/this for a linear unit).", minimum=0)
+    opt_tv: float = opt(0.1, "input-optimisation: total-variation weight.", minimum=0)
+    opt_jitter: int = opt(1, "input-optimisation: random shift of up to this many voxels per axis before every step (0: off).", minimum=0)
+    opt_blur: float = opt(0.5, "input-optimisation: Gaussian blur sigma (voxels) applied every 4 steps (0: off).", minimum=0)
 
     def check(self) -> None:
         if not self.method:

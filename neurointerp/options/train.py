@@ -25,7 +25,7 @@ class TrainOptions(Options):
     cohort: Path = c.input_file("Cohort table (CSV/TSV: participant_id, image, label, ...); all images on one grid.")
     out: Path = c.output_folder("Output folder (fold-<k>/model.pt, model.pt, metrics.tsv, cv_summary.tsv, training_curve.png, model.json).")
     task: str = opt("auto", "auto (binary for 2 classes, else multiclass), binary, multiclass, regression.", choices=TASKS)
-    architecture: str = opt("auto", "simnet2d, simnet3d (simulator-networks §4), cas2d, cas3d (confounder-aware-saliency §3); auto: simnet2d/simnet3d by image dimension.")
+    architecture: str = opt("auto", "simnet2d, simnet3d (simulator-networks §4), cas2d, cas3d (confounder-aware-saliency §3), gap2d, gap3d (CAM-ready: global average pooling + one linear layer), attention2d, attention3d (attention-gated); auto: simnet2d/simnet3d by image dimension.")
     channels: Optional[tuple[int, ...]] = opt(None, "Override: channels of the conv stacks, e.g. 16,32,64,16.", parse=c.int_list, cli_type=str)
     kernel_size: Optional[int] = opt(None, "Override: convolution kernel size.", minimum=1)
     hidden: Optional[tuple[int, ...]] = opt(None, "Override: hidden fully connected layer sizes, e.g. 64,32.", parse=c.int_list, cli_type=str)
