@@ -11,7 +11,7 @@ import typer
 def confound_test(
     model: Path = typer.Argument(..., help="Checkpoint written by `neurointerp train`."),
     cohort: Path = typer.Argument(..., help="Cohort table (normally the training images) with the confounder columns."),
-    out: Path = typer.Argument(..., help="Output folder: confound_glm.tsv, mask.json, summary.json."),
+    out: Path = typer.Argument(..., help="Output folder: confound_glm.tsv, mask.json, summary.json, model_tests.tsv, report.html."),
     confounder: List[str] = typer.Option(..., help="Confounder column, repeatable (numeric: t-test; categorical: F-test)."),
     layer: Optional[str] = typer.Option(None, help="Layer whose features are tested (default: the encoder -> predictor boundary)."),
     threshold: float = typer.Option(0.05, help="A feature is confounded when a confounder's p (or q with --fdr) is below this."),
@@ -21,6 +21,10 @@ def confound_test(
     batch_size: int = typer.Option(16, help="Images per batch."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads (default: SLURM_CPUS_PER_TASK)."),
+    # issue #25: model-level tests (lead: port to the options model)
+    model_tests: bool = typer.Option(True, "--model-tests/--no-model-tests", help="Also test the model's score (needs the label column): does it carry label information beyond the confounders, and does it depend on a confounder within a class. On the subjects the model was not trained on."),
+    permutations: int = typer.Option(5000, min=99, max=1_000_000, help="Permutations for the within-class partial-correlation p-values."),
+    seed: int = typer.Option(0, min=0, help="Seed of the permutations."),
     force: bool = typer.Option(False, "--force", help="Overwrite the outputs of an earlier run."),
 ) -> None:
     """Find the learned features that carry a confounder (confounder-aware saliency, step 1)."""
@@ -39,5 +43,8 @@ def confound_test(
         batch_size=batch_size,
         device=device,
         threads=threads,
+        model_tests=model_tests,
+        permutations=permutations,
+        seed=seed,
         force=force,
     )
