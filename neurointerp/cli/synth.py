@@ -32,9 +32,9 @@ def brain(
     out: Path = typer.Argument(..., help="Output folder (created; must be empty unless --force)."),
     n_subjects: int = typer.Option(40, help="Number of subjects."),
     voxel_size: float = typer.Option(3.0, help="Voxel size in mm of the native and template grids."),
-    effect_size: float = typer.Option(1.0, help="Scale of the disease deformation (hippocampal atrophy, ventricle expansion)."),
-    confound_strength: float = typer.Option(0.5, help="Correlation between age and diagnosis, in [0, 1)."),
-    confound_size: float = typer.Option(1.0, help="Scale of the age deformation (frontal atrophy per SD of age)."),
+    effect_size: Optional[float] = typer.Option(None, help="Scale of the disease deformation (hippocampal atrophy, ventricle expansion) [default: 1.0, or the --scenario's]."),
+    confound_strength: Optional[float] = typer.Option(None, help="Correlation between age and diagnosis, in [0, 1) [default: 0.5, or the --scenario's]."),
+    confound_size: Optional[float] = typer.Option(None, help="Scale of the age deformation (frontal atrophy per SD of age) [default: 1.0, or the --scenario's]."),
     patient_fraction: float = typer.Option(0.5, help="Fraction of patients."),
     age_mean: float = typer.Option(70.0, help="Mean age in years."),
     age_sd: float = typer.Option(8.0, help="Standard deviation of age in years."),
@@ -45,6 +45,8 @@ def brain(
     orientation: str = typer.Option("LAS", help="Voxel orientation code of the native images (RAS, LAS, LPI, ...)."),
     template_space: bool = typer.Option(False, "--template-space", help="Also write each subject's unposed anatomy on the template grid."),
     seed: int = typer.Option(0, help="Random seed (the output is identical for the same seed)."),
+    # issue #25 (lead: port to the options model)
+    scenario: Optional[str] = typer.Option(None, help="Confound set-up: age-confounded (age effect 3, disease 0.5, age-diagnosis r 0.8: a CNN learns mostly age) or unconfounded (age effect 3, disease 3, r 0). Explicit --effect-size/--confound-strength/--confound-size override it."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
 ) -> None:
     """3D cohort from the MNI152 template: posed, biased, noisy native images with planted disease and age effects."""
@@ -68,6 +70,7 @@ def brain(
         orientation=orientation,
         template_space=template_space,
         seed=seed,
+        scenario=scenario,
         force=force,
     )
     info(f"wrote {table}")
