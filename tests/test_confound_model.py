@@ -163,6 +163,8 @@ def test_choose_subjects():
     train = choose_subjects(ids, ids + ["e"])
     assert train.kind == "training" and train.rows.tolist() == [0, 1, 2, 3] and "TRAIN" in train.note
     assert choose_subjects(ids, []).kind == "unknown"
+    again = choose_subjects(["a", "b", "c", "c"], ["a"])
+    assert again.rows.tolist() == [1, 2, 3] and again.note.endswith("1 rows are further sessions of a participant and are treated as independent subjects")
 
 
 @pytest.mark.parametrize("age_in_score", [0.0, 0.8])

@@ -231,6 +231,14 @@ class Subjects:
 def choose_subjects(participant_ids, trained_ids) -> Subjects:
     """The subjects of the model-level tests: those the model was not trained on, if any."""
     ids = [str(p) for p in participant_ids]
+    chosen = _choose(ids, trained_ids)
+    repeated = len(chosen.rows) - len({ids[i] for i in chosen.rows})
+    if repeated:
+        chosen.note += f"; {repeated} rows are further sessions of a participant and are treated as independent subjects"
+    return chosen
+
+
+def _choose(ids: list[str], trained_ids) -> Subjects:
     all_rows = np.arange(len(ids))
     if not trained_ids:
         return Subjects(all_rows, "unknown", "the checkpoint does not list its training participants, so these subjects may include training subjects (whose scores show what the model memorised)")
@@ -276,7 +284,7 @@ class ModelTests:
         rows = []
         if self.beyond is not None:
             b = self.beyond
-            rows.append({"test": "score beyond confounders (LR)", "stratum": b["subjects"], "confounder": "+".join(b["confounders"]), "n": b["n"], "statistic": "LR chi2(1)", "value": b["lr"], "r": np.nan, "p": b["p"], "p_perm": np.nan, "p_holm": np.nan, "significant": b["significant"], "note": "separation" if b["separated"] else ""})
+            rows.append({"test": "score beyond confounders (LR)", "stratum": b["subjects"], "confounder": "+".join(b["confounders"]), "n": b["n"], "statistic": "LR chi2(1)", "value": b["lr"], "r": np.nan, "p": b["p"], "p_perm": np.nan, "p_holm": np.nan, "significant": b["significant"], "note": "; ".join(x for x in ("separation" if b["separated"] else "", b.get("note", "")) if x)})
         for w in self.within:
             rows.append({"test": "score vs confounder within class", "stratum": w["stratum"], "confounder": w["confounder"], "n": w["n"], "statistic": "partial r" if np.isfinite(w["r"]) else "partial R2", "value": w["r"] if np.isfinite(w["r"]) else w["stat"], "r": w["r"], "p": w["p"], "p_perm": w["p_perm"], "p_holm": w["p_holm"], "significant": w["significant"], "note": w.get("note", "")})
         return pd.DataFrame(rows, columns=["test", "stratum", "confounder", "n", "statistic", "value", "r", "p", "p_perm", "p_holm", "significant", "note"])
@@ -366,7 +374,7 @@ def run_model_tests(
         b = score_beyond_confounders(y, s, zmat[:, keep], task)
         b.update({"confounders": [n for n in names if n not in dropped], "subjects": subjects.kind, "significant": bool(b["p"] < threshold)})
         if dropped:
-            b["note"] = f"{', '.join(dropped)} constant among these subjects: left out"
+            b["note"] = f"{', '.join(dropped)} constant or collinear among these subjects: left out"
         result.beyond = b
 
     # (b) within class
@@ -411,6 +419,10 @@ def conclusions(result: ModelTests, task: str, classes, names, y, zmat, zcols, t
     conf = " + ".join(names)
     if b is not None:
         sep = "; the score separates the classes completely, so LR is the limit of the likelihood" if b["separated"] else ""
+        if b.get("confounders_separate"):
+            sep += f"; {conf} alone separate the classes completely, so nothing can add to them"
+        if b.get("note"):
+            sep += f"; {b['note']}"
         figs = f"LR chi2={b['lr']:.2f}, p={_fmt_p(b['p'])}, n={b['n']} {where}{sep}"
         what = "the diagnosis" if task == "binary" else "the target"
         if b["significant"]:

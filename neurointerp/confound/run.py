@@ -121,7 +121,7 @@ def run_confound_test(
     n_const = int(result["constant"].sum())
     tests = None
     if model_tests:
-        from neurointerp.confound.model_tests import Subjects, choose_subjects, run_model_tests
+        from neurointerp.confound.model_tests import choose_subjects, run_model_tests
 
         if labels is None:
             tests_json = {"NotRun": f"{table.path} has no '{table.label_column}' column: the model-level tests need each subject's label"}
