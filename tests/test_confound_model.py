@@ -202,3 +202,22 @@ def test_training_subjects_and_small_classes_are_said():
     assert res.beyond is None and any("too few subjects (p (2)" in line for line in res.conclusions)
     assert np.isnan([w for w in res.within if w["stratum"] == "p"][0]["stat"])
 
+
+
+def test_regression_model_tests_control_for_the_target():
+    rng = np.random.default_rng(8)
+    n = 150
+    age = rng.normal(70, 8, n)
+    target = 0.6 * (age - 70) / 8 + rng.normal(size=n)  # e.g. a severity score that goes with age
+    frame = pd.DataFrame({"age": age})
+    for leak, flagged in ((0.0, False), (0.7, True)):
+        pred = target + leak * (age - 70) / 8 + 0.5 * rng.normal(size=n)
+        design = build_design(pred, frame, ["age"])
+        res = run_model_tests(pred, target, "regression", [], design, ["age"], choose_subjects([str(i) for i in range(n)], ["x"]), n_perm=999)
+        (w,) = res.within
+        assert w["stratum"] == "all (given the target)" and w["significant"] is flagged
+        # the partial correlation given the target equals statsmodels' OLS t-test of age
+        ols = sm.OLS(pred, sm.add_constant(np.column_stack([target, age]))).fit()
+        assert w["p"] == pytest.approx(ols.pvalues[-1], rel=1e-8)
+        assert res.beyond["significant"]  # the prediction carries the target beyond age
+        assert ("depends on age given the target" in "\n".join(res.conclusions)) is flagged
