@@ -80,6 +80,13 @@ def test_complete_separation_is_flagged_and_uses_the_limit():
     fit = fit_logistic(np.column_stack([np.ones(40), z]), y)
     assert fit.converged and not fit.separated
 
+    # when the confounders alone separate the classes, nothing can be tested beyond them: said so
+    age = np.r_[rng.uniform(50, 60, 20), rng.uniform(70, 80, 20)]
+    design = build_design(s, pd.DataFrame({"age": age}), ["age"])
+    res = run_model_tests(s, y, "binary", ["c", "p"], design, ["age"], choose_subjects([str(i) for i in range(40)], ["x"]), n_perm=99)
+    assert res.beyond["confounders_separate"] and not res.beyond["significant"]
+    assert res.conclusions[0].startswith("Whether the model's score carries information about the diagnosis beyond age cannot be tested on these subjects: age alone separates the classes completely")
+
 
 def slow_partial(score, cols, cov, perms):
     """Freedman-Lane by explicit OLS refits: y* = fitted0 + e0[perm]; partial R2 = 1 - RSS1/RSS0."""

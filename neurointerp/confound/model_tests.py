@@ -284,7 +284,7 @@ class ModelTests:
         rows = []
         if self.beyond is not None:
             b = self.beyond
-            rows.append({"test": "score beyond confounders (LR)", "stratum": b["subjects"], "confounder": "+".join(b["confounders"]), "n": b["n"], "statistic": "LR chi2(1)", "value": b["lr"], "r": np.nan, "p": b["p"], "p_perm": np.nan, "p_holm": np.nan, "significant": b["significant"], "note": "; ".join(x for x in ("separation" if b["separated"] else "", b.get("note", "")) if x)})
+            rows.append({"test": "score beyond confounders (LR)", "stratum": b["subjects"], "confounder": "+".join(b["confounders"]), "n": b["n"], "statistic": "LR chi2(1)", "value": b["lr"], "r": np.nan, "p": b["p"], "p_perm": np.nan, "p_holm": np.nan, "significant": b["significant"], "note": "; ".join(x for x in ("confounders alone separate the classes: not testable" if b.get("confounders_separate") else "", "separation" if b["separated"] else "", b.get("note", "")) if x)})
         for w in self.within:
             rows.append({"test": "score vs confounder within class", "stratum": w["stratum"], "confounder": w["confounder"], "n": w["n"], "statistic": "partial r" if np.isfinite(w["r"]) else "partial R2", "value": w["r"] if np.isfinite(w["r"]) else w["stat"], "r": w["r"], "p": w["p"], "p_perm": w["p_perm"], "p_holm": w["p_holm"], "significant": w["significant"], "note": w.get("note", "")})
         return pd.DataFrame(rows, columns=["test", "stratum", "confounder", "n", "statistic", "value", "r", "p", "p_perm", "p_holm", "significant", "note"])
@@ -372,7 +372,7 @@ def run_model_tests(
         result.skipped.append(f"score beyond confounders: {len(rows)} subjects for {len(keep) + 2} parameters")
     else:
         b = score_beyond_confounders(y, s, zmat[:, keep], task)
-        b.update({"confounders": [n for n in names if n not in dropped], "subjects": subjects.kind, "significant": bool(b["p"] < threshold)})
+        b.update({"confounders": [n for n in names if n not in dropped], "subjects": subjects.kind, "significant": bool(b["p"] < threshold and not b.get("confounders_separate"))})
         if dropped:
             b["note"] = f"{', '.join(dropped)} constant or collinear among these subjects: left out"
         result.beyond = b
@@ -419,13 +419,14 @@ def conclusions(result: ModelTests, task: str, classes, names, y, zmat, zcols, t
     conf = " + ".join(names)
     if b is not None:
         sep = "; the score separates the classes completely, so LR is the limit of the likelihood" if b["separated"] else ""
-        if b.get("confounders_separate"):
-            sep += f"; {conf} alone separate the classes completely, so nothing can add to them"
         if b.get("note"):
             sep += f"; {b['note']}"
         figs = f"LR chi2={b['lr']:.2f}, p={_fmt_p(b['p'])}, n={b['n']} {where}{sep}"
         what = "the diagnosis" if task == "binary" else "the target"
-        if b["significant"]:
+        if b.get("confounders_separate"):
+            alone = f"{conf} alone separates" if len(names) == 1 else f"{conf} together separate"
+            lines.append(f"Whether the model's score carries information about {what} beyond {conf} cannot be tested on these subjects: {alone} the classes completely ({figs}).")
+        elif b["significant"]:
             lines.append(f"The model's score carries information about {what} beyond {conf} ({figs}): the model knows more than the confounders.")
         else:
             lines.append(f"The model's score adds no significant information about {what} beyond {conf} ({figs}): on these subjects the model may know no more than the confounders.")
