@@ -81,3 +81,88 @@ def test_bad_confounders(setup, tmp_path):
     with pytest.raises(InputError, match="confounder 'site' has a single level"):
         run_confound_test(root / "model.pt", tmp_path / "d.csv", tmp_path / "o3", confounder=["site"])
     assert main(["confound-test", str(root / "model.pt"), str(tmp_path / "d.csv"), str(tmp_path / "o4"), "--confounder", "site"]) == 2
+
+
+def test_model_level_tests_on_training_and_heldout_subjects(setup, tmp_path):
+    root = setup
+    # the training cohort: the tests run, and say loudly that these subjects trained the model
+    path = run_confound_test(root / "model.pt", root / "train" / "cohort.csv", tmp_path / "tr", confounder=["sigma_B", "sigma_C"], permutations=199)
+    tests = json.loads((path.parent / "summary.json").read_text())["ModelTests"]
+    assert tests["Subjects"]["kind"] == "training" and tests["Subjects"]["n"] == 256
+    assert tests["Score"] == "logit of P(1)"
+    assert any(line.startswith("Caution: all 256 given subjects were used to TRAIN the model") for line in tests["Conclusions"])
+    # the paper's confounders drive the score within each group (sigma_B, sigma_C are wider in group 1)
+    assert all(w["significant"] and w["r"] > 0 for w in tests["WithinClass"])
+    table = pd.read_csv(path.parent / "model_tests.tsv", sep="\t")
+    assert len(table) == 5 and table.loc[0, "test"] == "score beyond confounders (LR)"
+    html = (path.parent / "report.html").read_text()
+    assert "Is the model right for the wrong reason?" in html and "depends on sigma_B within class &#x27;0&#x27;" in html
+    # training and held-out participants together: the tests use the held-out ones only
+    train = pd.read_csv(root / "train" / "cohort.csv")
+    train["image"] = [str(root / "train" / p) for p in train["image"]]
+    test = pd.read_csv(root / "test" / "cohort.csv")
+    test["image"] = [str(root / "test" / p) for p in test["image"]]
+    pd.concat([train, test]).to_csv(tmp_path / "both.csv", index=False)
+    path = run_confound_test(root / "model.pt", tmp_path / "both.csv", tmp_path / "both", confounder=["sigma_B"], permutations=199)
+    summary = json.loads((path.parent / "summary.json").read_text())
+    tests = summary["ModelTests"]
+    assert summary["NSubjects"] == 272  # the GLM keeps every subject, as before
+    assert tests["Subjects"]["kind"] == "heldout" and tests["Subjects"]["n"] == 16
+    assert "the other 256 given participants trained the model" in tests["Subjects"]["note"]
+    assert tests["BeyondConfounders"]["n"] == 16 and [w["n"] for w in tests["WithinClass"]] == [8, 8]
+
+
+def test_model_level_tests_inputs(setup, tmp_path):
+    root = setup
+    frame = pd.read_csv(root / "train" / "cohort.csv")
+    frame["image"] = [str(root / "train" / p) for p in frame["image"]]
+    frame.loc[4, "label"] = 7
+    frame.to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(InputError, match=r"c.csv row 6: label '7' is not a class of the model \(0, 1\)"):
+        run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", confounder=["sigma_B"])
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+    path = run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", confounder=["sigma_B"], model_tests=False)
+    assert "ModelTests" not in json.loads((path.parent / "summary.json").read_text())
+    assert not (path.parent / "model_tests.tsv").exists()
+    frame.drop(columns=["label"]).to_csv(tmp_path / "nolabel.csv", index=False)
+    path = run_confound_test(root / "model.pt", tmp_path / "nolabel.csv", tmp_path / "n", confounder=["sigma_B"])
+    assert "no 'label' column" in json.loads((path.parent / "summary.json").read_text())["ModelTests"]["NotRun"]
+    with pytest.raises(InputError, match="--permutations 10"):
+        run_confound_test(root / "model.pt", tmp_path / "nolabel.csv", tmp_path / "p", confounder=["sigma_B"], permutations=10)
+    assert main(["--quiet", "confound-test", str(root / "model.pt"), str(tmp_path / "nolabel.csv"), str(tmp_path / "q"), "--confounder", "sigma_B", "--permutations", "10"]) == 2
+
+
+def test_group_difference_maps(setup, tmp_path):
+    """The group mean of the per-subject cdiff maps, and its whole-grid confounder share."""
+    root = setup
+    mask = run_confound_test(root / "model.pt", root / "train" / "cohort.csv", tmp_path / "ct", confounder=["sigma_B", "sigma_C"], model_tests=False)
+    out = run_saliency(root / "model.pt", root / "test" / "cohort.csv", tmp_path / "sal", method=["saliency"], confounder_mask=mask)
+    diff = np.stack([load_image(p, ndim=2, allow_empty=True).data for p in sorted(out.glob("sub-*/anat/*desc-saliencycdiff_attribution.nii.gz"))])
+    free = np.stack([load_image(p, ndim=2, allow_empty=True).data for p in sorted(out.glob("sub-*/anat/*desc-saliencycfree_attribution.nii.gz"))])
+    group = out / "group"
+    mean = load_image(group / "space-synthetic_desc-saliencycdiff_label-all_stat-mean_attribution.nii.gz", ndim=2, allow_empty=True).data
+    mean_abs = load_image(group / "space-synthetic_desc-saliencycdiff_label-all_stat-meanabs_attribution.nii.gz", ndim=2, allow_empty=True).data
+    assert np.allclose(mean, diff.mean(0), atol=1e-6) and np.allclose(mean_abs, np.abs(diff).mean(0), atol=1e-6)
+    side = json.loads((group / "space-synthetic_desc-saliencycdiff_label-all_stat-meanabs_attribution.json").read_text())
+    a, b = np.abs(diff).mean(0).sum(), np.abs(free).mean(0).sum()
+    assert side["ConfounderShare"] == pytest.approx(a / (a + b), rel=1e-5) and side["NMaps"] == 16
+    assert (group / "space-synthetic_desc-saliencycdiff_label-1_stat-meanabs_attribution.nii.gz").exists()
+
+
+def test_confounder_region_table_equals_an_explicit_loop():
+    from neurointerp.attribution.group import confounder_region_table
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice([0, 3, 5, 9], size=(6, 7, 5))
+    diff = rng.normal(size=labels.shape)
+    free_abs = np.abs(rng.normal(size=labels.shape))
+    table = confounder_region_table(np.abs(diff), diff, free_abs, labels, {3: "A", 5: "B", 9: "C"})
+    assert sorted(table["name"]) == ["A", "B", "C"]
+    for row in table.itertuples():
+        sel = labels == row.index
+        assert row.n_voxels == sel.sum()
+        assert row.mean_abs_attribution == pytest.approx(np.abs(diff[sel]).mean())
+        assert row.mean_attribution == pytest.approx(diff[sel].mean())
+        assert row.mean_abs_confounder_free == pytest.approx(free_abs[sel].mean())
+        assert row.confounder_share == pytest.approx(np.abs(diff[sel]).sum() / (np.abs(diff[sel]).sum() + free_abs[sel].sum()))
+    assert list(table["rank"]) == [1, 2, 3] and table["mean_abs_attribution"].is_monotonic_decreasing

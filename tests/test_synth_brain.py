@@ -102,3 +102,52 @@ def test_deterministic(cohort_dir, tmp_path):
     a = load_image(cohort_dir / "sub-syn003" / "anat" / "sub-syn003_T1w.nii.gz").data
     b = load_image(tmp_path / "again" / "sub-syn003" / "anat" / "sub-syn003_T1w.nii.gz").data
     assert np.array_equal(a, b)
+
+
+def test_scenarios_set_their_values_and_explicit_options_win():
+    from neurointerp.errors import InputError
+    from neurointerp.synth.brain import SCENARIOS, resolve_scenario
+
+    assert resolve_scenario(None) == (1.0, 0.5, 1.0)  # the defaults are unchanged
+    assert resolve_scenario("age-confounded") == (0.5, 0.8, 3.0)
+    assert resolve_scenario("unconfounded") == (3.0, 0.0, 3.0)
+    assert resolve_scenario("age-confounded", effect_size=1.0) == (1.0, 0.8, 3.0)
+    assert resolve_scenario(None, confound_strength=0.0) == (1.0, 0.0, 1.0)
+    assert set(SCENARIOS) == {"age-confounded", "unconfounded"}
+    with pytest.raises(InputError, match="scenario 'strong': use one of age-confounded, unconfounded"):
+        resolve_scenario("strong")
+
+
+def test_scenario_cohort_equals_the_explicit_options(tmp_path):
+    import json
+
+    a = synth_brain(tmp_path / "a", n_subjects=6, voxel_size=10.0, template_space=True, seed=2, scenario="age-confounded")
+    b = synth_brain(tmp_path / "b", n_subjects=6, voxel_size=10.0, template_space=True, seed=2, effect_size=0.5, confound_strength=0.8, confound_size=3.0)
+    fa, fb = pd.read_csv(a), pd.read_csv(b)
+    assert fa[["label", "age", "sex"]].equals(fb[["label", "age", "sex"]])
+    img = "sub-syn003/anat/sub-syn003_space-MNI152NLin2009aSym_desc-anatomy_T1w.nii.gz"
+    assert np.array_equal(load_image(tmp_path / "a" / img).data, load_image(tmp_path / "b" / img).data)
+    pa = json.loads((tmp_path / "a" / "truth" / "truth.json").read_text())["Parameters"]
+    pb = json.loads((tmp_path / "b" / "truth" / "truth.json").read_text())["Parameters"]
+    assert pa.pop("scenario") == "age-confounded" and pa == pb
+    assert pb["effect_size"] == 0.5 and pb["confound_size"] == 3.0
+    # without a scenario the record has the same keys as before (no 'scenario')
+    c = synth_brain(tmp_path / "c", n_subjects=2, voxel_size=10.0, seed=2)
+    pc = json.loads((c.parent / "truth" / "truth.json").read_text())["Parameters"]
+    assert "scenario" not in pc and (pc["effect_size"], pc["confound_strength"], pc["confound_size"]) == (1.0, 0.5, 1.0)
+
+
+def test_age_confounded_scenario_puts_age_in_the_images_and_the_labels():
+    from neurointerp.synth.brain import resolve_scenario
+
+    effect, rho, size = resolve_scenario("age-confounded")
+    rng = np.random.default_rng(0)
+    box = (np.array([-70.0, -100, -70]), np.array([70.0, 70, 80]))
+    subs = draw_subjects(3000, rng, 0.5, rho, 70.0, 8.0, 5.0, 5.0, 0.1, box)
+    age = np.array([s.age for s in subs])
+    pat = np.array([s.label == "patient" for s in subs], float)
+    assert stats.pearsonr(age, pat)[0] == pytest.approx(0.8, abs=0.03)
+    # the frontal atrophy at +1 SD of age outweighs the disease's local change at severity 1
+    shape, aff = working_grid(voxel_size=4.0)
+    pts = grid_points(shape, aff)
+    assert np.abs(age_field(size).log_jacobian(pts)).sum() > 3 * np.abs(disease_field(effect).log_jacobian(pts)).sum()

@@ -6,6 +6,12 @@ model's prediction score s (P(positive class) for a binary model, the prediction
 regression), and the confounders go into :func:`~neurointerp.confound.glm.confound_glm`.
 Writes ``confound_glm.tsv`` (coefficients, t and p per feature), ``mask.json`` (the binary mask
 b for ``saliency --confounder-mask``, with its layer) and ``summary.json``.
+
+With a ``label`` column (and unless ``model_tests=False``) the model-level tests of
+:mod:`neurointerp.confound.model_tests` run too, on the cohort's subjects the model was not
+trained on: does the score carry label information beyond the confounders, and does it depend
+on a confounder within a class. They go to ``model_tests.tsv``, ``summary.json``
+(``ModelTests``), ``report.html`` and the console, in words.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ def run_confound_test(
     batch_size: int = 16,
     device: str = "auto",
     threads: int | None = None,
+    model_tests: bool = True,
+    permutations: int = 5000,
+    seed: int = 0,
     force: bool = False,
 ) -> Path:
     """Test every feature for confounding; returns the path of ``mask.json``. Same arguments as the CLI."""
@@ -46,6 +55,8 @@ def run_confound_test(
 
     if score not in ("probability", "logit"):
         raise InputError(f"--score {score}: use probability or logit")
+    if not 99 <= permutations <= 1_000_000:
+        raise InputError(f"--permutations {permutations}: use 99 to 1000000")
     names = list(dict.fromkeys(confounder))
     if not names:
         raise InputError("give at least one --confounder column")
@@ -75,8 +86,14 @@ def run_confound_test(
         info(f"confound-test: dropped {len(bad_rows)} rows with missing confounders: {', '.join(map(str, sorted(bad_rows)))}")
     idx = np.flatnonzero(keep)
     table = table.subset(idx)
+    labels = None
+    if model_tests and table.has_label:
+        from neurointerp.confound.model_tests import label_codes
+
+        labels = label_codes(list(table.frame[table.label_column]), clf.task, list(clf.classes), table.rows, str(table.path))
+    outputs = ["confound_glm.tsv", "mask.json", "summary.json"] + (["model_tests.tsv", "report.html"] if model_tests else [])
     out = prepare_output_dir(out, force=force, marker="mask.json")
-    for name in ("confound_glm.tsv", "mask.json", "summary.json"):
+    for name in outputs:
         check_writable(out / name, force=force)
     not_trained = sorted(set(table.participant_ids) - set(clf.participant_ids)) if clf.participant_ids else []
     if not_trained:
@@ -104,7 +121,22 @@ def run_confound_test(
     result, mask, design = confound_glm(features, s, table.frame, names, threshold=threshold, fdr=fdr, where=str(table.path))
     n_conf = int(result["confounded"].sum())
     n_const = int(result["constant"].sum())
+    tests = None
+    if model_tests:
+        from neurointerp.confound.model_tests import choose_subjects, run_model_tests
+
+        if labels is None:
+            tests_json = {"NotRun": f"{table.path} has no '{table.label_column}' column: the model-level tests need each subject's label"}
+        else:
+            # the model-level tests use the logit (binary): the probability saturates at 0/1
+            m_score = output[:, 0].astype(float) if clf.task == "binary" else s
+            m_name = f"logit of P({clf.classes[1]})" if clf.task == "binary" else "prediction"
+            subjects = choose_subjects(table.participant_ids, clf.participant_ids)
+            tests = run_model_tests(m_score, labels, clf.task, list(clf.classes), design, names, subjects, threshold=threshold, n_perm=permutations, seed=seed, score_name=m_name)
+            tests_json = tests.to_json()
     params = dict(confounder=names, layer=layer, threshold=threshold, fdr=fdr, score=score, drop_missing=drop_missing)
+    if model_tests:
+        params.update(model_tests=True, permutations=permutations, seed=seed)
     record = provenance(
         "confound-test",
         params,
@@ -116,10 +148,53 @@ def run_confound_test(
         ConfounderKinds=design.kinds,
     )
     write_table(out / "confound_glm.tsv", result, force=force)
-    write_json(out / "summary.json", {**record, "NFeatures": int(mask.size), "NConfounded": n_conf, "NConstant": n_const, "NSubjects": len(table)}, force=force)
+    summary = {**record, "NFeatures": int(mask.size), "NConfounded": n_conf, "NConstant": n_const, "NSubjects": len(table)}
+    if model_tests:
+        summary["ModelTests"] = tests_json
+        _write_model_test_outputs(out, tests, tests_json, summary, layer, threshold, fdr, names, force)
+    write_json(out / "summary.json", summary, force=force)
     path = write_json(out / "mask.json", {"mask": mask.tolist(), "layer": layer, "threshold": threshold, "fdr": fdr, "confounders": names, "Provenance": record}, force=force)
     info(f"confound-test: {n_conf} of {mask.size} features confounded by {', '.join(names)} ({n_const} constant) -> {path}")
+    if model_tests:
+        for line in (tests.conclusions if tests is not None else [f"model-level tests not run: {tests_json['NotRun']}"]):
+            info(f"confound-test: {line}")
     return path
+
+
+def _write_model_test_outputs(out: Path, tests, tests_json: dict, summary: dict, layer, threshold: float, fdr: bool, names, force: bool) -> None:
+    """``model_tests.tsv`` and ``report.html`` (findings in words, the tests, the GLM counts)."""
+    import pandas as pd
+
+    from neurointerp.io import write_table
+    from neurointerp.report.html import Section, write_report
+
+    table = tests.table() if tests is not None else pd.DataFrame(columns=["test", "stratum", "confounder", "n", "statistic", "value", "r", "p", "p_perm", "p_holm", "significant", "note"])
+    write_table(out / "model_tests.tsv", table, force=force)
+    sections = []
+    if tests is not None:
+        sections.append(Section("Is the model right for the wrong reason?", "\n\n".join(tests.conclusions)))
+        sections.append(
+            Section(
+                "Model-level tests",
+                f"Score: {tests.score}. Subjects: {tests.subjects.note}. (a) label ~ confounders + score against label ~ confounders, "
+                f"likelihood-ratio test. (b) partial correlation of the score with each confounder given the others, within each class; "
+                f"p from {max([w.get('n_perm', 0) for w in tests.within] or [0])} Freedman-Lane permutations (p_perm), "
+                f"Holm-corrected over the {len(tests.within)} tests (p_holm); significant at p < {threshold:g}.",
+                table=table,
+            )
+        )
+    else:
+        sections.append(Section("Model-level tests", f"Not run: {tests_json['NotRun']}.", status="skipped"))
+    crit = f"q < {threshold:g} (Benjamini-Hochberg)" if fdr else f"p < {threshold:g}"
+    sections.append(
+        Section(
+            "Per-feature GLM (confounder-aware saliency, step 1)",
+            f"{summary['NConfounded']} of {summary['NFeatures']} features at {layer or 'the encoder output'} carry {', '.join(names)} ({crit}; "
+            f"{summary['NConstant']} constant), tested on {summary['NSubjects']} subjects. mask.json gates them out in "
+            "`saliency --confounder-mask`; confound_glm.tsv has every feature's coefficients.",
+        )
+    )
+    write_report(out / "report.html", "confound-test", sections, footer=f"neurointerp {summary['GeneratedBy']['Version']} confound-test")
 
 
 def _is_missing(v) -> bool:

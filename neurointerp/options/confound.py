@@ -17,8 +17,8 @@ class ConfoundTestOptions(Options):
     command: ClassVar[str] = "confound-test"
 
     model: Path = c.input_file("Checkpoint written by `neurointerp train`.")
-    cohort: Path = c.input_file("Cohort table (normally the training images) with the confounder columns.", affects=False)
-    out: Path = c.output_folder("Output folder: confound_glm.tsv, mask.json, summary.json.")
+    cohort: Path = c.input_file("Cohort table (training and held-out images) with the confounder columns; the model-level tests use the subjects the model was not trained on.", affects=False)
+    out: Path = c.output_folder("Output folder: confound_glm.tsv, mask.json, summary.json, model_tests.tsv, report.html.")
     confounder: tuple[str, ...] = required("Confounder column, repeatable (numeric: t-test; categorical: F-test).")
     layer: Optional[str] = opt(None, "Layer whose features are tested (default: the encoder -> predictor boundary).")
     threshold: float = opt(0.05, "A feature is confounded when a confounder's p (or q with --fdr) is below this.", above=0, maximum=1)
@@ -28,4 +28,7 @@ class ConfoundTestOptions(Options):
     batch_size: int = c.batch_size(16, "Images per batch.")
     device: str = c.device()
     threads: Optional[int] = c.threads()
+    model_tests: bool = flag(True, "Also test the model's score (needs the label column): does it carry label information beyond the confounders, and does it depend on a confounder within a class. On the subjects the model was not trained on.", "--no-model-tests")
+    permutations: int = opt(5000, "Permutations for the within-class partial-correlation p-values.", minimum=99, maximum=1_000_000)
+    seed: int = c.seed("Seed of the permutations.")
     force: bool = c.force()

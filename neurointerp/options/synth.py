@@ -52,9 +52,9 @@ class SynthBrainOptions(Options):
     out: Path = c.output_folder(_OUT)
     n_subjects: int = opt(40, "Number of subjects.", minimum=2)
     voxel_size: float = opt(3.0, "Voxel size in mm of the native and template grids.", above=0)
-    effect_size: float = opt(1.0, "Scale of the disease deformation (hippocampal atrophy, ventricle expansion).", minimum=0)
-    confound_strength: float = opt(0.5, "Correlation between age and diagnosis, in [0, 1).", minimum=0, below=1)
-    confound_size: float = opt(1.0, "Scale of the age deformation (frontal atrophy per SD of age).", minimum=0)
+    effect_size: Optional[float] = opt(None, "Scale of the disease deformation (hippocampal atrophy, ventricle expansion) [default: 1.0, or the --scenario's].", minimum=0)
+    confound_strength: Optional[float] = opt(None, "Correlation between age and diagnosis, in [0, 1) [default: 0.5, or the --scenario's].", minimum=0, below=1)
+    confound_size: Optional[float] = opt(None, "Scale of the age deformation (frontal atrophy per SD of age) [default: 1.0, or the --scenario's].", minimum=0)
     patient_fraction: float = opt(0.5, "Fraction of patients.", above=0, below=1)
     age_mean: float = opt(70.0, "Mean age in years.")
     age_sd: float = opt(8.0, "Standard deviation of age in years.", above=0)
@@ -65,6 +65,7 @@ class SynthBrainOptions(Options):
     orientation: str = opt("LAS", "Voxel orientation code of the native images (RAS, LAS, LPI, ...).", parse=parse_orientation)
     template_space: bool = flag(False, "Also write each subject's unposed anatomy on the template grid.")
     seed: int = c.seed(_SEED)
+    scenario: Optional[str] = opt(None, "Confound set-up: age-confounded (age effect 3, disease 0.5, age-diagnosis r 0.8: a CNN learns mostly age) or unconfounded (age effect 3, disease 3, r 0). Explicit --effect-size/--confound-strength/--confound-size override it.", choices=("age-confounded", "unconfounded"))
     force: bool = c.force()
 
 

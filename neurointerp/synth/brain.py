@@ -15,6 +15,12 @@ by a forward deformation ``psi(y) = y + v(y)`` from template space to the subjec
 * ``v_random`` -- smooth anatomical variability (random translation bumps, 20 mm radius).
 * ``sex`` -- a nuisance column with no planted effect.
 
+``scenario`` names a confound set-up (:data:`SCENARIOS`): ``age-confounded`` -- a strong age
+effect (``confound_size`` 3), a weak disease effect (``effect_size`` 0.5) and age strongly
+correlated with the diagnosis (0.8), so a classifier learns mostly age; ``unconfounded`` -- the
+same age effect uncorrelated with the diagnosis and a learnable disease effect (3.0), the
+control. Options given explicitly override the scenario's values.
+
 The anatomy is then posed by a random rigid transform (rotation up to ``max_rotation``
 degrees about each axis, translation up to ``max_translation`` mm) and written on a scanner
 grid of orientation ``orientation`` with a smooth multiplicative bias field, a random gain
@@ -54,6 +60,30 @@ def age_field(confound_size: float = 1.0) -> BumpField:
     """Confounder pattern at +1 SD of age: bilateral frontal atrophy (MNI mm)."""
     centres = [(-30, 38, 22), (30, 38, 22)]
     return BumpField(centres, [11.0, 11.0], np.array([-0.15, -0.15]) * confound_size)
+
+
+DEFAULTS = {"effect_size": 1.0, "confound_strength": 0.5, "confound_size": 1.0}
+
+# Named confound scenarios (issue #25). Each sets the disease effect, the age-diagnosis
+# correlation and the age effect; options given explicitly override them.
+SCENARIOS = {
+    # age drives the images more than the disease and goes with the diagnosis (r = 0.8): a CNN
+    # learns mostly age (measured at 6 mm, 100 subjects, 15 epochs: held-out accuracy 0.85,
+    # score vs age within each class r ~ 0.8)
+    "age-confounded": {"effect_size": 0.5, "confound_strength": 0.8, "confound_size": 3.0},
+    # the same age effect in the images, but age independent of the diagnosis, and a disease
+    # effect strong enough to learn: the control cohort, a CNN learns the disease
+    "unconfounded": {"effect_size": 3.0, "confound_strength": 0.0, "confound_size": 3.0},
+}
+
+
+def resolve_scenario(scenario: str | None, effect_size=None, confound_strength=None, confound_size=None) -> tuple[float, float, float]:
+    """``(effect_size, confound_strength, confound_size)``: explicit values, else the scenario's, else the defaults."""
+    if scenario is not None and scenario not in SCENARIOS:
+        raise InputError(f"scenario '{scenario}': use one of {', '.join(SCENARIOS)}")
+    base = SCENARIOS[scenario] if scenario is not None else DEFAULTS
+    given = {"effect_size": effect_size, "confound_strength": confound_strength, "confound_size": confound_size}
+    return tuple(float(base[k]) if v is None else float(v) for k, v in given.items())  # type: ignore[return-value]
 
 
 _AXIS_LETTERS = ({"R": 1.0, "L": -1.0}, {"A": 1.0, "P": -1.0}, {"S": 1.0, "I": -1.0})
@@ -176,9 +206,9 @@ def synth_brain(
     out: str | os.PathLike,
     n_subjects: int = 40,
     voxel_size: float = 3.0,
-    effect_size: float = 1.0,
-    confound_strength: float = 0.5,
-    confound_size: float = 1.0,
+    effect_size: float | None = None,
+    confound_strength: float | None = None,
+    confound_size: float | None = None,
     patient_fraction: float = 0.5,
     age_mean: float = 70.0,
     age_sd: float = 8.0,
@@ -189,6 +219,7 @@ def synth_brain(
     orientation: str = "LAS",
     template_space: bool = False,
     seed: int = 0,
+    scenario: str | None = None,
     force: bool = False,
 ) -> Path:
     """Write a synthetic 3D cohort with planted disease and confounder effects.
@@ -198,8 +229,13 @@ def synth_brain(
     ``subjects.tsv``). With ``template_space`` also the unposed, bias- and noise-free anatomy
     of each subject on the template grid (``..._space-<tpl>_desc-anatomy_T1w.nii.gz``).
     Returns the cohort table path. Same arguments as ``neurointerp synth brain``.
+
+    ``effect_size``, ``confound_strength`` and ``confound_size`` left at ``None`` take their
+    defaults (1.0, 0.5, 1.0) or, with ``scenario``, the scenario's values (:data:`SCENARIOS`);
+    a value given explicitly always wins.
     """
-    params = {k: v for k, v in locals().items() if k not in ("out", "force")}
+    effect_size, confound_strength, confound_size = resolve_scenario(scenario, effect_size, confound_strength, confound_size)
+    params = {k: v for k, v in locals().items() if k not in ("out", "force") and not (k == "scenario" and v is None)}
     import pandas as pd
 
     from neurointerp.atlases import grid_points, load_template, resample_template, smoothed_template, working_grid
