@@ -5,10 +5,12 @@
 by itself and explains by translation (papers/icam-vae-gan-attribution.txt §3-4).
 
 The positional arguments depend on the method: the simulator needs the classifier it explains,
-ICAM does not (it *is* the classifier)::
+ICAM does not (it *is* the classifier); nor does VA-GAN (``--method vagan``, the ICAM paper's
+baseline: a map generator against a WGAN-GP critic, one class direction)::
 
-    simulate train COHORT CLASSIFIER OUT                 simulate train COHORT OUT --method icam
+    simulate train COHORT CLASSIFIER OUT                 simulate train COHORT OUT --method icam|vagan
     simulate apply COHORT SIMULATOR CLASSIFIER OUT       simulate apply COHORT ICAM OUT --method icam
+                                                         simulate apply COHORT VAGAN OUT --method vagan
 
 so the arguments are one variadic list whose length is checked against ``--method`` (the existing
 simulator usage is unchanged; a two-path ``train`` or three-path ``apply`` without ``--method icam``
@@ -24,9 +26,9 @@ import typer
 
 from neurointerp.cli._options import int_list as _ints
 
-app = typer.Typer(help="Generative explanations: cycle-consistent simulators (CondConv U-Net) against a classifier, or ICAM (--method icam), which classifies by itself.", no_args_is_help=True)
+app = typer.Typer(help="Generative explanations: cycle-consistent simulators (CondConv U-Net) against a classifier, ICAM (--method icam), which classifies by itself, or VA-GAN (--method vagan).", no_args_is_help=True)
 
-METHODS = ("simulator", "icam")
+METHODS = ("simulator", "icam", "vagan")  # h-gen: vagan
 
 
 USAGE = {
@@ -34,6 +36,8 @@ USAGE = {
     ("train", "icam"): "COHORT OUT",
     ("apply", "simulator"): "COHORT SIMULATOR CLASSIFIER OUT",
     ("apply", "icam"): "COHORT ICAM OUT",
+    ("train", "vagan"): "COHORT OUT",  # h-gen
+    ("apply", "vagan"): "COHORT VAGAN OUT",  # h-gen
 }
 
 
@@ -45,9 +49,7 @@ def _split_paths(paths: List[Path], method: str, command: str) -> List[Path]:
         raise InputError(f"--method {method}: choose {' or '.join(METHODS)}")
     usage = USAGE[(command, method)]
     if len(paths) != len(usage.split()):
-        other = "icam" if method == "simulator" else "simulator"
-        alt = USAGE[(command, other)]
-        hint = f"; --method {other} takes {alt}" if len(paths) == len(alt.split()) else ""
+        hint = "".join(f"; --method {m} takes {USAGE[(command, m)]}" for m in METHODS if m != method and len(paths) == len(USAGE[(command, m)].split()))  # h-gen
         raise InputError(f"simulate {command} --method {method} takes {usage}; got {len(paths)} path{'s' if len(paths) != 1 else ''}{hint}")
     return list(paths)
 
@@ -61,10 +63,20 @@ def _icam_only(method: str, **given) -> None:
             raise InputError(f"--{used[0].replace('_', '-')} applies to --method icam only")
 
 
+def _only(method: str, methods: tuple, **given) -> None:  # h-gen
+    """Options that apply to ``methods`` only: one-line usage error if given with another method."""
+    from neurointerp.errors import InputError
+
+    if method not in methods:
+        used = [k for k, v in given.items() if v is not None]
+        if used:
+            raise InputError(f"--{used[0].replace('_', '-')} applies to --method {' or '.join(methods)} only")
+
+
 @app.command("train")
 def train(
     paths: List[Path] = typer.Argument(..., metavar="COHORT [CLASSIFIER] OUT", help="simulator: COHORT CLASSIFIER OUT -- cohort table (participant_id, image, label) on the classifier's grid, binary classifier checkpoint from `neurointerp train` (kept frozen), output folder (simulator.pt, history.tsv, simulator.json). icam: COHORT OUT -- a binary cohort on one grid, output folder (icam.pt, history.tsv, icam.json)."),
-    method: str = typer.Option("simulator", help="simulator (cycle-consistent simulators against CLASSIFIER) or icam (ICAM VAE-GAN, its own classifier)."),
+    method: str = typer.Option("simulator", help="simulator (cycle-consistent simulators against CLASSIFIER), icam (ICAM VAE-GAN, its own classifier) or vagan (VA-GAN map generator with a WGAN-GP critic; binary cohort, one direction)."),
     mode: str = typer.Option("warp", help="simulator: warp: output a displacement field applied by a spatial transformer (shape change, §3.3); image: output the image directly (intensity change, §4.1)."),
     delta: float = typer.Option(5.0, help="simulator: Logit shift threshold delta of eq. (1) (paper: 5 synthetic, 12.5 ADNI)."),
     lambda_smooth: float = typer.Option(10.0, help="simulator: Weight lambda_phi of the diffusion smoothness loss on the field (eq. 5; warp mode), which is averaged over voxels here, so the weight does not depend on the grid (the paper's 0.02 multiplies a sum over its 64^3 grid, about 5000 here). 10 recovers the planted deformations of `synth brain`; in benchmarks/simulate.py, 1 gives rougher maps and at 1500 most logits no longer move by delta."),
@@ -72,14 +84,14 @@ def train(
     lambda_identity: float = typer.Option(0.0, help="simulator: Weight of an optional L1 penalty on |X_hat - X| (not in the paper; 0: off)."),
     experts: int = typer.Option(3, help="simulator: Experts K per CondConv layer."),
     condconv: bool = typer.Option(True, "--condconv/--no-condconv", help="simulator: --no-condconv: two separate conventional-convolution simulators (the paper's ablation)."),
-    channels: Optional[str] = typer.Option(None, help="simulator: encoder channels, e.g. 16,32,64,16,16 (default: the paper's 1,2,4,8 in 2D, 16,32,64,16,16 in 3D). icam: one number, the base width (default 8; the authors' code: 16)."),
+    channels: Optional[str] = typer.Option(None, help="simulator: encoder channels, e.g. 16,32,64,16,16 (default: the paper's 1,2,4,8 in 2D, 16,32,64,16,16 in 3D). icam: one number, the base width (default 8; the authors' code: 16). vagan: one number, the base width of the U-Net and critic (default 16, the authors')."),
     fc: Optional[int] = typer.Option(None, help="simulator: Units of the bottleneck fully connected layer (default 64 in 2D, 512 in 3D)."),
     population_field: bool = typer.Option(True, "--population-field/--no-population-field", help="simulator, warp mode: add a learned template-space field per task, shared by all subjects, to the U-Net's field (not in the paper; recovers the classifier's localised pattern where the U-Net alone drifts to near-global fields, see README). --no-population-field: the paper's U-Net alone."),
     population_lr: float = typer.Option(0.01, help="simulator: Adam learning rate of the population field (voxels per step)."),
     interpolation: str = typer.Option("linear", help="simulator, warp mode: resampling of the spatial transformer, linear (the paper's) or cubic (B-spline: sub-voxel displacements do not blur the image, so the simulator cannot move the logit by blur; about 2x slower; see README)."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs (default 20 for simulator, 30 for icam; the ICAM authors: 300)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default 20 for simulator, 30 for icam and vagan; the ICAM authors: 300). vagan: an epoch is one pass over the source-class images in generator steps."),
     batch_size: int = typer.Option(16, help="Images per step (half of each class)."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate (default 1e-3; paper, ADNI: 1e-4 for 45 epochs; ICAM authors: 1e-4)."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate (default 1e-3; paper, ADNI: 1e-4 for 45 epochs; ICAM authors: 1e-4; VA-GAN paper 1e-3, its code 1e-4)."),
     latent_shape: Optional[str] = typer.Option(None, help="icam: attribute latent grid, e.g. 8,8 (2D) or 8,10,8 (3D, the paper's 640 values); default 2D min(8, side/4), 3D side/16."),
     normalize: Optional[str] = typer.Option(None, help="icam: intensity normalisation per image, none or zscore (default zscore, over non-zero voxels)."),
     space: Optional[str] = typer.Option(None, help="icam: name of the images' space, recorded in the checkpoint and output names."),
@@ -93,6 +105,11 @@ def train(
     lambda_latent: Optional[float] = typer.Option(None, help="icam: weight of the latent regression loss, Eq. 2 (default 1)."),
     lambda_rec: Optional[float] = typer.Option(None, help="icam: weight of reconstruction and cycle L1 + L2, Eqs. 3-4 (default 100)."),
     lambda_content_l2: Optional[float] = typer.Option(None, help="icam: weight of the content-latent L2 regularisation (default 0.01)."),
+    task: Optional[str] = typer.Option(None, help="icam: auto (binary for 2 classes, multi-class for more), binary, multiclass or regression (the label column holds numbers, e.g. age; the paper's extensions). Default auto."),  # h-gen
+    source_class: Optional[str] = typer.Option(None, help="vagan: the class whose images the map translates into the other class (default: the second label in sorted order, e.g. 1 or patient)."),  # h-gen
+    lambda_map: Optional[float] = typer.Option(None, help="vagan: weight of the L1 penalty on the map M(x) (default 100, the authors')."),  # h-gen
+    lambda_gp: Optional[float] = typer.Option(None, help="vagan: weight of the WGAN gradient penalty (default 10)."),  # h-gen
+    critic_iters: Optional[int] = typer.Option(None, help="vagan: critic steps per generator step (default 5; 25 in the first 25 steps and every 100th)."),  # h-gen
     image_column: str = typer.Option("image", help="Column with the image paths."),
     label_column: str = typer.Option("label", help="Column with the class labels (the classifier's classes)."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -107,7 +124,26 @@ def train(
         content_adv=lambda_content_adv, domain_adv=lambda_domain_adv, domain_bce=lambda_domain_bce, attr_bce=lambda_attr_bce,
         kl=lambda_kl, fa_map=lambda_fa_map, latent=lambda_latent, rec=lambda_rec, content_l2=lambda_content_l2,
     )
-    _icam_only(method, latent_shape=latent_shape, normalize=normalize, space=space, max_draws=max_draws, **{f"lambda_{k}": v for k, v in lambdas.items()})
+    _icam_only(method, latent_shape=latent_shape, max_draws=max_draws, task=task, **{f"lambda_{k}": v for k, v in lambdas.items()})  # h-gen: normalize/space also for vagan
+    _only(method, ("icam", "vagan"), normalize=normalize, space=space)  # h-gen
+    _only(method, ("vagan",), source_class=source_class, lambda_map=lambda_map, lambda_gp=lambda_gp, critic_iters=critic_iters)  # h-gen
+    if method == "vagan":  # h-gen
+        from neurointerp.errors import InputError
+        from neurointerp.simulate.vagan.train import train_vagan
+
+        cohort, out = _split_paths(paths, method, "train")
+        ch = _ints(channels, "--channels")
+        if ch is not None and len(ch) != 1:
+            raise InputError(f"--channels {channels}: --method vagan takes one number (the base width)")
+        if critic_iters is not None and critic_iters < 1:
+            raise InputError(f"--critic-iters {critic_iters}: must be at least 1")
+        path = train_vagan(
+            cohort, out, source_class=source_class, image_column=image_column, label_column=label_column, normalize=normalize or "zscore", space=space,
+            channels=ch[0] if ch else 16, lambdas={"map": lambda_map, "gp": lambda_gp}, epochs=30 if epochs is None else epochs, batch_size=batch_size,
+            lr=1e-3 if lr is None else lr, critic_iters=5 if critic_iters is None else critic_iters, seed=seed, device=device, threads=threads, force=force,
+        )
+        info(f"wrote {path}")
+        return
     if method == "icam":
         from neurointerp.errors import InputError
         from neurointerp.simulate.icam.train import train_icam
@@ -120,7 +156,7 @@ def train(
             cohort, out, image_column=image_column, label_column=label_column, normalize=normalize or "zscore", space=space,
             latent_shape=_ints(latent_shape, "--latent-shape"), channels=ch[0] if ch else 8, lambdas=lambdas,
             epochs=30 if epochs is None else epochs, batch_size=batch_size, lr=1e-3 if lr is None else lr,
-            max_draws=64 if max_draws is None else max_draws, seed=seed, device=device, threads=threads, force=force,
+            max_draws=64 if max_draws is None else max_draws, seed=seed, device=device, threads=threads, force=force, task=task or "auto",  # h-gen: task
         )
         info(f"wrote {path}")
         return
@@ -142,12 +178,15 @@ def train(
 @app.command("apply")
 def apply(
     paths: List[Path] = typer.Argument(..., metavar="COHORT MODEL [CLASSIFIER] OUT", help="simulator: COHORT SIMULATOR CLASSIFIER OUT -- cohort table (participant_id, image[, label]) on the simulator's grid, simulator checkpoint (simulate train), the classifier it was trained against, output folder (BIDS derivatives, logits.tsv, logits.png, fields.tsv). icam: COHORT ICAM OUT -- no classifier: ICAM classifies by itself (BIDS derivatives, predictions.tsv)."),
-    method: str = typer.Option("simulator", help="simulator or icam (must match the checkpoint)."),
+    method: str = typer.Option("simulator", help="simulator, icam or vagan (must match the checkpoint)."),
     direction: str = typer.Option("auto", help="simulator: auto (controls: inject, patients: remove), inject, remove or both. icam: auto (into the opposite of the predicted class) or label (opposite of the cohort label)."),
     n_samples: Optional[int] = typer.Option(None, help="icam: attribute vectors drawn per image for the mean and variance FA maps (default 16)."),
     max_draws: Optional[int] = typer.Option(None, help="icam: rejection-sampling draws per vector before giving up (default 1000)."),
     save_samples: Optional[bool] = typer.Option(None, "--save-samples", help="icam: also write every translated image (4D)."),
     seed: Optional[int] = typer.Option(None, help="icam: random seed of the attribute draws (default 0)."),
+    target: Optional[str] = typer.Option(None, help="icam (binary, multi-class): class to translate every image to (default: the most likely class other than the source class -- predicted, or the label with --direction label; binary: the opposite class)."),  # h-gen
+    target_value: Optional[float] = typer.Option(None, help="icam (regression): target value to translate every image to, in label units (e.g. 70 years)."),  # h-gen
+    target_shift: Optional[float] = typer.Option(None, help="icam (regression): translate to the source value plus this shift, in label units (e.g. 10 = ten years older; source: predicted, or the label with --direction label)."),  # h-gen
     image_column: str = typer.Option("image", help="Column with the image paths."),
     label_column: str = typer.Option("label", help="Column with the class labels (for --direction auto)."),
     batch_size: int = typer.Option(8, help="Images per forward pass."),
@@ -161,7 +200,18 @@ def apply(
     or with --method icam: class probability, mean/variance FA maps and translated images per image."""
     from neurointerp.progress import info
 
-    _icam_only(method, n_samples=n_samples, max_draws=max_draws, save_samples=save_samples, seed=seed)
+    _icam_only(method, n_samples=n_samples, max_draws=max_draws, save_samples=save_samples, seed=seed, target=target, target_value=target_value, target_shift=target_shift)  # h-gen: target*
+    if method == "vagan":  # h-gen
+        from neurointerp.errors import InputError
+        from neurointerp.simulate.vagan.apply import apply_vagan
+
+        if direction != "auto":
+            raise InputError(f"--direction {direction}: does not apply to --method vagan (its map goes one way, fixed in training by --source-class)")
+        cohort, model, out = _split_paths(paths, method, "apply")
+        table = apply_vagan(cohort, model, out, image_column=image_column, label_column=label_column, batch_size=batch_size, device=device,
+                            threads=threads, array_index=array_index, array_size=array_size, force=force)
+        info(f"wrote {table}")
+        return
     if method == "icam":
         from neurointerp.simulate.icam.apply import apply_icam
 
@@ -170,7 +220,7 @@ def apply(
             cohort, model, out, n_samples=16 if n_samples is None else n_samples, direction=direction, image_column=image_column,
             label_column=label_column, max_draws=1000 if max_draws is None else max_draws, save_samples=bool(save_samples),
             seed=0 if seed is None else seed, batch_size=batch_size, device=device, threads=threads,
-            array_index=array_index, array_size=array_size, force=force,
+            array_index=array_index, array_size=array_size, force=force, target=target, target_value=target_value, target_shift=target_shift,  # h-gen
         )
         info(f"wrote {table}")
         return
@@ -186,11 +236,14 @@ def apply(
 
 
 def _not_icam(path: Path) -> None:
-    """An ICAM checkpoint given to the simulator path: one line pointing to --method icam."""
+    """An ICAM (VA-GAN) checkpoint given to the simulator path: one line pointing to --method icam (vagan)."""
     from neurointerp.errors import InputError
 
     if Path(path).is_file() and Path(path).suffix == ".pt":
         from neurointerp.simulate.icam.checkpoint import FORMAT, checkpoint_format
 
-        if checkpoint_format(path) == FORMAT:
+        fmt = checkpoint_format(path)
+        if fmt == FORMAT:
             raise InputError(f"{path}: is an ICAM checkpoint; use --method icam (ICAM needs no classifier argument)")
+        if fmt == "neurointerp-vagan":  # h-gen
+            raise InputError(f"{path}: is a VA-GAN checkpoint; use --method vagan (VA-GAN needs no classifier argument)")
