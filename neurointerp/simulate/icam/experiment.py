@@ -9,7 +9,12 @@
   truth masks"), against the same scores of gradient and Grad-CAM maps of ICAM's *own* attribute
   encoder, computed with :func:`neurointerp.attribution.registry.attribute` (Table 4);
 * variance maps: mean variance on the lesion sites (frequency map > 0) over the mean elsewhere in
-  the brain, and the NCC of the variance map with the frequency map (healthy -> lesion draws).
+  the brain, and the NCC of the variance map with the frequency map (healthy -> lesion draws);
+* ``ncc_minus_chance``: the lesion -> healthy maps scored against the masks of *other* lesion
+  subjects (shuffled): the share of NCC(-) that needs no subject-specific localisation.
+
+Multi-class and regression ICAM (the paper's extensions): :func:`evaluate_icam_multiclass`,
+:func:`evaluate_icam_regression`, :func:`lesion_experiment_tasks`.
 
 :func:`lesion_experiment` runs synth -> train -> evaluate in memory; :func:`demo_step` runs the
 on-disk pipeline (``synth lesions`` -> ``simulate train/apply --method icam``) for the demo.
@@ -79,6 +84,7 @@ def evaluate_icam(model, x, labels, masks, frequency, *, n_samples: int = 16, se
         "accuracy": accuracy,
         "accuracy_by_class": {str(k): float((pred[labels == k] == k).mean()) for k in (0, 1)},
         "ncc": table,
+        "ncc_minus_chance": _ncc_rows(res["mean"][les], _shuffled(truth_minus, seed)),  # the maps against other subjects' masks
         "variance": variance,
         "mean_rejection_draws": float(res["draws"].mean()),
         "n_test": {"healthy": int(hea.sum()), "lesion": int(les.sum())},
