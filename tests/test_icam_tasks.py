@@ -124,7 +124,7 @@ def _multiclass_and_regression_models():
     return x, mc, hmc, rg, hrg
 
 
-def test_multiclass_and_regression_models_translate_and_round_trip(tmp_path):
+def test_multiclass_and_regression_models_translate_and_round_trip(tmp_path, capsys):
     from neurointerp.errors import InputError
     from neurointerp.models.inputs import InputSpec
     from neurointerp.simulate.icam.apply import translate
@@ -151,7 +151,9 @@ def test_multiclass_and_regression_models_translate_and_round_trip(tmp_path):
     assert r["probability"] is None and np.allclose(r["target"], r["predicted"] + 10.0)
     assert np.isfinite(r["prior_z"]).all() and (r["draws"] == 1).all()
     r = translate(rg, x, n_samples=2, target_value=70.0, seed=0)
-    assert np.allclose(r["target"], 70.0)
+    assert np.allclose(r["target"], 70.0) and "training range" not in capsys.readouterr().err
+    translate(rg, x[:3], n_samples=1, target_value=100.0, seed=0)  # beyond the training ages: flagged
+    assert "3 of 3 target values lie outside the training range [45, 80] (e.g. 100)" in capsys.readouterr().err
     r = translate(rg, x, n_samples=2, target_shift=-5.0, source=np.full(12, 60.0), seed=0)
     assert np.allclose(r["target"], 55.0)
     with pytest.raises(InputError, match="exactly one of --target-value or --target-shift"):
@@ -169,6 +171,7 @@ def test_multiclass_and_regression_models_translate_and_round_trip(tmp_path):
         with torch.no_grad():
             assert torch.equal(loaded.model.attribute_logit(x), model.attribute_logit(x))
         assert loaded.model.target_mean == model.target_mean and loaded.model.target_sd == model.target_sd
+        assert loaded.model.target_range == model.target_range
 
 
 def test_cli_multiclass_and_regression_on_disk(tmp_path, capsys):

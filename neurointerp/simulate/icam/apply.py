@@ -45,7 +45,8 @@ def translate(model, x, *, n_samples: int = 16, target=None, max_draws: int = 10
     rejection draws per sample, ``(N,)``), ``reached`` (mean over the draws of P(target class) of
     the translated image under the attribute encoder, or its predicted value for regression),
     ``prior_z`` (regression: z-score of the target under the prior, see
-    :func:`~neurointerp.simulate.icam.sampling.prior_zscore`) and, with ``keep_samples``,
+    :func:`~neurointerp.simulate.icam.sampling.prior_zscore`; targets outside the training range
+    of the model are flagged with a warning) and, with ``keep_samples``,
     ``samples`` ``(N, n_samples, *S)``. ``seeds``: one seed per image (its draws then do not
     depend on the batch it is in, e.g. on the SLURM array split); otherwise one stream from ``seed``.
     """
@@ -142,12 +143,16 @@ def translate(model, x, *, n_samples: int = 16, target=None, max_draws: int = 10
             if keep_samples:
                 out["samples"].append(np.stack(samples, axis=1))
     res = {k: (np.concatenate(v) if v else None) for k, v in out.items()}
-    if regression and np.abs(res["prior_z"]).max() > 3:
-        from neurointerp.progress import info
+    rng_ = getattr(model, "target_range", None)
+    if regression and rng_ is not None and len(res["target"]):
+        lo, hi = rng_
+        outside = (res["target"] < lo) | (res["target"] > hi)
+        if outside.any():
+            from neurointerp.progress import info
 
-        worst = float(res["target"][np.abs(res["prior_z"]).argmax()])
-        info(f"warning: {where + ': ' if where else ''}target value {worst:g} lies {np.abs(res['prior_z']).max():.1f} sd out in the attribute prior "
-             "(beyond what training saw); the translations there are extrapolations (see prior_z)")
+            worst = res["target"][outside][np.argmax(np.abs(res["target"][outside] - (lo + hi) / 2))]
+            info(f"warning: {where + ': ' if where else ''}{int(outside.sum())} of {len(outside)} target values lie outside the training range "
+                 f"[{lo:g}, {hi:g}] (e.g. {worst:g}); those translations are extrapolations")
     return res
 
 

@@ -241,15 +241,20 @@ def _shuffled_within(masks, groups, seed):
     return out
 
 
-def evaluate_icam_regression(model, x, ages, masks, *, shift: float = 10.0, n_samples: int = 8, seed: int = 0) -> dict:
+def evaluate_icam_regression(model, x, ages, masks, *, shift: float = 10.0, young: float = 45.0, old: float = 80.0, n_samples: int = 8, seed: int = 0) -> dict:
     """Regression ICAM on :func:`~neurointerp.synth.lesions.make_lesion_ages` images ("brain age").
 
     * ``r`` and ``mae``: the attribute layer's predicted age against the true age;
-    * for translations by ``+shift`` and ``-shift`` years from the predicted age: NCC of |mean FA
-      map| with the subject's own lesion mask (where a change of age changes the image), its
-      chance level with shuffled masks, the *signed* NCC of the FA map with the mask (older =
-      brighter lesions: positive for ``+shift``, negative for ``-shift``), and ``reached``: the mean
-      change of the predicted age of the translated images (ideally ``+-shift``).
+    * ``to_young``: subjects of ``(young + old) / 2 + 5`` years or more translated to ``young``
+      (45: no lesion load) -- the translation should remove their lesions: NCC of |mean FA map|
+      with the own lesion mask, its chance level with shuffled masks, and the *signed* NCC
+      (negative: the lesions darken);
+    * ``to_old``: subjects of ``(young + old) / 2 - 5`` years or less translated to ``old`` --
+      the lesions should appear at the population's sites: NCC of |mean FA map| with the mean
+      lesion mask, signed NCC (positive: brighter there);
+    * ``older``/``younger``: translations by ``+-shift`` years from the predicted age, with
+      ``reached_change`` (the mean change of the predicted age of the translated images; ideally
+      ``+-shift``) and the signed NCC with the own mask.
     """
     import torch
 
@@ -259,18 +264,34 @@ def evaluate_icam_regression(model, x, ages, masks, *, shift: float = 10.0, n_sa
     ages = np.asarray(ages, dtype=np.float64)
     masks = np.asarray(masks).astype(np.float32)
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+    mid = (young + old) / 2
     out = {}
+    pred = None
     for sign, name in ((1, "older"), (-1, "younger")):
         r = translate(model, x, n_samples=n_samples, target_shift=sign * shift, seed=seed)
-        signed = np.array([ncc(m, t) for m, t in zip(r["mean"], masks)])
-        out[name] = {
-            "ncc": _ncc_rows(r["mean"], masks),
-            "chance_shuffled": _ncc_rows(r["mean"], _shuffled(masks, seed)),
-            "signed_ncc": float(np.nanmean(signed)),
-            "reached_change": float((r["reached"] - r["predicted"]).mean()),
-            "max_abs_prior_z": float(np.abs(r["prior_z"]).max()),
-        }
         pred = r["predicted"]
+        out[name] = {
+            "reached_change": float((r["reached"] - r["predicted"]).mean()),
+            "signed_ncc": float(np.nanmean([ncc(m, t) for m, t in zip(r["mean"], masks)])),
+        }
+    sel = ages >= mid + 5
+    r = translate(model, x[sel], n_samples=n_samples, target_value=young, seed=seed)
+    out["to_young"] = {
+        "ncc": _ncc_rows(r["mean"], masks[sel]),
+        "chance_shuffled": _ncc_rows(r["mean"], _shuffled(masks[sel], seed)),
+        "signed_ncc": float(np.nanmean([ncc(m, t) for m, t in zip(r["mean"], masks[sel])])),
+        "reached": float(r["reached"].mean()),
+        "max_abs_prior_z": float(np.abs(r["prior_z"]).max()),
+    }
+    sel = ages <= mid - 5
+    r = translate(model, x[sel], n_samples=n_samples, target_value=old, seed=seed)
+    freq = masks.mean(axis=0)
+    out["to_old"] = {
+        "ncc_with_mean_mask": _ncc_rows(r["mean"], np.broadcast_to(freq, r["mean"].shape)),
+        "signed_ncc_with_mean_mask": float(np.nanmean([ncc(m, freq) for m in r["mean"]])),
+        "reached": float(r["reached"].mean()),
+        "max_abs_prior_z": float(np.abs(r["prior_z"]).max()),
+    }
     return {
         "r": float(np.corrcoef(pred, ages)[0, 1]),
         "mae": float(np.abs(pred - ages).mean()),

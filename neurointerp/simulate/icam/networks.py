@@ -183,12 +183,13 @@ class ICAM(nn.Module):
 
     ``task``: ``binary`` (default), ``multiclass`` (``n_classes`` >= 3) or ``regression``
     (``target_mean``/``target_sd``: the training target's mean and sd; the networks work on the
-    standardised target). A binary model's configuration has no task keys (as before the
+    standardised target; ``target_range``: its minimum and maximum, to flag extrapolation). A binary model's configuration has no task keys (as before the
     extensions), so binary checkpoints read the same in older versions.
     """
 
     def __init__(self, shape: Sequence[int], latent_shape: Sequence[int] | None = None, channels: int = 8, n_res: int = 2, content_noise: float = 1.0,
-                 task: str = "binary", n_classes: int = 2, target_mean: float = 0.0, target_sd: float = 1.0):
+                 task: str = "binary", n_classes: int = 2, target_mean: float = 0.0, target_sd: float = 1.0,
+                 target_range: Sequence[float] | None = None):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"ICAM task {task!r}: choose {', '.join(TASKS)}")
@@ -200,6 +201,7 @@ class ICAM(nn.Module):
         self.n_classes = int(n_classes) if task == "multiclass" else (2 if task == "binary" else 0)
         self.target_mean = float(target_mean) if task == "regression" else 0.0
         self.target_sd = float(target_sd) if task == "regression" else 1.0
+        self.target_range = tuple(float(v) for v in target_range) if task == "regression" and target_range is not None else None
         n_out = self.n_classes if task == "multiclass" else 1
         self.shape = tuple(int(s) for s in shape)
         nd = len(self.shape)
@@ -218,6 +220,8 @@ class ICAM(nn.Module):
             self.config.update(task=task, n_classes=self.n_classes)
         elif task == "regression":
             self.config.update(task=task, target_mean=self.target_mean, target_sd=self.target_sd)
+            if self.target_range is not None:
+                self.config["target_range"] = list(self.target_range)
         self.enc_c = ContentEncoder(nd, channels, n_res, noise=content_noise)
         self.enc_a = AttributeEncoder(nd, self.latent_shape, channels, n_down=n_down, n_outputs=n_out)
         self.gen = Generator(nd, channels, n_res)
@@ -228,7 +232,7 @@ class ICAM(nn.Module):
     def from_config(cls, config: dict) -> "ICAM":
         return cls(config["shape"], config["latent_shape"], config["channels"], config["n_res"], config.get("content_noise", 1.0),
                    task=config.get("task", "binary"), n_classes=config.get("n_classes", 2),
-                   target_mean=config.get("target_mean", 0.0), target_sd=config.get("target_sd", 1.0))
+                   target_mean=config.get("target_mean", 0.0), target_sd=config.get("target_sd", 1.0), target_range=config.get("target_range"))
 
     def standardise(self, values):
         """Regression target in label units -> the networks' standardised units."""

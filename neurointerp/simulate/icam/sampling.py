@@ -111,8 +111,9 @@ def conditional_sample(enc_a, value, latent_shape, *, generator=None, device=Non
 
 def prior_zscore(enc_a, value) -> torch.Tensor:
     """How far a (standardised) regression target lies in the prior: ``(value - b) / |w|``, the
-    z-score of ``value`` under ``f(z)``, ``z ~ N(0, I)``. Beyond about 3 the conditioned vectors
-    are far from anything the generator saw in training."""
+    z-score of ``value`` under ``f(z)``, ``z ~ N(0, I)``. Large values mean conditioned vectors of
+    low prior mass (training conditions on the training targets, so values of the order seen for
+    them in training are expected; with a weak KL term they can exceed 3 inside the training range)."""
     with torch.no_grad():
         w = enc_a.classifier.weight[0]
         b = enc_a.classifier.bias[0]

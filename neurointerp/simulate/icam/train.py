@@ -136,7 +136,7 @@ def fit_icam(
             raise InputError("ICAM regression needs finite target values")
         if len(np.unique(values)) < 2:
             raise InputError("ICAM regression needs at least two different target values")
-        extra = {"target_mean": float(values.mean()), "target_sd": float(values.std())}
+        extra = {"target_mean": float(values.mean()), "target_sd": float(values.std()), "target_range": (float(values.min()), float(values.max()))}
         labels = (values - extra["target_mean"]) / extra["target_sd"]
     else:
         labels = np.asarray(labels).astype(int)

@@ -67,6 +67,8 @@ def lesion_experiment_vagan(
     lr: float = 1e-3,
     lambdas: dict | None = None,
     critic_iters: int = 5,
+    critic_iters_long: int = 25,
+    warmup: int = 25,
     seed: int = 0,
     device=None,
 ) -> dict:
@@ -81,7 +83,7 @@ def lesion_experiment_vagan(
     spec = InputSpec((size, size), train.affine, normalize="zscore")
     t0 = time.perf_counter()
     model, history = fit_vagan(spec.prepare(train.images), train.labels, source=1, channels=channels, epochs=epochs, batch_size=batch_size, lr=lr,
-                               lambdas=lambdas, critic_iters=critic_iters, seed=seed, device=device)
+                               lambdas=lambdas, critic_iters=critic_iters, critic_iters_long=critic_iters_long, warmup=warmup, seed=seed, device=device)
     train_s = time.perf_counter() - t0
     model = model.cpu()
     t0 = time.perf_counter()
@@ -92,5 +94,6 @@ def lesion_experiment_vagan(
         "evaluate_seconds": round(time.perf_counter() - t0, 2),
         "final_epoch": history[-1],
         "config": {"n_per_group": n_per_group, "n_test_per_group": n_test_per_group, "size": size, "polarity": polarity, "epochs": epochs, "batch_size": batch_size,
-                   "channels": channels, "lr": lr, "lambdas": lambdas, "critic_iters": critic_iters, "seed": seed},
+                   "channels": channels, "lr": lr, "lambdas": lambdas, "critic_iters": critic_iters,
+                   "critic_iters_long": critic_iters_long, "warmup": warmup, "seed": seed},
     }
