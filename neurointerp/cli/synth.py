@@ -109,10 +109,13 @@ def lesions(
     voxel_size: float = typer.Option(1.0, help="Pixel size in mm."),
     seed: int = typer.Option(0, help="Random seed (the output is identical for the same seed)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
+    task: str = typer.Option("binary", help="binary (healthy vs lesion), multiclass (healthy + lesion classes at their own sites; --n-per-group each) or regression (label = age 45-80, lesion load grows with age; 2 x --n-per-group subjects)."),  # h-gen
+    n_classes: int = typer.Option(3, help="multiclass: number of classes, healthy included (3 to 7)."),  # h-gen
 ) -> None:
     """2D brain-slice phantoms: healthy vs small lesions at variable sites, with lesion masks (ICAM §4.2)."""
     from neurointerp.progress import info
     from neurointerp.synth.lesions import synth_lesions
 
-    table = synth_lesions(out, n_per_group=n_per_group, size=size, polarity=polarity, contrast=contrast, noise=noise, voxel_size=voxel_size, seed=seed, force=force)
+    table = synth_lesions(out, n_per_group=n_per_group, size=size, polarity=polarity, contrast=contrast, noise=noise, voxel_size=voxel_size, seed=seed, force=force,
+                          task=task, n_classes=n_classes)  # h-gen: task, n_classes
     info(f"wrote {table}")
