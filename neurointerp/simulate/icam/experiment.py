@@ -349,7 +349,8 @@ def format_table(result: dict) -> str:
         return "N/A" if not v.get("n") else f"{v['mean']:.3f} ± {v['sd']:.3f}"
 
     for key, row in result["ncc"].items():
-        lines.append(f"| {names.get(key, key)} | {cell(row['ncc_minus'])} | {cell(row['ncc_plus'])} |")
+        name = f"VA-GAN, L1 weight {key[len('vagan-l'):]} (lesion -> healthy only)" if key.startswith("vagan-l") else names.get(key, key)
+        lines.append(f"| {name} | {cell(row['ncc_minus'])} | {cell(row['ncc_plus'])} |")
     v = result["variance"]
     lines.append("")
     lines.append(f"attribute-space accuracy {result['accuracy']:.3f}; variance on lesion sites / elsewhere {v['ratio']:.2f} (NCC with frequency map {v['ncc_with_frequency']:.3f})")
