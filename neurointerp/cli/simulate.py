@@ -179,7 +179,7 @@ def train(
 def apply(
     paths: List[Path] = typer.Argument(..., metavar="COHORT MODEL [CLASSIFIER] OUT", help="simulator: COHORT SIMULATOR CLASSIFIER OUT -- cohort table (participant_id, image[, label]) on the simulator's grid, simulator checkpoint (simulate train), the classifier it was trained against, output folder (BIDS derivatives, logits.tsv, logits.png, fields.tsv). icam: COHORT ICAM OUT -- no classifier: ICAM classifies by itself (BIDS derivatives, predictions.tsv)."),
     method: str = typer.Option("simulator", help="simulator, icam or vagan (must match the checkpoint)."),
-    direction: str = typer.Option("auto", help="simulator: auto (controls: inject, patients: remove), inject, remove or both. icam: auto (into the opposite of the predicted class) or label (opposite of the cohort label)."),
+    direction: str = typer.Option("auto", help="simulator: auto (controls: inject, patients: remove), inject, remove or both. icam: auto (from the predicted class) or label (from the cohort label), into the most likely other class (binary: the opposite class) unless --target; regression: the source of --target-shift."),  # h-gen: help text
     n_samples: Optional[int] = typer.Option(None, help="icam: attribute vectors drawn per image for the mean and variance FA maps (default 16)."),
     max_draws: Optional[int] = typer.Option(None, help="icam: rejection-sampling draws per vector before giving up (default 1000)."),
     save_samples: Optional[bool] = typer.Option(None, "--save-samples", help="icam: also write every translated image (4D)."),
