@@ -93,8 +93,8 @@ def train(
     batch_size: int = typer.Option(16, help="Images per step (half of each class)."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate (default 1e-3; paper, ADNI: 1e-4 for 45 epochs; ICAM authors: 1e-4; VA-GAN paper 1e-3, its code 1e-4)."),
     latent_shape: Optional[str] = typer.Option(None, help="icam: attribute latent grid, e.g. 8,8 (2D) or 8,10,8 (3D, the paper's 640 values); default 2D min(8, side/4), 3D side/16."),
-    normalize: Optional[str] = typer.Option(None, help="icam: intensity normalisation per image, none or zscore (default zscore, over non-zero voxels)."),
-    space: Optional[str] = typer.Option(None, help="icam: name of the images' space, recorded in the checkpoint and output names."),
+    normalize: Optional[str] = typer.Option(None, help="icam, vagan: intensity normalisation per image, none or zscore (default zscore, over non-zero voxels)."),  # h-gen: help text
+    space: Optional[str] = typer.Option(None, help="icam, vagan: name of the images' space, recorded in the checkpoint and output names."),  # h-gen: help text
     max_draws: Optional[int] = typer.Option(None, help="icam: rejection-sampling draws per vector during training before falling back to the paired image's attribute (default 64)."),
     lambda_content_adv: Optional[float] = typer.Option(None, help="icam: weight of the class-adversarial content loss, Eq. 1 (default 1)."),
     lambda_domain_adv: Optional[float] = typer.Option(None, help="icam: weight of the domain real/fake loss (default 1)."),
