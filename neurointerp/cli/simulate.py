@@ -22,6 +22,18 @@ def _train(o: SimulateTrainOptions) -> None:
     from neurointerp.progress import info
 
     paths = o.named_paths()
+    if o.method == "vagan":
+        from neurointerp.simulate.vagan.train import train_vagan
+
+        path = train_vagan(
+            paths["cohort"], paths["out"], source_class=o.source_class, image_column=o.image_column, label_column=o.label_column,
+            normalize=o.normalize or "zscore", space=o.space, channels=o.channels[0] if o.channels else 16,
+            lambdas={"map": o.lambda_map, "gp": o.lambda_gp}, epochs=30 if o.epochs is None else o.epochs, batch_size=o.batch_size,
+            lr=1e-3 if o.lr is None else o.lr, critic_iters=5 if o.critic_iters is None else o.critic_iters, seed=o.seed, device=o.device,
+            threads=o.threads, force=o.force,
+        )
+        info(f"wrote {path}")
+        return
     if o.method == "icam":
         from neurointerp.simulate.icam.train import train_icam
 
@@ -31,6 +43,7 @@ def _train(o: SimulateTrainOptions) -> None:
             latent_shape=list(o.latent_shape) if o.latent_shape else None, channels=o.channels[0] if o.channels else 8, lambdas=lambdas,
             epochs=30 if o.epochs is None else o.epochs, batch_size=o.batch_size, lr=1e-3 if o.lr is None else o.lr,
             max_draws=64 if o.max_draws is None else o.max_draws, seed=o.seed, device=o.device, threads=o.threads, force=o.force,
+            task=o.task or "auto",
         )
         info(f"wrote {path}")
         return
@@ -55,6 +68,11 @@ def _apply(o: SimulateApplyOptions) -> None:
 
         info(f"wrote {apply_icam(options=o)}")
         return
+    if o.method == "vagan":
+        from neurointerp.simulate.vagan.apply import apply_vagan
+
+        info(f"wrote {apply_vagan(options=o)}")
+        return
     from neurointerp.simulate.apply import apply_simulator
 
     _not_icam(o.named_paths()["simulator"])
@@ -68,8 +86,11 @@ def _not_icam(path: Path) -> None:
     if Path(path).is_file() and Path(path).suffix == ".pt":
         from neurointerp.simulate.icam.checkpoint import FORMAT, checkpoint_format
 
-        if checkpoint_format(path) == FORMAT:
+        fmt = checkpoint_format(path)
+        if fmt == FORMAT:
             raise InputError(f"{path}: is an ICAM checkpoint; use --method icam (ICAM needs no classifier argument)")
+        if fmt == "neurointerp-vagan":
+            raise InputError(f"{path}: is a VA-GAN checkpoint; use --method vagan (VA-GAN needs no classifier argument)")
 
 
 train = command(SimulateTrainOptions, _train)

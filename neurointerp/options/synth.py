@@ -83,6 +83,8 @@ class SynthLesionsOptions(Options):
     noise: float = opt(0.03, "Gaussian noise sd inside the brain.", minimum=0)
     voxel_size: float = opt(1.0, "Pixel size in mm.", above=0)
     seed: int = c.seed(_SEED)
+    task: str = opt("binary", "binary (healthy vs lesion), multiclass (healthy + lesion classes at their own sites; --n-per-group each) or regression (label = age 45-80, lesion load grows with age; 2 x --n-per-group subjects).", choices=("binary", "multiclass", "regression"))
+    n_classes: int = opt(3, "multiclass: number of classes, healthy included (3 to 7).", minimum=3, maximum=7)
     force: bool = c.force()
 
 

@@ -120,3 +120,12 @@ def icam_arguments(a: dict) -> dict:
     for k in ("epochs", "lr", "max_draws", "normalize"):
         out.setdefault(k, a.get(k))
     return out
+
+
+def vagan_arguments(a: dict) -> dict:
+    """``train_vagan(cohort, out, ...)`` as ``simulate train --method vagan`` options."""
+    lambdas = a.get("lambdas") or {}
+    out = {**a, "paths": (a["cohort"], a["out"]), "method": "vagan", "lambda_map": lambdas.get("map"), "lambda_gp": lambdas.get("gp")}
+    if isinstance(a.get("channels"), int):
+        out["channels"] = (a["channels"],)
+    return out

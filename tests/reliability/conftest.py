@@ -4,7 +4,7 @@
 displacement field, and a native-space cohort for ``preprocess``; for ``segment-bg`` a synth
 rodent cohort (16x16x12, slices along the third axis) with a 1-epoch segmenter and one trained on
 20x20 slices (another grid); for ``simulate --method icam`` a 2D synth lesions cohort (24x24x1)
-with a 1-epoch ICAM and one trained on 32x32 (another grid). Every bad input of the
+with a 1-epoch ICAM and one trained on 32x32 (another grid), and the same for VA-GAN. Every bad input of the
 corpus is derived from these at test time (no binary file is committed).
 """
 
@@ -46,6 +46,8 @@ class World:
     lesions_cohort: Path  # participant_id, image (S x S x 1), label, mask, n_lesions (ICAM)
     icam: Path
     icam_other_grid: Path
+    vagan: Path  # 1-epoch VA-GAN on the lesions cohort (24x24)
+    vagan_other_grid: Path  # ... on 32x32
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +62,7 @@ def world(tmp_path_factory) -> World:
     from neurointerp.simulate.train import train_simulator
     from neurointerp.segment_bg.train import run_train as train_segmenter
     from neurointerp.simulate.icam.train import train_icam
+    from neurointerp.simulate.vagan.train import train_vagan
     from neurointerp.simulate.warp import save_field
     from neurointerp.synth.brain import SPACE, synth_brain
     from neurointerp.synth.lesions import synth_lesions
@@ -104,6 +107,9 @@ def world(tmp_path_factory) -> World:
     icam = train_icam(lesions, root / "icam", **tiny_icam)
     lesions32 = synth_lesions(root / "lesions32", n_per_group=2, size=32, voxel_size=2.0, seed=1)
     icam32 = train_icam(lesions32, root / "icam32", **tiny_icam)
+    tiny_vagan = dict(epochs=1, batch_size=2, channels=2, critic_iters=1, threads=1, seed=0)
+    vagan = train_vagan(lesions, root / "vagan", **tiny_vagan)
+    vagan32 = train_vagan(lesions32, root / "vagan32", **tiny_vagan)
     return World(
         root=root,
         native_cohort=data / "cohort.csv",
@@ -122,4 +128,6 @@ def world(tmp_path_factory) -> World:
         lesions_cohort=Path(lesions),
         icam=Path(icam),
         icam_other_grid=Path(icam32),
+        vagan=Path(vagan),
+        vagan_other_grid=Path(vagan32),
     )

@@ -498,7 +498,7 @@ def ck_wrong_kind_simulator(world, d: Path) -> Path:
 @dataclass
 class Bad:
     id: str
-    slot: str  # image | table | classifier | simulator | segmenter | icam
+    slot: str  # image | table | classifier | simulator | segmenter | icam | vagan
     make: Callable  # images/checkpoints: (world, dir); tables: (world, dir, command)
     expect: tuple = ()  # substrings of the error line; a tuple inside = any of these
     only: Callable | None = None  # (command) -> bool: applies to this command
@@ -611,6 +611,14 @@ BAD_INPUTS: list[Bad] = [
     Bad("classifier-as-icam", "icam", ck_copy("classifier", "classifier.pt"), ("not a neurointerp ICAM",)),
     Bad("simulator-as-icam", "icam", ck_copy("simulator", "simulator.pt"), ("not a neurointerp ICAM",)),
     Bad("segmenter-as-icam", "icam", ck_copy("segmenter", "segmenter.pt"), ("not a neurointerp ICAM",)),
+    Bad("vagan-as-icam", "icam", ck_copy("vagan", "vagan.pt"), ("not a neurointerp ICAM",)),
+    Bad("other-grid-vagan", "vagan", ck_copy("vagan_other_grid", "othergrid.pt"), ("grid",), names_file=False),
+    Bad("truncated-vagan", "vagan", ck_truncated_of("vagan"), ("checkpoint",)),
+    Bad("zero-size-vagan", "vagan", ck_zero_size, ("checkpoint",)),
+    Bad("pickle-exec-raw-vagan", "vagan", ck_pickle_exec_raw, ("refused",), pwned="PWNED-raw"),
+    Bad("pickle-exec-vagan", "vagan", ck_pickle_exec_torch, ("refused",), pwned="PWNED-torch"),
+    Bad("icam-as-vagan", "vagan", ck_copy("icam", "icam.pt"), ("not a neurointerp VA-GAN",)),
+    Bad("classifier-as-vagan", "vagan", ck_copy("classifier", "classifier.pt"), ("not a neurointerp VA-GAN",)),
 ]
 
 
@@ -735,6 +743,21 @@ COMMANDS: list[Command] = [
         "icam-apply", ("image", "table", "icam"), lambda w: w.lesions_cohort, "image",
         lambda w, i, out: _s("simulate", "apply", i["table"], i.get("icam") or w.icam, out, "--method", "icam", "--n-samples", 2,
                              "--threads", 1, "--force"),
+        columns=("participant_id", "image", "label", "mask"),
+        image_ndim=2,
+        bookkeeping=DERIVATIVES_METADATA,
+    ),
+    Command(
+        "vagan-train", ("image", "table"), lambda w: w.lesions_cohort, "image",
+        lambda w, i, out: _s("simulate", "train", i["table"], out, "--method", "vagan", "--epochs", 1, "--batch-size", 2, "--channels", 2,
+                             "--critic-iters", 1, "--threads", 1, "--force"),
+        columns=("participant_id", "image", "label", "mask"),
+        needs_label=True,
+        image_ndim=2,
+    ),
+    Command(
+        "vagan-apply", ("image", "table", "vagan"), lambda w: w.lesions_cohort, "image",
+        lambda w, i, out: _s("simulate", "apply", i["table"], i.get("vagan") or w.vagan, out, "--method", "vagan", "--threads", 1, "--force"),
         columns=("participant_id", "image", "label", "mask"),
         image_ndim=2,
         bookkeeping=DERIVATIVES_METADATA,

@@ -104,7 +104,7 @@ def test_corpus_covers_every_command_and_slot():
     assert len(CASES) >= 150
 
 
-@pytest.mark.parametrize("name", ["segment-bg-train", "segment-bg-apply", "icam-train", "icam-apply"])
+@pytest.mark.parametrize("name", ["segment-bg-train", "segment-bg-apply", "icam-train", "icam-apply", "vagan-train", "vagan-apply"])
 def test_good_inputs_of_the_newest_commands_run(world, name, tmp_path, capsys):
     """The same argv with the good inputs succeeds, so the refusals above are about the bad input."""
     cmd = next(c for c in COMMANDS if c.name == name)
@@ -112,5 +112,5 @@ def test_good_inputs_of_the_newest_commands_run(world, name, tmp_path, capsys):
     code = main(["--quiet", *cmd.build(world, {"table": cmd.table(world)}, out)])
     assert code == 0, capsys.readouterr().err
     written = snapshot(out)
-    assert any(n.endswith(("model.pt", "icam.pt", "_dseg.nii.gz", "_attribution.nii.gz")) for n in written), sorted(written)
+    assert any(n.endswith(("model.pt", "icam.pt", "vagan.pt", "_dseg.nii.gz", "_attribution.nii.gz")) for n in written), sorted(written)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

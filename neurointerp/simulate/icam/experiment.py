@@ -9,7 +9,12 @@
   truth masks"), against the same scores of gradient and Grad-CAM maps of ICAM's *own* attribute
   encoder, computed with :func:`neurointerp.attribution.registry.attribute` (Table 4);
 * variance maps: mean variance on the lesion sites (frequency map > 0) over the mean elsewhere in
-  the brain, and the NCC of the variance map with the frequency map (healthy -> lesion draws).
+  the brain, and the NCC of the variance map with the frequency map (healthy -> lesion draws);
+* ``ncc_minus_chance``: the lesion -> healthy maps scored against the masks of *other* lesion
+  subjects (shuffled): the share of NCC(-) that needs no subject-specific localisation.
+
+Multi-class and regression ICAM (the paper's extensions): :func:`evaluate_icam_multiclass`,
+:func:`evaluate_icam_regression`, :func:`lesion_experiment_tasks`.
 
 :func:`lesion_experiment` runs synth -> train -> evaluate in memory; :func:`demo_step` runs the
 on-disk pipeline (``synth lesions`` -> ``simulate train/apply --method icam``) for the demo.
@@ -79,6 +84,7 @@ def evaluate_icam(model, x, labels, masks, frequency, *, n_samples: int = 16, se
         "accuracy": accuracy,
         "accuracy_by_class": {str(k): float((pred[labels == k] == k).mean()) for k in (0, 1)},
         "ncc": table,
+        "ncc_minus_chance": _ncc_rows(res["mean"][les], _shuffled(truth_minus, seed)),  # the maps against other subjects' masks
         "variance": variance,
         "mean_rejection_draws": float(res["draws"].mean()),
         "n_test": {"healthy": int(hea.sum()), "lesion": int(les.sum())},
@@ -174,12 +180,178 @@ def demo_step(out_dir, seed: int = 0, *, n_per_group: int = 96, epochs: int = 25
     return result
 
 
+def _shuffled(masks, seed=0):
+    from neurointerp.simulate.vagan.experiment import shuffled
+
+    return shuffled(masks, seed)
+
+
+def evaluate_icam_multiclass(model, x, labels, masks, frequency, *, n_samples: int = 8, seed: int = 0) -> dict:
+    """Multi-class ICAM on :func:`~neurointerp.synth.lesions.make_lesion_classes` images.
+
+    * accuracy of the attribute layer (K classes) and per class;
+    * ``to_healthy``: images of a lesion class translated to class 0 -- NCC of |mean FA map| with
+      the subject's own lesion mask, and the chance level with shuffled masks of the same class;
+    * ``from_healthy``: healthy images translated to each lesion class ``c`` -- NCC with class c's
+      frequency map, and with the frequency map of the *other* lesion class(es) (wrong sites);
+    * ``default_target``: the share of images whose default target (the most likely other
+      class) is the class the attribute layer ranks second, and ``reached``: the mean
+      P(target class) of the translated images.
+    """
+    import torch
+
+    from neurointerp.evaluate.metrics import ncc
+    from neurointerp.simulate.icam.apply import translate
+
+    labels = np.asarray(labels).astype(int)
+    masks = np.asarray(masks).astype(np.float32)
+    frequency = np.asarray(frequency, dtype=np.float32)
+    k = frequency.shape[0]
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+    les = labels > 0
+    to_h = translate(model, x[les], n_samples=n_samples, target=np.zeros(int(les.sum()), dtype=int), seed=seed)
+    hea = np.flatnonzero(labels == 0)
+    from_h, wrong = {}, {}
+    for c in range(1, k):
+        r = translate(model, x[hea], n_samples=n_samples, target=np.full(len(hea), c), seed=seed + c)
+        from_h[str(c)] = _ncc_rows(r["mean"], np.broadcast_to(frequency[c], r["mean"].shape))
+        others = [frequency[o] for o in range(1, k) if o != c]
+        wrong[str(c)] = float(np.mean([ncc(np.abs(m), f) for m in r["mean"] for f in others]))
+    default = translate(model, x, n_samples=1, seed=seed)
+    probs = default["probability"]
+    second = np.argsort(probs, axis=1)[:, -2]
+    pred = default["predicted"]
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "accuracy_by_class": {str(c): float((pred[labels == c] == c).mean()) for c in range(k)},
+        "to_healthy": {"ncc": _ncc_rows(to_h["mean"], masks[les]), "chance_shuffled": _ncc_rows(to_h["mean"], _shuffled_within(masks[les], labels[les], seed)),
+                       "reached": float(to_h["reached"].mean())},
+        "from_healthy": {"ncc": from_h, "ncc_wrong_class_sites": wrong},
+        "default_target_is_second_most_likely": float((default["target"] == second).mean()),
+        "default_reached": float(default["reached"].mean()),
+        "n_test": {str(c): int((labels == c).sum()) for c in range(k)},
+    }
+
+
+def _shuffled_within(masks, groups, seed):
+    out = masks.copy()
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        if len(idx) > 1:
+            out[idx] = _shuffled(masks[idx], seed)
+    return out
+
+
+def evaluate_icam_regression(model, x, ages, masks, *, shift: float = 10.0, young: float = 45.0, old: float = 80.0, n_samples: int = 8, seed: int = 0) -> dict:
+    """Regression ICAM on :func:`~neurointerp.synth.lesions.make_lesion_ages` images ("brain age").
+
+    * ``r`` and ``mae``: the attribute layer's predicted age against the true age;
+    * ``to_young``: subjects of ``(young + old) / 2 + 5`` years or more translated to ``young``
+      (45: no lesion load) -- the translation should remove their lesions: NCC of |mean FA map|
+      with the own lesion mask, its chance level with shuffled masks, and the *signed* NCC
+      (negative: the lesions darken);
+    * ``to_old``: subjects of ``(young + old) / 2 - 5`` years or less translated to ``old`` --
+      the lesions should appear at the population's sites: NCC of |mean FA map| with the mean
+      lesion mask, signed NCC (positive: brighter there);
+    * ``older``/``younger``: translations by ``+-shift`` years from the predicted age, with
+      ``reached_change`` (the mean change of the predicted age of the translated images; ideally
+      ``+-shift``) and the signed NCC with the own mask.
+    """
+    import torch
+
+    from neurointerp.evaluate.metrics import ncc
+    from neurointerp.simulate.icam.apply import translate
+
+    ages = np.asarray(ages, dtype=np.float64)
+    masks = np.asarray(masks).astype(np.float32)
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+    mid = (young + old) / 2
+    out = {}
+    pred = None
+    for sign, name in ((1, "older"), (-1, "younger")):
+        r = translate(model, x, n_samples=n_samples, target_shift=sign * shift, seed=seed)
+        pred = r["predicted"]
+        out[name] = {
+            "reached_change": float((r["reached"] - r["predicted"]).mean()),
+            "signed_ncc": float(np.nanmean([ncc(m, t) for m, t in zip(r["mean"], masks)])),
+        }
+    sel = ages >= mid + 5
+    r = translate(model, x[sel], n_samples=n_samples, target_value=young, seed=seed)
+    out["to_young"] = {
+        "ncc": _ncc_rows(r["mean"], masks[sel]),
+        "chance_shuffled": _ncc_rows(r["mean"], _shuffled(masks[sel], seed)),
+        "signed_ncc": float(np.nanmean([ncc(m, t) for m, t in zip(r["mean"], masks[sel])])),
+        "reached": float(r["reached"].mean()),
+        "max_abs_prior_z": float(np.abs(r["prior_z"]).max()),
+    }
+    sel = ages <= mid - 5
+    r = translate(model, x[sel], n_samples=n_samples, target_value=old, seed=seed)
+    freq = masks.mean(axis=0)
+    out["to_old"] = {
+        "ncc_with_mean_mask": _ncc_rows(r["mean"], np.broadcast_to(freq, r["mean"].shape)),
+        "signed_ncc_with_mean_mask": float(np.nanmean([ncc(m, freq) for m in r["mean"]])),
+        "reached": float(r["reached"].mean()),
+        "max_abs_prior_z": float(np.abs(r["prior_z"]).max()),
+    }
+    return {
+        "r": float(np.corrcoef(pred, ages)[0, 1]),
+        "mae": float(np.abs(pred - ages).mean()),
+        "mae_of_mean_prediction": float(np.abs(ages - ages.mean()).mean()),
+        "shift": float(shift),
+        **out,
+        "n_test": int(len(ages)),
+    }
+
+
+def lesion_experiment_tasks(task: str, *, n_per_group: int = 64, n_test_per_group: int = 24, size: int = 32, epochs: int = 30, batch_size: int = 16,
+                            channels: int = 8, lr: float = 1e-3, n_samples: int = 8, n_classes: int = 3, shift: float = 10.0, seed: int = 0, device=None) -> dict:
+    """Multi-class (``n_per_group`` per class) or regression (``2 n_per_group`` images) lesion
+    phantoms in memory -> train ICAM -> :func:`evaluate_icam_multiclass` / :func:`evaluate_icam_regression`."""
+    from neurointerp.models.inputs import InputSpec
+    from neurointerp.simulate.icam.train import fit_icam
+    from neurointerp.synth.lesions import make_lesion_ages, make_lesion_classes
+
+    if task == "multiclass":
+        train = make_lesion_classes(n_per_class=n_per_group, n_classes=n_classes, size=size, seed=seed)
+        test = make_lesion_classes(n_per_class=n_test_per_group, n_classes=n_classes, size=size, seed=seed + 1000)
+    elif task == "regression":
+        train = make_lesion_ages(n=2 * n_per_group, size=size, seed=seed)
+        test = make_lesion_ages(n=2 * n_test_per_group, size=size, seed=seed + 1000)
+    else:
+        raise ValueError(f"task {task!r}: multiclass or regression (binary: lesion_experiment)")
+    spec = InputSpec((size, size), train.affine, normalize="zscore")
+    t0 = time.perf_counter()
+    model, history = fit_icam(spec.prepare(train.images), train.labels, task=task, channels=channels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    train_s = time.perf_counter() - t0
+    model = model.cpu()
+    t0 = time.perf_counter()
+    xt = spec.prepare(test.images)
+    if task == "multiclass":
+        scores = evaluate_icam_multiclass(model, xt, test.labels, test.masks, train.frequency, n_samples=n_samples, seed=seed)
+    else:
+        scores = evaluate_icam_regression(model, xt, test.labels, test.masks, shift=shift, n_samples=n_samples, seed=seed)
+    return {
+        "task": task,
+        **scores,
+        "train_seconds": round(train_s, 2),
+        "evaluate_seconds": round(time.perf_counter() - t0, 2),
+        "final_epoch": history[-1],
+        "config": {"n_per_group": n_per_group, "n_test_per_group": n_test_per_group, "size": size, "epochs": epochs, "batch_size": batch_size, "channels": channels,
+                   "lr": lr, "n_samples": n_samples, "n_classes": n_classes if task == "multiclass" else None, "shift": shift if task == "regression" else None, "seed": seed},
+    }
+
+
 def format_table(result: dict) -> str:
     """The Table-4-style comparison as Markdown."""
     lines = ["| method | NCC (-) lesion->healthy | NCC (+) healthy->lesion |", "|---|---|---|"]
-    names = {"icam": "ICAM (mean FA map)", "icam-ea-gradient": "ICAM-E^a gradient", "icam-ea-gradcam": "ICAM-E^a Grad-CAM"}
+    names = {"icam": "ICAM (mean FA map)", "icam-ea-gradient": "ICAM-E^a gradient", "icam-ea-gradcam": "ICAM-E^a Grad-CAM", "vagan": "VA-GAN (lesion -> healthy only)"}
+
+    def cell(v):
+        return "N/A" if not v.get("n") else f"{v['mean']:.3f} ± {v['sd']:.3f}"
+
     for key, row in result["ncc"].items():
-        lines.append(f"| {names.get(key, key)} | {row['ncc_minus']['mean']:.3f} ± {row['ncc_minus']['sd']:.3f} | {row['ncc_plus']['mean']:.3f} ± {row['ncc_plus']['sd']:.3f} |")
+        name = f"VA-GAN, L1 weight {key[len('vagan-l'):]} (lesion -> healthy only)" if key.startswith("vagan-l") else names.get(key, key)
+        lines.append(f"| {name} | {cell(row['ncc_minus'])} | {cell(row['ncc_plus'])} |")
     v = result["variance"]
     lines.append("")
     lines.append(f"attribute-space accuracy {result['accuracy']:.3f}; variance on lesion sites / elsewhere {v['ratio']:.2f} (NCC with frequency map {v['ncc_with_frequency']:.3f})")

@@ -56,3 +56,41 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).mean()
+
+
+# --- the paper's extensions (§5): the same terms for a multi-class or regression attribute head ----
+#
+# ``head_loss`` replaces each BCE of Eq. 5 that has a class target (L^Ea_BCE, L^D_BCE and the
+# content discriminator's side of Eq. 1), ``confusion_loss`` the encoder side of Eq. 1:
+#
+#   binary      BCE with logits (unchanged)          | BCE against 1/2 (unchanged)
+#   multiclass  cross-entropy over the K logits      | cross-entropy against the uniform 1/K
+#   regression  smooth L1 on the standardised target | smooth L1 against 0, the training mean
+#                (the authors' ``reg_loss``)          |   (the prediction that carries no information)
+
+
+def head_loss(task: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Loss of a class/target head ``out`` ``(N, n_outputs)`` against ``target`` ``(N,)``."""
+    if task == "binary":
+        return bce(out, target)
+    if task == "multiclass":
+        return F.cross_entropy(out, target.long())
+    return F.smooth_l1_loss(out[:, 0], target.to(out.dtype))
+
+
+def confusion_loss(task: str, out: torch.Tensor) -> torch.Tensor:
+    """Encoder side of the class-adversarial content loss (Eq. 1), per task (see above)."""
+    if task == "binary":
+        return content_adversarial(out)
+    if task == "multiclass":
+        return -F.log_softmax(out, dim=1).mean(1).mean()
+    return F.smooth_l1_loss(out[:, 0], torch.zeros_like(out[:, 0]))
+
+
+def predicted(task: str, out: torch.Tensor) -> torch.Tensor:
+    """Class index (binary: logit > 0; multi-class: arg max) or standardised value (regression)."""
+    if task == "binary":
+        return (out[:, 0] > 0).long()
+    if task == "multiclass":
+        return out.argmax(1)
+    return out[:, 0]

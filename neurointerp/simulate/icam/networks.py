@@ -5,11 +5,18 @@
   during training (§3.2: "to prevent vanishing of the content latent space").
 * :class:`AttributeEncoder` ``E^a``: image -> mean and log-variance of a *spatial* attribute latent
   ``z^a`` (one channel on ``latent_shape``, e.g. 8x8 in 2D = 64 values, 8x10x8 in 3D = 640: a 2D/3D
-  latent, not a 1D vector, §3.1) and a fully connected classification layer on ``z^a``.
+  latent, not a 1D vector, §3.1) and a fully connected layer on ``z^a``: one logit (binary), one
+  logit per class (multi-class) or the standardised target (regression; the paper's §5
+  extensions, as in the authors' code: ``fc_class`` with ``num_domains`` outputs, ``fc_reg``).
 * :class:`Generator` ``G``: ``(z^c, z^a)`` -> image; ``z^a`` is resampled onto the content grid and
   concatenated to the content channels at the bottleneck and again after each up-sampling.
-* :class:`ContentDiscriminator` ``D^c``: content latent -> class logit (class-adversarial, Eq. 1).
-* :class:`DomainDiscriminator` ``D``: image -> real/fake patch logits and a class logit (§3.3).
+* :class:`ContentDiscriminator` ``D^c``: content latent -> class logit(s) or target (class-adversarial, Eq. 1).
+* :class:`DomainDiscriminator` ``D``: image -> real/fake patch logits and class logit(s) or target (§3.3).
+
+Tasks (:data:`TASKS`): ``binary`` (one logit, the class-1 logit; what every checkpoint before the
+extensions holds), ``multiclass`` (K logits, softmax) and ``regression`` (one output, the target
+standardised by the training mean and sd kept in the configuration). The three heads above
+have the task's number of outputs.
 
 Sizes: ``channels`` (``tch`` of the authors' code, 16 there, 8 here by default on CPU) sets the
 widths; every side of the grid must be a multiple of 4.
@@ -77,10 +84,14 @@ class ContentEncoder(nn.Module):
         return c
 
 
-class AttributeEncoder(nn.Module):
-    """``E^a``: ``(N, 1, *S)`` -> ``mu, logvar`` ``(N, *latent_shape)``; :meth:`classify` -> class logit ``(N, 1)``."""
+TASKS = ("binary", "multiclass", "regression")
 
-    def __init__(self, nd: int, latent_shape: Sequence[int], channels: int = 8, n_down: int = 2):
+
+class AttributeEncoder(nn.Module):
+    """``E^a``: ``(N, 1, *S)`` -> ``mu, logvar`` ``(N, *latent_shape)``; :meth:`classify` -> ``(N, n_outputs)``
+    (binary: the class-1 logit; multi-class: class logits; regression: the standardised target)."""
+
+    def __init__(self, nd: int, latent_shape: Sequence[int], channels: int = 8, n_down: int = 2, n_outputs: int = 1):
         super().__init__()
         ch = channels
         layers: list[nn.Module] = [_conv(nd)(1, ch, 3, padding=1), nn.LeakyReLU(0.2)]
@@ -93,14 +104,14 @@ class AttributeEncoder(nn.Module):
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.pool = (nn.AdaptiveAvgPool2d if nd == 2 else nn.AdaptiveAvgPool3d)(self.latent_shape)
         self.head = _conv(nd)(c, 2, 1)  # channel 0: mu, channel 1: logvar
-        self.classifier = nn.Linear(int(math.prod(self.latent_shape)), 1)
+        self.classifier = nn.Linear(int(math.prod(self.latent_shape)), int(n_outputs))
 
     def forward(self, x):
         h = self.head(self.pool(self.features(x)))
         return h[:, 0], h[:, 1].clamp(-10.0, 10.0)
 
     def classify(self, z):
-        """Class logit ``(N, 1)`` of attribute latents ``(N, *latent_shape)``."""
+        """Output ``(N, n_outputs)`` of the classification (regression) layer on attribute latents ``(N, *latent_shape)``."""
         return self.classifier(z.reshape(z.shape[0], -1))
 
 
@@ -130,14 +141,14 @@ class Generator(nn.Module):
 
 
 class ContentDiscriminator(nn.Module):
-    """``D^c``: content latent -> class logit ``(N, 1)``."""
+    """``D^c``: content latent -> class logit(s) / target ``(N, n_outputs)``."""
 
-    def __init__(self, nd: int, channels: int = 8):
+    def __init__(self, nd: int, channels: int = 8, n_outputs: int = 1):
         super().__init__()
         ch = 4 * channels
         conv = _conv(nd)
         self.net = nn.Sequential(conv(ch, ch, 3, padding=1), nn.LeakyReLU(0.2), conv(ch, ch, 3, stride=2, padding=1), nn.LeakyReLU(0.2))
-        self.fc = nn.Linear(ch, 1)
+        self.fc = nn.Linear(ch, int(n_outputs))
 
     def forward(self, c):
         h = self.net(c)
@@ -145,14 +156,14 @@ class ContentDiscriminator(nn.Module):
 
 
 class DomainDiscriminator(nn.Module):
-    """``D``: image -> real/fake patch logits ``(N, 1, *S/8)`` and class logit ``(N, 1)``."""
+    """``D``: image -> real/fake patch logits ``(N, 1, *S/8)`` and class logit(s) / target ``(N, n_outputs)``."""
 
-    def __init__(self, nd: int, channels: int = 8):
+    def __init__(self, nd: int, channels: int = 8, n_outputs: int = 1):
         super().__init__()
         ch = channels
         self.features = nn.Sequential(*_down(nd, 1, ch, norm=False), *_down(nd, ch, 2 * ch, norm=False), *_down(nd, 2 * ch, 4 * ch, norm=False))
         self.realfake = _conv(nd)(4 * ch, 1, 3, padding=1)
-        self.cls = nn.Linear(4 * ch, 1)
+        self.cls = nn.Linear(4 * ch, int(n_outputs))
 
     def forward(self, x):
         h = self.features(x)
@@ -168,10 +179,30 @@ def default_latent_shape(shape: Sequence[int]) -> tuple[int, ...]:
 
 
 class ICAM(nn.Module):
-    """The five networks of ICAM with their configuration (what a checkpoint stores)."""
+    """The five networks of ICAM with their configuration (what a checkpoint stores).
 
-    def __init__(self, shape: Sequence[int], latent_shape: Sequence[int] | None = None, channels: int = 8, n_res: int = 2, content_noise: float = 1.0):
+    ``task``: ``binary`` (default), ``multiclass`` (``n_classes`` >= 3) or ``regression``
+    (``target_mean``/``target_sd``: the training target's mean and sd; the networks work on the
+    standardised target; ``target_range``: its minimum and maximum, to flag extrapolation). A binary model's configuration has no task keys (as before the
+    extensions), so binary checkpoints read the same in older versions.
+    """
+
+    def __init__(self, shape: Sequence[int], latent_shape: Sequence[int] | None = None, channels: int = 8, n_res: int = 2, content_noise: float = 1.0,
+                 task: str = "binary", n_classes: int = 2, target_mean: float = 0.0, target_sd: float = 1.0,
+                 target_range: Sequence[float] | None = None):
         super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"ICAM task {task!r}: choose {', '.join(TASKS)}")
+        if task == "multiclass" and int(n_classes) < 3:
+            raise ValueError(f"multi-class ICAM needs at least 3 classes, not {n_classes} (2 classes: task binary)")
+        if task == "regression" and not (math.isfinite(float(target_sd)) and float(target_sd) > 0):
+            raise ValueError(f"regression ICAM: target sd {target_sd} must be positive")
+        self.task = task
+        self.n_classes = int(n_classes) if task == "multiclass" else (2 if task == "binary" else 0)
+        self.target_mean = float(target_mean) if task == "regression" else 0.0
+        self.target_sd = float(target_sd) if task == "regression" else 1.0
+        self.target_range = tuple(float(v) for v in target_range) if task == "regression" and target_range is not None else None
+        n_out = self.n_classes if task == "multiclass" else 1
         self.shape = tuple(int(s) for s in shape)
         nd = len(self.shape)
         if nd not in (2, 3):
@@ -185,24 +216,41 @@ class ICAM(nn.Module):
             raise ValueError(f"attribute latent shape {self.latent_shape} must have {nd} sides (a {nd}D latent)")
         n_down = 2 if nd == 2 else 3
         self.config = {"shape": list(self.shape), "latent_shape": list(self.latent_shape), "channels": int(channels), "n_res": int(n_res), "content_noise": float(content_noise)}
+        if task == "multiclass":
+            self.config.update(task=task, n_classes=self.n_classes)
+        elif task == "regression":
+            self.config.update(task=task, target_mean=self.target_mean, target_sd=self.target_sd)
+            if self.target_range is not None:
+                self.config["target_range"] = list(self.target_range)
         self.enc_c = ContentEncoder(nd, channels, n_res, noise=content_noise)
-        self.enc_a = AttributeEncoder(nd, self.latent_shape, channels, n_down=n_down)
+        self.enc_a = AttributeEncoder(nd, self.latent_shape, channels, n_down=n_down, n_outputs=n_out)
         self.gen = Generator(nd, channels, n_res)
-        self.dis_c = ContentDiscriminator(nd, channels)
-        self.dis = DomainDiscriminator(nd, channels)
+        self.dis_c = ContentDiscriminator(nd, channels, n_outputs=n_out)
+        self.dis = DomainDiscriminator(nd, channels, n_outputs=n_out)
 
     @classmethod
     def from_config(cls, config: dict) -> "ICAM":
-        return cls(config["shape"], config["latent_shape"], config["channels"], config["n_res"], config.get("content_noise", 1.0))
+        return cls(config["shape"], config["latent_shape"], config["channels"], config["n_res"], config.get("content_noise", 1.0),
+                   task=config.get("task", "binary"), n_classes=config.get("n_classes", 2),
+                   target_mean=config.get("target_mean", 0.0), target_sd=config.get("target_sd", 1.0), target_range=config.get("target_range"))
+
+    def standardise(self, values):
+        """Regression target in label units -> the networks' standardised units."""
+        return (values - self.target_mean) / self.target_sd
+
+    def unstandardise(self, values):
+        """Standardised regression output -> label units."""
+        return values * self.target_sd + self.target_mean
 
     def attribute_logit(self, x):
-        """Class logit ``(N, 1)`` of images from the mean of their attribute latent."""
+        """Output ``(N, n_outputs)`` of the attribute layer for images (mean of their attribute latent):
+        the class-1 logit (binary), class logits (multi-class) or standardised target (regression)."""
         mu, _ = self.enc_a(x)
         return self.enc_a.classify(mu)
 
 
 class AttributeClassifier(nn.Module):
-    """``x -> E^a`` classification logit ``(N, 1)``: ICAM's own classifier as a plain model, so that
+    """``x -> E^a`` classification logit(s) ``(N, n_outputs)``: ICAM's own classifier as a plain model, so that
     the attribution methods of :mod:`neurointerp.attribution` (gradient, Grad-CAM on layer
     ``encoder.features``) run on it (the paper's Table 4 baselines)."""
 

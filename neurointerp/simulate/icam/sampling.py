@@ -5,6 +5,12 @@ attribute encoder's classification layer assigns them the wanted class. During t
 feeds the generator attribute vectors of the expected class; at test time it translates a
 *single* image into the opposite class (no paired image of the other class is needed), and
 repeated draws give the mean and variance FA maps.
+
+Multi-class (the paper: "This also applies in a multi-class setting"): a vector's class is the arg
+max of the K logits. Regression: the attribute layer is linear, ``f(z) = w.z + b``, so the prior
+conditioned on ``f(z) = t`` is Gaussian and is sampled exactly (:func:`conditional_sample`:
+``z = z0 + w (t - f(z0)) / |w|^2``, ``z0 ~ N(0, I)``) -- the limit of rejection sampling with a
+vanishing tolerance around the target value, with one draw per vector.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ def rejection_sample(enc_a, target, latent_shape, *, max_draws: int = 1000, chun
     enc_a
         The attribute encoder (its ``classify`` maps ``(N, *latent_shape)`` to logits ``(N, 1)``).
     target
-        ``(N,)`` wanted class per vector (0 or 1; class 1 means logit > 0).
+        ``(N,)`` wanted class per vector (binary: 0 or 1, class 1 means logit > 0; multi-class:
+        the class index, a vector's class is the arg max of its logits).
     max_draws
         Draws per vector before giving up.
     generator
@@ -54,8 +61,9 @@ def rejection_sample(enc_a, target, latent_shape, *, max_draws: int = 1000, chun
                 cand = torch.stack([torch.randn((k,) + shape, generator=generator[int(i)]) for i in todo]).to(device)
             else:
                 cand = torch.randn((len(todo), k) + shape, generator=generator, device="cpu" if generator is not None else device).to(device)
-            logits = enc_a.classify(cand.reshape((len(todo) * k,) + shape)).reshape(len(todo), k)
-            ok = (logits > 0).long() == target[todo, None]
+            out = enc_a.classify(cand.reshape((len(todo) * k,) + shape))
+            cls = (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(1)
+            ok = cls.reshape(len(todo), k) == target[todo, None]
             has = ok.any(1)
             first = torch.where(has, ok.float().argmax(1), torch.full_like(has, k - 1, dtype=torch.long))
             z[todo] = cand[torch.arange(len(todo), device=device), first]
@@ -75,3 +83,38 @@ def sample_class(enc_a, target, latent_shape, *, max_draws: int = 1000, generato
             "the attribute classifier gives that class (almost) no prior mass -- train longer or raise --max-draws"
         )
     return z, draws
+
+
+def conditional_sample(enc_a, value, latent_shape, *, generator=None, device=None):
+    """Regression: attribute vectors ``(N, *latent_shape)`` drawn from N(0, I) conditioned on the
+    (linear) attribute layer giving ``value`` ``(N,)`` (standardised units), exactly.
+
+    ``generator``: as in :func:`rejection_sample` (one generator, or one per vector). Returns
+    ``z, draws`` (draws: ones, for the same bookkeeping as rejection sampling) and checks
+    ``enc_a.classify(z) == value`` to float precision.
+    """
+    value = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
+    n = value.numel()
+    shape = tuple(int(s) for s in latent_shape)
+    with torch.no_grad():
+        if isinstance(generator, (list, tuple)):
+            z0 = torch.stack([torch.randn(shape, generator=generator[i]) for i in range(n)]).to(device)
+        else:
+            z0 = torch.randn((n,) + shape, generator=generator, device="cpu" if generator is not None else device).to(device)
+        layer = enc_a.classifier
+        w = layer.weight[0].to(z0.dtype)
+        b = layer.bias[0].to(z0.dtype)
+        flat = z0.reshape(n, -1)
+        z = flat + w[None] * ((value - b - flat @ w) / (w @ w).clamp_min(1e-12))[:, None]
+    return z.reshape((n,) + shape), torch.ones(n, dtype=torch.long, device=device)
+
+
+def prior_zscore(enc_a, value) -> torch.Tensor:
+    """How far a (standardised) regression target lies in the prior: ``(value - b) / |w|``, the
+    z-score of ``value`` under ``f(z)``, ``z ~ N(0, I)``. Large values mean conditioned vectors of
+    low prior mass (training conditions on the training targets, so values of the order seen for
+    them in training are expected; with a weak KL term they can exceed 3 inside the training range)."""
+    with torch.no_grad():
+        w = enc_a.classifier.weight[0]
+        b = enc_a.classifier.bias[0]
+        return (torch.as_tensor(value, dtype=w.dtype) - b) / w.norm().clamp_min(1e-12)

@@ -14,6 +14,13 @@ One step draws ``B`` images of class 0 (``x``) and ``B`` of class 1 (``y``), unp
    ``G(E^c(v), E^a(mu))`` (Eq. 4);
 4. updates the domain discriminator ``D`` (real/fake on real vs generated, class head on real images);
 5. updates ``E^c, E^a, G`` with the generator side of Eq. 5.
+
+Multi-class and regression (the paper's §5 extensions; :func:`pair_batches`): the ``B`` images
+``x`` are paired with ``B`` images ``y`` of *another* class (target value); each image is
+translated towards its partner's class (value), ``z_r`` is drawn for the partner's class by
+rejection sampling (arg max of K logits) or, for regression, from the prior conditioned on the
+partner's value; the BCE terms become cross-entropy or smooth L1 on the standardised target
+(:func:`~neurointerp.simulate.icam.losses.head_loss`).
 """
 
 from __future__ import annotations
@@ -27,10 +34,56 @@ from neurointerp.errors import InputError
 from neurointerp.runs.context import runs_as, icam_arguments
 
 
+def pair_batches(labels: np.ndarray, batch_size: int, rng, task: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of ``(a rows, b rows)``: ``batch_size // 2`` pairs per step, ``b[i]`` of another
+    class (multi-class) or another target value (regression) than ``a[i]`` -- the generalisation of
+    :func:`~neurointerp.simulate.train.balanced_batches` (class 0 with class 1) to the extensions.
+
+    Multi-class: the ``a`` rows are class-balanced (each class in turn, in a random order), the
+    partner's class is uniform over the other classes and each class's images are cycled in a
+    new random order on each pass. Regression: two random orders, partners with equal targets
+    re-drawn. Steps per epoch: ``ceil(N / batch_size)``.
+    """
+    half = max(1, batch_size // 2)
+    n = len(labels)
+    steps = int(np.ceil(n / (2 * half)))
+    total = steps * half
+    if task == "regression":
+        a = np.resize(rng.permutation(n), total)
+        b = np.resize(rng.permutation(n), total)
+        for _ in range(10):
+            same = np.flatnonzero(labels[a] == labels[b])
+            if not len(same):
+                break
+            b[same] = rng.integers(0, n, len(same))
+        keep = labels[a] != labels[b]
+        a, b = a[keep], b[keep]
+        steps = int(np.ceil(len(a) / half))
+    else:
+        classes = np.unique(labels)
+        rows = {c: np.flatnonzero(labels == c) for c in classes}
+        cursor = {c: 0 for c in classes}
+        order = {c: rng.permutation(rows[c]) for c in classes}
+
+        def take(c):
+            if cursor[c] >= len(order[c]):
+                order[c] = rng.permutation(rows[c])
+                cursor[c] = 0
+            cursor[c] += 1
+            return order[c][cursor[c] - 1]
+
+        a_cls = rng.permutation(np.resize(classes, total))
+        b_cls = np.array([rng.choice(classes[classes != c]) for c in a_cls])
+        a = np.array([take(c) for c in a_cls])
+        b = np.array([take(c) for c in b_cls])
+    return [(a[s * half : (s + 1) * half], b[s * half : (s + 1) * half]) for s in range(steps) if len(a[s * half : (s + 1) * half])]
+
+
 def fit_icam(
     x,
     labels,
     *,
+    task: str = "binary",
     latent_shape=None,
     channels: int = 8,
     n_res: int = 2,
@@ -44,7 +97,12 @@ def fit_icam(
     device=None,
     progress: bool = False,
 ):
-    """Train ICAM on model inputs ``x`` ``(N, 1, *S)`` with binary ``labels`` ``(N,)`` (0/1).
+    """Train ICAM on model inputs ``x`` ``(N, 1, *S)`` with ``labels`` ``(N,)``.
+
+    ``task``: ``binary`` (labels 0/1), ``multiclass`` (labels 0..K-1, K >= 3) or ``regression``
+    (labels: the target values; the networks work on them standardised by their mean and sd,
+    which the model keeps). The binary step is unchanged by the extensions (same draws, same
+    numbers for the same seed).
 
     ``lambdas`` overrides entries of :data:`~neurointerp.simulate.icam.losses.LAMBDAS`. The
     content discriminator's learning rate is ``lr * lr_content_ratio`` (authors: 1e-4 and 4e-5).
@@ -53,9 +111,11 @@ def fit_icam(
     import torch
 
     from neurointerp.simulate.icam import losses as L
-    from neurointerp.simulate.icam.networks import ICAM
-    from neurointerp.simulate.icam.sampling import rejection_sample
+    from neurointerp.simulate.icam.networks import ICAM, TASKS
+    from neurointerp.simulate.icam.sampling import conditional_sample, rejection_sample
 
+    if task not in TASKS:
+        raise InputError(f"--task {task}: choose {', '.join(TASKS)} for --method icam")
     if epochs < 1:
         raise InputError(f"--epochs {epochs}: must be at least 1")
     if batch_size < 2:
@@ -70,14 +130,31 @@ def fit_icam(
             lam[k] = float(v)
     device = device or torch.device("cpu")
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
-    labels = np.asarray(labels).astype(int)
-    idx = [np.flatnonzero(labels == k) for k in (0, 1)]
-    if min(len(i) for i in idx) == 0:
-        raise InputError("ICAM needs training images of both classes (found only one class)")
+    extra = {}
+    if task == "regression":
+        values = np.asarray(labels, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise InputError("ICAM regression needs finite target values")
+        if len(np.unique(values)) < 2:
+            raise InputError("ICAM regression needs at least two different target values")
+        extra = {"target_mean": float(values.mean()), "target_sd": float(values.std()), "target_range": (float(values.min()), float(values.max()))}
+        labels = (values - extra["target_mean"]) / extra["target_sd"]
+    else:
+        labels = np.asarray(labels).astype(int)
+        n_classes = 2 if task == "binary" else int(labels.max()) + 1
+        if task == "multiclass":
+            extra = {"n_classes": n_classes}
+        idx = [np.flatnonzero(labels == k) for k in range(n_classes)]
+        if min(len(i) for i in idx) == 0:
+            if task == "binary":
+                raise InputError("ICAM needs training images of both classes (found only one class)")
+            raise InputError(f"ICAM needs training images of every class (class {[len(i) for i in idx].index(0)} has none)")
+        if task == "binary" and set(np.unique(labels)) - {0, 1}:
+            raise InputError("binary ICAM needs labels 0 and 1 (more classes: task multiclass)")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     try:
-        model = ICAM(tuple(x.shape[2:]), latent_shape, channels=channels, n_res=n_res).to(device)
+        model = ICAM(tuple(x.shape[2:]), latent_shape, channels=channels, n_res=n_res, task=task, **extra).to(device)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     lat = model.latent_shape
@@ -89,36 +166,45 @@ def fit_icam(
     from neurointerp.progress import track
     from neurointerp.simulate.train import balanced_batches
 
+    lab_all = torch.as_tensor(labels, dtype=torch.long if task == "multiclass" else torch.float32)
     epochs_iter = track(range(epochs), description="icam train", total=epochs) if progress else range(epochs)
     for epoch in epochs_iter:
         model.train()
-        batches = balanced_batches(idx, batch_size, rng)
+        batches = balanced_batches(idx, batch_size, rng) if task == "binary" else pair_batches(labels, batch_size, rng, task)
         steps = len(batches)
         sums: dict[str, float] = {}
         for b0, b1 in batches:
             X = x[np.concatenate([b0, b1])].to(device)
             B = len(b0)
-            lab = torch.cat([torch.zeros(B), torch.ones(B)]).to(device)
-            tgt = 1.0 - lab
 
             def swap(t):
                 return torch.cat([t[B:], t[:B]])
 
+            if task == "binary":
+                lab = torch.cat([torch.zeros(B), torch.ones(B)]).to(device)
+                tgt = 1.0 - lab
+            else:  # the partner's class / target value is the target of each row's translation
+                lab = lab_all[np.concatenate([b0, b1])].to(device)
+                tgt = swap(lab)
+
             # 1. content discriminator
             with torch.no_grad():
                 c_det = model.enc_c(X)
-            loss_dc = lam["content_adv"] * L.bce(model.dis_c(c_det), lab)
+            loss_dc = lam["content_adv"] * L.head_loss(task, model.dis_c(c_det), lab)
             opt_dc.zero_grad(set_to_none=True)
             loss_dc.backward()
             opt_dc.step()
 
-            # 2. encode, rejection-sample the opposite class
+            # 2. encode, sample attribute vectors of the partner's class (value)
             c = model.enc_c(X)
             mu, logvar = model.enc_a(X)
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
             z_swap = swap(z)
-            z_r, ok, _ = rejection_sample(model.enc_a, tgt.long(), lat, max_draws=max_draws, device=device)
-            z_r = torch.where(ok.reshape(-1, *([1] * len(lat))), z_r, z_swap.detach())
+            if task == "regression":
+                z_r, ok = conditional_sample(model.enc_a, tgt, lat, device=device)[0], torch.ones(2 * B, dtype=torch.bool, device=device)
+            else:
+                z_r, ok, _ = rejection_sample(model.enc_a, tgt.long(), lat, max_draws=max_draws, device=device)
+                z_r = torch.where(ok.reshape(-1, *([1] * len(lat))), z_r, z_swap.detach())
 
             # 3. generate: reconstruction, swapped translation, random translation
             out = model.gen(torch.cat([c, c, c]), torch.cat([z, z_swap, z_r]))
@@ -133,7 +219,7 @@ def fit_icam(
             # 4. domain discriminator
             rf_real, cls_real = model.dis(X)
             rf_fake, _ = model.dis(fakes.detach())
-            loss_d = lam["domain_adv"] * (L.bce(rf_real, 1.0) + L.bce(rf_fake, 0.0)) + lam["domain_bce_real"] * L.bce(cls_real, lab)
+            loss_d = lam["domain_adv"] * (L.bce(rf_real, 1.0) + L.bce(rf_fake, 0.0)) + lam["domain_bce_real"] * L.head_loss(task, cls_real, lab)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -141,10 +227,10 @@ def fit_icam(
             # 5. encoders and generator (Eq. 5, generator side)
             rf_g, cls_g = model.dis(fakes)
             terms = {
-                "content_adv": L.content_adversarial(model.dis_c(c)),
+                "content_adv": L.confusion_loss(task, model.dis_c(c)),
                 "domain_adv": L.bce(rf_g, 1.0),
-                "domain_bce": L.bce(cls_g, fake_tgt),
-                "attr_bce": L.bce(model.enc_a.classify(z), lab),
+                "domain_bce": L.head_loss(task, cls_g, fake_tgt),
+                "attr_bce": L.head_loss(task, model.enc_a.classify(z), lab),
                 "kl": L.kl_normal(mu, logvar),
                 "fa_map": L.l1(trans, X) + L.l1(rand, X),
                 "latent": L.l1(mu_r, z_r),
@@ -157,8 +243,14 @@ def fit_icam(
             opt_g.step()
 
             with torch.no_grad():
-                acc = float(((model.enc_a.classify(mu)[:, 0] > 0).float() == lab).float().mean())
-            rows = {"loss_g": float(loss_g.detach()), "loss_d": float(loss_d.detach()), "loss_dc": float(loss_dc.detach()), "accuracy": acc, "rejection_fallback": float((~ok).float().mean()), **{k: float(v.detach()) for k, v in terms.items()}}
+                head = model.enc_a.classify(mu)
+                if task == "binary":
+                    fit = {"accuracy": float(((head[:, 0] > 0).float() == lab).float().mean())}
+                elif task == "multiclass":
+                    fit = {"accuracy": float((head.argmax(1) == lab).float().mean())}
+                else:  # mean absolute error in label units
+                    fit = {"mae": float((head[:, 0] - lab).abs().mean()) * model.target_sd}
+            rows = {"loss_g": float(loss_g.detach()), "loss_d": float(loss_d.detach()), "loss_dc": float(loss_dc.detach()), **fit, "rejection_fallback": float((~ok).float().mean()), **{k: float(v.detach()) for k, v in terms.items()}}
             for k, v in rows.items():
                 sums[k] = sums.get(k, 0.0) + v
         history.append({"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}})
@@ -246,12 +338,15 @@ def train_icam(
     device: str = "auto",
     threads: int | None = None,
     force: bool = False,
+    task: str = "auto",
 ) -> Path:
-    """Train ICAM on a binary cohort; writes ``OUT/icam.pt``, ``OUT/history.tsv``, ``OUT/icam.json``.
+    """Train ICAM on a cohort; writes ``OUT/icam.pt``, ``OUT/history.tsv``, ``OUT/icam.json``.
 
     The grid (shape + affine) is that of the first image with the cohort's most common shape
-    (:func:`reference_row`); every image must share it. Classes are
-    the cohort's two labels in sorted order (class 0 first). Same arguments as
+    (:func:`reference_row`); every image must share it. ``task``: ``auto`` (binary for two
+    classes, multi-class for more), ``binary``, ``multiclass`` or ``regression`` (the label
+    column holds numbers, e.g. age). Classes are the cohort's labels in sorted order (class 0
+    first); every class needs at least two images. Same arguments as
     ``neurointerp simulate train --method icam``; returns the checkpoint path.
     """
     params = {k: v for k, v in locals().items() if k != "force"}
@@ -265,10 +360,29 @@ def train_icam(
 
     set_threads(threads)
     dev = resolve_device(device)
-    coh = read_cohort(cohort, image_column=image_column, label_column=label_column, min_classes=2)
-    classes = coh.classes
-    if len(classes) != 2:
-        raise InputError(f"{cohort}: column '{label_column}' has {len(classes)} classes ({', '.join(classes)}); ICAM here is binary")
+    from neurointerp.simulate.icam.networks import TASKS
+
+    if task not in ("auto", *TASKS):
+        raise InputError(f"--task {task}: choose auto, {', '.join(TASKS)}")
+    if task == "regression":
+        coh = read_cohort(cohort, numeric=[label_column], image_column=image_column, label_column=label_column, min_classes=0)
+        classes = []
+    else:
+        coh = read_cohort(cohort, image_column=image_column, label_column=label_column, min_classes=2)
+        classes = coh.classes
+        if task == "auto":
+            task = "binary" if len(classes) == 2 else "multiclass"
+        if task == "binary" and len(classes) != 2:
+            raise InputError(f"{cohort}: column '{label_column}' has {len(classes)} classes ({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); --task binary needs 2")
+        if task == "multiclass" and len(classes) < 3:
+            raise InputError(f"{cohort}: column '{label_column}' has {len(classes)} classes; --task multiclass needs at least 3 (2 classes: binary)")
+        counts = coh.frame[label_column].astype(str).value_counts()
+        few = [c for c in classes if counts.get(c, 0) < 2]
+        if few:
+            raise InputError(
+                f"{cohort}: class {few[0]!r} of column '{label_column}' has {int(counts.get(few[0], 0))} image; ICAM needs at least 2 per class"
+                + (" (a continuous target? use --task regression)" if len(classes) > 2 else "")
+            )
     ref = reference_row(coh)
     ndim = image_ndim(coh.images[ref])
     try:
@@ -277,15 +391,24 @@ def train_icam(
         raise InputError(f"{coh.path} row {coh.rows[ref]}: {exc}") from exc
     spec = InputSpec(first.shape, first.affine, space=space or "unknown", normalize=normalize)
     x = _load_arrays(coh, spec)
-    labels = np.array([classes.index(str(v)) for v in coh.frame[label_column].astype(str)])
+    if task == "regression":
+        labels = coh.frame[label_column].astype(float).to_numpy()
+        if len(np.unique(labels)) < 2:
+            raise InputError(f"{cohort}: column '{label_column}' has one value only; regression needs different target values")
+    else:
+        labels = np.array([classes.index(str(v)) for v in coh.frame[label_column].astype(str)])
     out = prepare_output_dir(out, force=force)
     model, history = fit_icam(
-        x, labels, latent_shape=latent_shape, channels=channels, n_res=n_res, lambdas=lambdas, epochs=epochs,
+        x, labels, task=task, latent_shape=latent_shape, channels=channels, n_res=n_res, lambdas=lambdas, epochs=epochs,
         batch_size=batch_size, lr=lr, max_draws=max_draws, seed=seed, device=dev, progress=True,
     )
     lam = {**LAMBDAS, **{k: float(v) for k, v in (lambdas or {}).items() if v is not None}}
-    training = {**params, "lambdas": lam, "participant_ids": coh.participant_ids, "n_per_class": [int((labels == k).sum()) for k in (0, 1)], "ndim": ndim}
+    training = {**params, "task": task, "lambdas": lam, "participant_ids": coh.participant_ids, "ndim": ndim}
+    if task == "regression":
+        training["target"] = {"column": label_column, "mean": float(labels.mean()), "sd": float(labels.std()), "min": float(labels.min()), "max": float(labels.max())}
+    else:
+        training["n_per_class"] = [int((labels == k).sum()) for k in range(len(classes))]
     path = save_icam(out / "icam.pt", icam_dict(model, spec, classes, training, {"history": history}))
     write_table(out / "history.tsv", pd.DataFrame(history), force=True)
-    write_json(out / "icam.json", provenance("simulate train --method icam", params, inputs=[cohort, *coh.images], seed=seed, Classes=classes, Space=spec.space, Lambdas=lam), force=True)
+    write_json(out / "icam.json", provenance("simulate train --method icam", params, inputs=[cohort, *coh.images], seed=seed, Task=task, Classes=classes, Space=spec.space, Lambdas=lam), force=True)
     return path
