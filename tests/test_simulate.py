@@ -175,6 +175,8 @@ def test_3d_warp_pipeline_on_synth_brain(tmp_path):
     apply_simulator(tmp_path / "cohort.csv", ck, tmp_path / "clf.pt", tmp_path / "apply", threads=1)
     fields = pd.read_csv(tmp_path / "apply" / "fields.tsv", sep="\t")
     assert len(fields) == 8
+    for col in ("field", "image"):  # paths in the table are relative to its folder
+        fields[col] = [str(tmp_path / "apply" / v) for v in fields[col]]
     row = fields.iloc[0]
     fimg = nib.load(row["field"])
     assert fimg.shape == vols[0].shape + (1, 3) and np.allclose(fimg.affine, vols[0].affine)

@@ -8,6 +8,7 @@ block of permutations that fits ``memory_mb``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -161,11 +162,11 @@ def group_map(o: GroupMapOptions) -> Path:
     run_inputs = {"maps": list(ms.paths), "covariates": covariates, "mask": mask, "labels": labels}
     if atlas is not None and Path(str(atlas)).is_file():
         run_inputs["atlas"] = Path(str(atlas))
-    folder = whole_run(out, "group-map", {k: v for k, v in o.affecting().items() if k != "maps"}, inputs=run_inputs, force=force)
-    with folder.writing():
-        write_dataset_description(out, "neurointerp group-map", "Group statistics of maps", force=False)
-        add_bidsignore(out, ["group"])
-
+    claim = dict(inputs=run_inputs, force=force)
+    fingerprint = {k: v for k, v in o.affecting().items() if k != "maps"}
+    whole_run(out, "group-map", fingerprint, dry_run=True, **claim)  # refusals now, nothing written
+    with contextlib.ExitStack() as stack:
+        # nothing is written (not even the run's bookkeeping) until every map has been read and checked
         # ---- pass 1: moments per group, GLM accumulators, region means --------------------------
         paths = ms.paths
 
@@ -186,6 +187,10 @@ def group_map(o: GroupMapOptions) -> Path:
             raise InputError(f"{ms.source}: every map is zero everywhere (nothing to analyse)")
 
         # ---- outputs ----------------------------------------------------------------------------
+        folder = whole_run(out, "group-map", fingerprint, checked=True, **claim)
+        stack.enter_context(folder.writing())
+        write_dataset_description(out, "neurointerp group-map", "Group statistics of maps", force=False)
+        add_bidsignore(out, ["group"])
         record = provenance(
             "group-map", params, inputs=paths, seed=seed, Space=space,
             Design={"columns": dsg.columns, "formula": dsg.formula, "matrix_rank": dsg.rank} if dsg else None,

@@ -39,7 +39,7 @@ from neurointerp.errors import InputError, NeurointerpError
 from neurointerp.options.core import takes_options
 from neurointerp.options.preprocess import PreprocessOptions
 from neurointerp.progress import info
-from neurointerp.runs.subjects import Item
+from neurointerp.runs.subjects import Item, resolve_share
 
 RUN_MARKER = "preprocess.json"
 WORK_DIR = ".work"
@@ -380,7 +380,7 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
         _write_table(table_path, subjects, cohort, [it.share for it in done], tpl.space, o.qc)
 
     if any(True for _ in subjects):
-        info(f"preprocess: {len(subjects)} subject(s), {o.n_jobs} job(s) x {threads} thread(s), template {tpl.space}, grid {'x'.join(map(str, grid_shape))}")
+        info(f"preprocess: {len(resolve_share(items, o.array_index, o.array_size))} subject(s), {o.n_jobs} job(s) x {threads} thread(s), template {tpl.space}, grid {'x'.join(map(str, grid_shape))}")
     set_threads(threads)
     result = PreprocessResult(out=out, table=None)
     try:

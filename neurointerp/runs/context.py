@@ -40,8 +40,8 @@ def using_options(options) -> Iterator[_Run]:
     try:
         with run.stack:
             yield run
-        if run.folder is not None:
-            run.folder.mark("complete")
+            if run.folder is not None and getattr(run, "claimed", {}).get("claimed"):
+                run.folder.mark("complete")
     finally:
         _CURRENT.reset(token)
 
@@ -78,7 +78,12 @@ def runs_as(command: str, adapt: Callable[[dict], dict] | None = None) -> Callab
 
 
 def claim_current(out: Path, force: bool):
-    """Claim ``out`` for the running command (called by ``prepare_output_dir``); ``None`` if none runs."""
+    """Claim ``out`` for the running command (called by ``prepare_output_dir``); ``None`` if none runs.
+
+    The ownership rules are checked now (a refusal writes nothing); the folder's record is written
+    at the run's first write, so a command that fails on bad input after this point (they read
+    their images afterwards) still leaves the folder as it was.
+    """
     run = current()
     if run is None or run.folder is not None:
         return None
@@ -87,7 +92,8 @@ def claim_current(out: Path, force: bool):
     target = getattr(o, out_info.name) if out_info is not None else getattr(o, "out", None)
     if target is None or Path(target).absolute() != Path(out).absolute():
         return None
-    from neurointerp.runs.folder import whole_run
+    from neurointerp.io.atomic import watch_writes
+    from neurointerp.runs.folder import claim_folder, whole_run
 
     inputs, protect = {}, []
     for info in o.infos():
@@ -100,9 +106,22 @@ def claim_current(out: Path, force: bool):
             files = [p for p in paths if p.is_file()]
             if files:
                 inputs[info.name] = files if isinstance(value, tuple) else files[0]
-    folder = whole_run(out, o.command, o.affecting(), inputs=inputs, protect=protect, force=force)
+    claim = dict(inputs=inputs, protect=protect, force=force)
+    folder = claim_folder(out, o.command, o.affecting(), dry_run=True, **claim)  # refusals now, nothing written
     run.folder = folder
-    run.stack.enter_context(folder.writing())
+    state = {"claimed": False}
+
+    def first_write(path: Path) -> None:
+        if state["claimed"]:
+            return
+        state["claimed"] = True
+        real = whole_run(out, o.command, o.affecting(), checked=True, **claim)
+        folder.__dict__.update(real.__dict__)
+        run.stack.enter_context(folder.writing())
+        folder.note(path)
+
+    run.stack.enter_context(watch_writes(first_write, protect))
+    run.claimed = state
     return folder
 
 

@@ -29,6 +29,8 @@ def content(path: str | os.PathLike) -> str:
     p = Path(path)
     if p.is_dir():
         return "folder:" + str(p.resolve())
+    if not p.exists():  # the command names it in its own checks; the fingerprint just differs
+        return "missing:" + str(p.absolute())
     return sha256(p)
 
 

@@ -113,6 +113,8 @@ class RunFolder:
             rel = os.path.relpath(Path(path).absolute(), self.out.absolute())
         except ValueError:
             rel = str(Path(path).absolute())
+        if rel.split(os.sep)[0] == RECORDS:  # the run's own records are not outputs
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.written_txt, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         try:
@@ -218,6 +220,7 @@ def claim_folder(
     force: bool = False,
     description: Mapping[str, Any] | None = None,
     dry_run: bool = False,
+    checked: bool = False,
 ) -> RunFolder:
     """Claim ``out`` for a run of ``command`` (see the module docstring for the rules).
 
@@ -227,7 +230,8 @@ def claim_folder(
     names (checked against ``protect`` before anything is written). Returns the
     :class:`RunFolder`; use ``with folder.writing():`` around the run's writes. With ``dry_run``
     every check is made and nothing is written (commands call it first, then check their inputs,
-    then claim for real).
+    then claim for real). ``checked``: a dry run passed already and the run has begun writing, so
+    files that appeared since are its own (folders made for its first output).
     """
     from neurointerp.io.atomic import write_json
     from neurointerp.io.provenance import command_line
@@ -254,7 +258,7 @@ def claim_folder(
         return folder
     out.mkdir(parents=True, exist_ok=True)
     with lock(out):
-        mine = _check_owner(folder, out, me, record, force)
+        mine = _check_owner(folder, out, me, record, force, ignore_visible=checked)
         _check_others(folder, out, me, outputs, command)
         if mine and not folder.resumed:
             _purge(out, me, protected_keys, _other_records(out, me))
@@ -277,7 +281,7 @@ def claim_folder(
     return folder
 
 
-def _check_owner(folder: RunFolder, out: Path, me: str, record: Mapping[str, Any], force: bool) -> dict | None:
+def _check_owner(folder: RunFolder, out: Path, me: str, record: Mapping[str, Any], force: bool, ignore_visible: bool = False) -> dict | None:
     """The ownership rules; returns this command's earlier record (sets ``folder.resumed``)."""
     mine = read_json(folder.run_json)
     others = _other_records(out, me)
@@ -295,7 +299,7 @@ def _check_owner(folder: RunFolder, out: Path, me: str, record: Mapping[str, Any
         if not force:
             names = ", ".join(f"`{r.get('command', k)}`" for k, r in others.items())
             raise InputError(f"{out}: holds the outputs of {names}; write `{command}` into another folder (or use --force to write beside them)")
-    elif visible and not force:
+    elif visible and not force and not ignore_visible:
         raise InputError(f"{out}: folder is not empty and holds no neurointerp run record (use another folder, or --force to write into it)")
     return mine
 
@@ -359,6 +363,7 @@ def whole_run(
     outputs: Iterable[str | os.PathLike] = (),
     force: bool = False,
     dry_run: bool = False,
+    checked: bool = False,
 ) -> RunFolder:
     """Claim ``out`` for a command that makes its outputs in one go (train, group-map, ...).
 
@@ -366,7 +371,7 @@ def whole_run(
     with the same fingerprint (finished or killed) is redone from the start: its outputs are
     deleted first, so no stale file of it is left. Call ``folder.mark("complete")`` at the end.
     """
-    folder = claim_folder(out, command, options, inputs=inputs, protect=protect, outputs=outputs, force=force, dry_run=dry_run)
+    folder = claim_folder(out, command, options, inputs=inputs, protect=protect, outputs=outputs, force=force, dry_run=dry_run, checked=checked)
     if folder.resumed and not dry_run:
         folder.restart()
     return folder

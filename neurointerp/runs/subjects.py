@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from neurointerp.errors import InputError, NeurointerpError
+from neurointerp.io.atomic import DiskFullError
 from neurointerp.runs.fingerprint import digest, item_fingerprint
 from neurointerp.runs.folder import RunFolder, lock, read_json
 
@@ -236,6 +237,11 @@ def run_items(
         if exc is None:
             rec.write_done(item)
             outcome.done.append(item)
+        elif isinstance(exc, DiskFullError):
+            # a full disk fails every later subject too: stop at the first, in one line
+            with contextlib.suppress(OSError, NeurointerpError):
+                rec.write_failed(item, "runtime", _one_line(exc))
+            raise exc
         else:
             kind = "input" if isinstance(exc, InputError) else "runtime"
             failure = rec.write_failed(item, kind, _one_line(exc))
@@ -299,7 +305,7 @@ def _process(process, batch: list[Item]) -> Iterable[tuple[Item, BaseException |
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - isolate the failing item
-        if len(batch) == 1:
+        if len(batch) == 1 or isinstance(exc, DiskFullError):
             return [(batch[0], exc)]
         out = []
         for item in batch:
@@ -320,15 +326,20 @@ def _parallel(process_one, items: list[Item], workers: int, label: str | None):
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=mp.get_context("spawn"), **kwargs) as pool:
         futures = {pool.submit(process_one, item): item for item in items}
         done = as_completed(futures)
-        for fut in (track(done, description=label, total=len(futures)) if label else done):
-            item = futures[fut]
-            try:
-                fut.result()
-                yield item, None
-            except BrokenProcessPool:
-                yield item, NeurointerpError(f"{item.image or item.key}: worker process died (out of memory?)")
-            except Exception as exc:  # noqa: BLE001 - one item's failure
-                yield item, exc
+        try:
+            for fut in (track(done, description=label, total=len(futures)) if label else done):
+                item = futures[fut]
+                try:
+                    fut.result()
+                    result = None
+                except BrokenProcessPool:
+                    result = NeurointerpError(f"{item.image or item.key}: worker process died (out of memory?)")
+                except Exception as exc:  # noqa: BLE001 - one item's failure
+                    result = exc
+                yield item, result
+        except GeneratorExit:  # the caller stopped (a full disk): start nothing more
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _write_failures(folder: RunFolder, items: Sequence[Item], rec: _Records) -> None:

@@ -72,6 +72,9 @@ PER_SUBJECT = [
     PerSubject("icam-apply", lambda w: w.lesions_cohort, 4, lambda t, c, o: _s("simulate", "apply", t, c, o, "--method", "icam", "--n-samples", 2, "--threads", 1),
                "sub-*/anat/*_desc-icammean_attribution.nii.gz", "predictions.tsv", ("--n-samples", "3"), checkpoint=lambda w: w.icam,
                group_map="is not 3D"),  # 2D phantoms
+    PerSubject("vagan-apply", lambda w: w.lesions_cohort, 4, lambda t, c, o: _s("simulate", "apply", t, c, o, "--method", "vagan", "--threads", 1),
+               "sub-*/anat/*_desc-vaganmap_attribution.nii.gz", "maps.tsv", ("--label-column", "mask"), checkpoint=lambda w: w.vagan,
+               group_map="is not 3D"),  # 2D phantoms
     PerSubject("jacobian", lambda w: w.fields_table, 4, lambda t, c, o: _s("jacobian", t, o),
                "sub-*/anat/*_logjacobian.nii.gz", "jacobian.tsv", ("--inverse",)),
     PerSubject("segment-bg-apply", lambda w: w.rodent_cohort, 3, lambda t, c, o: _s("segment-bg", "apply", c, t, o, "--threads", 1),
@@ -125,7 +128,7 @@ def mains(out: Path, cmd: PerSubject) -> dict[str, int]:
 
 
 def record(out: Path, name: str) -> dict:
-    slug = name.replace("-apply", "-apply").replace("icam-apply", "simulate-apply")
+    slug = name.replace("icam-apply", "simulate-apply").replace("vagan-apply", "simulate-apply")
     return json.loads((out / ".neurointerp" / slug / "run.json").read_text())
 
 
