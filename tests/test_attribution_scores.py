@@ -111,3 +111,27 @@ def test_saliency_refuses_lrp_probability_before_writing(tmp_path):
     for desc in ("gradient", "lrpepsilon"):
         side = json.loads((out / "sub-s0" / "anat" / f"sub-s0_space-test_desc-{desc}_attribution.json").read_text())
         assert side["Score"] == "logit" and side["TargetChoice"] == "predicted class"
+
+
+def test_confounder_gate_is_refused_for_methods_it_cannot_change():
+    """A gate that blocks every feature zeroes the maps of the methods saliency lets through
+    --confounder-mask, and leaves the new non-gradient methods unchanged (so they are refused:
+    their 'confounder-free' map would silently be the full one)."""
+    from neurointerp.confound.gate import GRADIENT_METHODS, feature_gate
+
+    torch.manual_seed(0)
+    model = ConvClassifier((12, 12, 12), channels=(4, 6), kernel_size=3, hidden=(8,)).eval()
+    x = torch.randn(2, 1, 12, 12, 12)
+    regions = np.repeat(np.arange(1, 5), 3)[:, None, None] * np.ones((12, 12, 12), int)
+    n_features = model.encoder(x[:1]).shape[1]
+    assert "gradient-shap" in GRADIENT_METHODS
+    for method in ("deeplift", "lime", "kernel-shap", "gradient-shap"):
+        full, _ = attribute(model, x, method, target=1, regions=regions, **PARAMS.get(method, {}))
+        with feature_gate(model, np.zeros(n_features)):
+            gated, _ = attribute(model, x, method, target=1, regions=regions, **PARAMS.get(method, {}))
+        if method in GRADIENT_METHODS:
+            assert np.all(gated == 0) and np.any(full != 0)
+        else:
+            assert np.allclose(gated, full)
+    for method in ("optimised-perturbation", "swap-test", "lime", "kernel-shap", "deeplift"):
+        assert method not in GRADIENT_METHODS

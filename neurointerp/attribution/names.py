@@ -21,3 +21,19 @@ METHOD_NAMES = (
     "deeplift",
     "gradient-shap",
 )
+
+# methods whose maps a confounder feature gate (partial back-propagation, confound/gate.py)
+# cannot make confounder-free: perturbations run forward passes only, LRP and DeepLIFT propagate
+# their own rules layer by layer, and the optimised perturbation's mask would only be optimised
+# with a partial gradient of the full score. `saliency --confounder-mask` refuses them.
+NOT_GATEABLE = (
+    "occlusion",
+    "region-perturbation",
+    "lrp-epsilon",
+    "lrp-alphabeta",
+    "optimised-perturbation",
+    "swap-test",
+    "lime",
+    "kernel-shap",
+    "deeplift",
+)

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from neurointerp.attribution.names import METHOD_NAMES
+from neurointerp.attribution.names import METHOD_NAMES, NOT_GATEABLE
 from neurointerp.errors import InputError
 
-# every method that back-propagates a gradient (perturbation methods and LRP cannot be gated)
-GRADIENT_METHODS = tuple(m for m in METHOD_NAMES if m not in ("occlusion", "region-perturbation") and not m.startswith("lrp"))
+# every method that back-propagates a gradient (perturbation methods, LRP, DeepLIFT cannot be gated)
+GRADIENT_METHODS = tuple(m for m in METHOD_NAMES if m not in NOT_GATEABLE)
 
 
 def layer_module(model: nn.Module, layer: str | None) -> nn.Module:
