@@ -23,8 +23,13 @@ PARAMS = {
 }
 
 
-def three_class_model():
+def three_class_model(method=None):
+    """A 3-class model of the architecture ``method`` needs (CAM: pooled head; attention: gates)."""
     torch.manual_seed(0)
+    if method == "cam":
+        return ConvClassifier((12, 12, 12), n_outputs=3, channels=(4, 6), kernel_size=3, head="gap", hidden=()).eval()
+    if method == "attention":
+        return ConvClassifier((12, 12, 12), n_outputs=3, channels=(4, 6, 8), kernel_size=3, head="attention", attention=(1, 2), gate_channels=5, hidden=()).eval()
     return ConvClassifier((12, 12, 12), n_outputs=3, channels=(4, 6), kernel_size=3, hidden=(8,)).eval()
 
 
@@ -32,7 +37,7 @@ def three_class_model():
 def test_multiclass_default_target_on_cpu(method):
     """Every method explains a 3-class model's predicted class on CPU (the predicted classes
     were inference tensors: 'Inference tensors cannot be saved for backward')."""
-    model = three_class_model()
+    model = three_class_model(method)
     x = torch.from_numpy(np.random.default_rng(1).normal(size=(2, 1, 12, 12, 12)).astype(np.float32))
     regions = np.repeat(np.arange(1, 5), 3)[:, None, None] * np.ones((12, 12, 12), int)
     pool = torch.from_numpy(np.random.default_rng(2).normal(size=(30, 1, 12, 12, 12)).astype(np.float32) * 3)
@@ -111,3 +116,27 @@ def test_saliency_refuses_lrp_probability_before_writing(tmp_path):
     for desc in ("gradient", "lrpepsilon"):
         side = json.loads((out / "sub-s0" / "anat" / f"sub-s0_space-test_desc-{desc}_attribution.json").read_text())
         assert side["Score"] == "logit" and side["TargetChoice"] == "predicted class"
+
+
+def test_confounder_gate_is_refused_for_methods_it_cannot_change():
+    """A gate that blocks every feature zeroes the maps of the methods saliency lets through
+    --confounder-mask, and leaves the new non-gradient methods unchanged (so they are refused:
+    their 'confounder-free' map would silently be the full one)."""
+    from neurointerp.confound.gate import GRADIENT_METHODS, feature_gate
+
+    torch.manual_seed(0)
+    model = ConvClassifier((12, 12, 12), channels=(4, 6), kernel_size=3, hidden=(8,)).eval()
+    x = torch.randn(2, 1, 12, 12, 12)
+    regions = np.repeat(np.arange(1, 5), 3)[:, None, None] * np.ones((12, 12, 12), int)
+    n_features = model.encoder(x[:1]).shape[1]
+    assert "gradient-shap" in GRADIENT_METHODS
+    for method in ("deeplift", "lime", "kernel-shap", "gradient-shap"):
+        full, _ = attribute(model, x, method, target=1, regions=regions, **PARAMS.get(method, {}))
+        with feature_gate(model, np.zeros(n_features)):
+            gated, _ = attribute(model, x, method, target=1, regions=regions, **PARAMS.get(method, {}))
+        if method in GRADIENT_METHODS:
+            assert np.all(gated == 0) and np.any(full != 0)
+        else:
+            assert np.allclose(gated, full)
+    for method in ("optimised-perturbation", "swap-test", "lime", "kernel-shap", "deeplift"):
+        assert method not in GRADIENT_METHODS

@@ -18,12 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from neurointerp.attribution.names import METHOD_NAMES
+from neurointerp.attribution.names import METHOD_NAMES, NOT_GATEABLE
 from neurointerp.errors import InputError
 
-# every method that back-propagates a gradient (perturbation methods, LRP and the attention maps
-# -- read from the forward pass -- cannot be gated)
-GRADIENT_METHODS = tuple(m for m in METHOD_NAMES if m not in ("occlusion", "region-perturbation", "attention") and not m.startswith("lrp"))
+# every method that back-propagates a gradient (perturbations, LRP, DeepLIFT and attention maps cannot be gated)
+GRADIENT_METHODS = tuple(m for m in METHOD_NAMES if m not in NOT_GATEABLE)
 
 
 def layer_module(model: nn.Module, layer: str | None) -> nn.Module:
