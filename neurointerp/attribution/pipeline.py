@@ -115,6 +115,7 @@ def run_saliency(
     native: bool = False,
     resample_to: str | os.PathLike | None = None,
     allow_train: bool = False,
+    allow_unvalidated: bool = False,
     batch_size: int = 8,
     device: str = "auto",
     threads: int | None = None,
@@ -165,6 +166,8 @@ def run_saliency(
     set_threads(threads)
     torch.manual_seed(seed)
     clf = load_checkpoint(model, device=device)
+    from neurointerp.models.skill import require_skill  # skill gate (issue #21)
+    require_skill(clf, allow_unvalidated, command="saliency", path=model)
     spec = clf.spec
     if clf.task == "regression" and target is not None:
         raise InputError("--target is for classifiers; a regression model explains its output")

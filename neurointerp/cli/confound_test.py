@@ -22,6 +22,7 @@ def confound_test(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads (default: SLURM_CPUS_PER_TASK)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the outputs of an earlier run."),
+    allow_unvalidated: bool = typer.Option(False, "--allow-unvalidated", help="Go on with a model that has no held-out evidence of skill (refused by default: its maps would explain noise)."),  # skill gate (issue #21)
 ) -> None:
     """Find the learned features that carry a confounder (confounder-aware saliency, step 1)."""
     from neurointerp.confound.run import run_confound_test
@@ -40,4 +41,5 @@ def confound_test(
         device=device,
         threads=threads,
         force=force,
+        allow_unvalidated=allow_unvalidated,
     )

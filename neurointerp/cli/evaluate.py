@@ -26,6 +26,7 @@ def evaluate(
     target: Optional[str] = typer.Option(None, help="Class to explain (default: predicted class)."),
     score: str = typer.Option("logit", help="Score explained: logit or probability."),
     allow_train: bool = typer.Option(False, "--allow-train", help="Evaluate on participants the model was trained on."),
+    allow_unvalidated: bool = typer.Option(False, "--allow-unvalidated", help="Go on with a model that has no held-out evidence of skill (refused by default: its maps would explain noise)."),  # skill gate (issue #21)
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads (default: SLURM_CPUS_PER_TASK)."),
     seed: int = typer.Option(0, help="Seed of every random perturbation and re-initialisation."),
@@ -51,6 +52,7 @@ def evaluate(
         target=target,
         score=score,
         allow_train=allow_train,
+        allow_unvalidated=allow_unvalidated,
         device=device,
         threads=threads,
         seed=seed,

@@ -34,6 +34,7 @@ def saliency(
     native: bool = typer.Option(False, "--native", help="Also write each map in native T1w space (inverse transform from preprocess)."),
     resample_to: Optional[Path] = typer.Option(None, help="Also write each map on this NIfTI's grid (e.g. the 1 mm template), trilinear."),
     allow_train: bool = typer.Option(False, "--allow-train", help="Explain participants the model was trained on (refused by default)."),
+    allow_unvalidated: bool = typer.Option(False, "--allow-unvalidated", help="Go on with a model that has no held-out evidence of skill (refused by default: its maps would explain noise)."),  # skill gate (issue #21)
     batch_size: int = typer.Option(8, help="Subjects per batch."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads (default: SLURM_CPUS_PER_TASK)."),
@@ -70,6 +71,7 @@ def saliency(
         native=native,
         resample_to=resample_to,
         allow_train=allow_train,
+        allow_unvalidated=allow_unvalidated,
         batch_size=batch_size,
         device=device,
         threads=threads,

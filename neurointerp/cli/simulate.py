@@ -99,6 +99,7 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads (default: SLURM_CPUS_PER_TASK, else torch's default)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
+    allow_unvalidated: bool = typer.Option(False, "--allow-unvalidated", help="simulator: go on with a classifier that has no held-out evidence of skill (refused by default: its maps would explain noise)."),  # skill gate (issue #21)
 ) -> None:
     """Train the joint inject/remove simulator against a frozen binary classifier, or ICAM (--method icam)."""
     from neurointerp.progress import info
@@ -135,6 +136,7 @@ def train(
         lambda_identity=lambda_identity, experts=experts, condconv=condconv, channels=_ints(channels, "--channels"), fc=fc,
         epochs=epochs, batch_size=batch_size, lr=lr, population_field=population_field, population_lr=population_lr,
         interpolation=interpolation, image_column=image_column, label_column=label_column, seed=seed, device=device, threads=threads, force=force,
+        allow_unvalidated=allow_unvalidated,
     )
     info(f"wrote {path}")
 
@@ -156,6 +158,7 @@ def apply(
     array_index: Optional[int] = typer.Option(None, help="SLURM array task index (default: $SLURM_ARRAY_TASK_ID)."),
     array_size: Optional[int] = typer.Option(None, help="SLURM array size (default: $SLURM_ARRAY_TASK_COUNT)."),
     force: bool = typer.Option(False, "--force", help="Recompute and overwrite existing outputs."),
+    allow_unvalidated: bool = typer.Option(False, "--allow-unvalidated", help="simulator: go on with a classifier that has no held-out evidence of skill (refused by default: its maps would explain noise)."),  # skill gate (issue #21)
 ) -> None:
     """Simulate disease injection/removal (simulated, cycle-back and difference images, fields, logits; Fig. 4),
     or with --method icam: class probability, mean/variance FA maps and translated images per image."""
@@ -181,6 +184,7 @@ def apply(
     table = apply_simulator(
         cohort, simulator, classifier, out, direction=direction, image_column=image_column, label_column=label_column,
         batch_size=batch_size, device=device, threads=threads, array_index=array_index, array_size=array_size, force=force,
+        allow_unvalidated=allow_unvalidated,
     )
     info(f"wrote {table}")
 

@@ -32,6 +32,7 @@ class SaliencyInputSpec(NeurointerpInputSpec):
     native = flag("--native", "Also write each map in native T1w space")
     resample_to = File(exists=True, argstr="--resample-to %s", desc="Also write each map on this NIfTI's grid")
     allow_train = flag("--allow-train", "Explain participants the model was trained on")
+    allow_unvalidated = flag("--allow-unvalidated", "Go on with a model without held-out evidence of skill")  # skill gate (issue #21)
     batch_size = traits.Int(argstr="--batch-size %d", desc="Subjects per batch")
     seed = traits.Int(argstr="--seed %d", desc="Random seed (SmoothGrad noise)")
     num_threads = threads_input()

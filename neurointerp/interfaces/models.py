@@ -15,9 +15,16 @@ class TrainInputSpec(NeurointerpInputSpec):
     channels = traits.Str(argstr="--channels %s", desc="Channels of the conv stacks, e.g. '16,32,64,16'")
     kernel_size = traits.Int(argstr="--kernel-size %d", desc="Convolution kernel size")
     hidden = traits.Str(argstr="--hidden %s", desc="Hidden fully connected layer sizes, e.g. '64,32'")
-    epochs = traits.Int(argstr="--epochs %d", desc="Training epochs per model")
+    steps = traits.Int(argstr="--steps %d", desc="Optimiser steps per model")  # issue #21
+    epochs = traits.Int(argstr="--epochs %d", desc="Instead of steps: passes over the training images")
     batch_size = traits.Int(argstr="--batch-size %d", desc="Global batch size")
     lr = traits.Float(argstr="--lr %g", desc="Adam learning rate")
+    lr_schedule = traits.Enum("cosine", "constant", argstr="--lr-schedule %s", desc="Learning-rate schedule after the warm-up")  # issue #21
+    warmup = traits.Float(argstr="--warmup %g", desc="Warm-up fraction of the steps")  # issue #21
+    validation_fraction = traits.Float(argstr="--validation-fraction %g", desc="Validation split for early stopping")  # issue #21
+    patience = traits.Int(argstr="--patience %d", desc="Validation checks without improvement before stopping")  # issue #21
+    eval_every = traits.Int(argstr="--eval-every %d", desc="Steps between validation checks")  # issue #21
+    confounder = InputMultiObject(traits.Str(), argstr="--confounder %s...", desc="Confounder columns for the confounder-only baseline")  # issue #25
     folds = traits.Int(argstr="--folds %d", desc="Subject-level stratified folds (0: none; needs final)")
     fold = InputMultiObject(traits.Int(), argstr="--fold %d...", desc="Train only these folds")
     final = flag("--final", "Also train a model on all data (model.pt)")
@@ -67,6 +74,7 @@ class ConfoundTestInputSpec(NeurointerpInputSpec):
     fdr = flag("--fdr", "Benjamini-Hochberg correction across features")
     score = traits.Enum("probability", "logit", argstr="--score %s", desc="The GLM's score s: P(positive class) or the logit")
     drop_missing = flag("--drop-missing", "Drop rows with a missing confounder")
+    allow_unvalidated = flag("--allow-unvalidated", "Go on with a model without held-out evidence of skill")  # skill gate (issue #21)
     batch_size = traits.Int(argstr="--batch-size %d", desc="Images per batch")
     num_threads = threads_input()
     use_gpu = gpu_input()
@@ -103,6 +111,7 @@ class EvaluateInputSpec(NeurointerpInputSpec):
     target = traits.Str(argstr="--target %s", desc="Class to explain")
     score = traits.Enum("logit", "probability", argstr="--score %s", desc="Score explained")
     allow_train = flag("--allow-train", "Evaluate on participants the model was trained on")
+    allow_unvalidated = flag("--allow-unvalidated", "Go on with a model without held-out evidence of skill")  # skill gate (issue #21)
     seed = traits.Int(argstr="--seed %d", desc="Seed of the perturbations")
     num_threads = threads_input()
     use_gpu = gpu_input()

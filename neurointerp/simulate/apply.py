@@ -116,6 +116,7 @@ def apply_simulator(
     array_index: int | None = None,
     array_size: int | None = None,
     force: bool = False,
+    allow_unvalidated: bool = False,
 ) -> Path:
     """Simulate disease injection/removal for the images of ``cohort``; returns the logits table path.
 
@@ -161,6 +162,8 @@ def apply_simulator(
     dev = resolve_device(device)
     sim = load_simulator(simulator, device=str(dev))
     clf = load_checkpoint(classifier, device=str(dev))
+    from neurointerp.models.skill import require_skill  # skill gate (issue #21)
+    require_skill(clf, allow_unvalidated, command="simulate apply", path=classifier)
     _check_simulator_classifier(sim, clf, simulator, classifier)
     coh = read_cohort(cohort, require_label=direction == "auto", image_column=image_column, label_column=label_column, min_classes=1)
     for path, r in zip(coh.images, coh.rows):  # cheap header check of the whole table first
