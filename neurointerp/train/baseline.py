@@ -124,7 +124,7 @@ def predict_logistic(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return expit(z[:, 0]) if w.shape[1] == 1 else softmax(z, axis=1)
 
 
-def baseline_scores(table: ConfounderTable, train_idx: np.ndarray, test_idx: np.ndarray, targets: np.ndarray, task: str, n_classes: int) -> np.ndarray:
+def baseline_scores(table: ConfounderTable, train_idx: np.ndarray, test_idx: np.ndarray, targets: np.ndarray, task: str, n_classes: int, penalty: float = PENALTY) -> np.ndarray:
     """Scores of the confounder-only model for ``test_idx``, fitted on ``train_idx``: P(class 1)
     (binary), class probabilities (multi-class) or predictions (regression)."""
     x_tr, x_te = _standardise(table.matrix[train_idx], table.matrix[test_idx], table.numeric)
@@ -138,7 +138,7 @@ def baseline_scores(table: ConfounderTable, train_idx: np.ndarray, test_idx: np.
         # a class absent from the training rows: fit the classes present, give the others 0
         present = np.unique(y)
         remap = {c: i for i, c in enumerate(present)}
-        w = fit_logistic(x_tr, np.array([remap[v] for v in y]), max(len(present), 2) if len(present) > 2 else 2)
+        w = fit_logistic(x_tr, np.array([remap[v] for v in y]), max(len(present), 2), penalty)
         sub = predict_logistic(w, x_te)
         out = np.zeros((len(x_te), n_classes))
         if sub.ndim == 1:
@@ -146,5 +146,5 @@ def baseline_scores(table: ConfounderTable, train_idx: np.ndarray, test_idx: np.
         else:
             out[:, present] = sub
         return out
-    w = fit_logistic(x_tr, y, n_classes if task == "multiclass" else 2)
+    w = fit_logistic(x_tr, y, n_classes if task == "multiclass" else 2, penalty)
     return predict_logistic(w, x_te)
