@@ -1,0 +1,80 @@
+"""End to end: models that learn, models that do not, and the gate between them (issues #21, #25)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurointerp.cli.app import main
+from neurointerp.models.checkpoint import load_checkpoint, read_checkpoint
+
+
+def _run(args, capsys):
+    code = main([*map(str, args)])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def shuffled(tmp_path_factory):
+    """The magnitude Gaussians (a learnable task) with labels shuffled: nothing to learn."""
+    from neurointerp.synth.gaussians import synth_gaussians
+
+    table = synth_gaussians(tmp_path_factory.mktemp("shuf") / "data", variant="magnitude", n_per_group=40, seed=2)
+    frame = pd.read_csv(table, dtype={"participant_id": str})
+    real = frame.copy()
+    frame["label"] = np.random.default_rng(0).permutation(frame["label"].to_numpy())
+    frame.to_csv(table.parent / "shuffled.csv", index=False)
+    real.to_csv(table.parent / "real.csv", index=False)
+    return table.parent
+
+
+def test_shuffled_labels_are_flagged_and_refused(shuffled, tmp_path, capsys):
+    common = ["--steps", 150, "--threads", 1, "--seed", 0]
+    # without CV: the validation split is the evidence
+    code, err = _run(["train", shuffled / "shuffled.csv", tmp_path / "noise", "--folds", 0, "--final", *common], capsys)
+    assert code == 0, err
+    warn = [line for line in err.splitlines() if line.startswith("warning: final: no evidence that the model beats chance")]
+    assert len(warn) == 1 and "AUC" in warn[0] and "--allow-unvalidated" in warn[0], err
+    ck = read_checkpoint(tmp_path / "noise" / "model.pt")
+    ev = ck["metrics"]["evidence"]
+    assert ev["source"] == "validation split" and not ev["beats_chance"] and ev["p_value"] >= 0.05
+    assert ck["training"]["validation_participant_ids"] and not set(ck["training"]["validation_participant_ids"]) - set(ck["training"]["participant_ids"])
+
+    # saliency refuses it, one line naming the figure, before writing anything
+    test = shuffled / "real.csv"
+    code, err = _run(["saliency", tmp_path / "noise" / "model.pt", test, tmp_path / "sal", "--allow-train"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "held-out AUC" in lines[0] and "no evidence that the model beats chance" in lines[0], err
+    assert "--allow-unvalidated" in lines[0] and not (tmp_path / "sal").exists()
+    for cmd in (["evaluate", tmp_path / "noise" / "model.pt", test, tmp_path / "ev", "--allow-train"],
+                ["confound-test", tmp_path / "noise" / "model.pt", test, tmp_path / "ct", "--confounder", "m1"]):
+        code, err = _run(cmd, capsys)
+        assert code == 2 and "no evidence that the model beats chance" in err and not (tmp_path / cmd[3]).exists()
+    # ... unless asked to, and then the maps' sidecars say so
+    code, err = _run(["saliency", tmp_path / "noise" / "model.pt", test, tmp_path / "sal", "--allow-train", "--allow-unvalidated", "--threads", 1], capsys)
+    assert code == 0 and "warning:" in err, err
+
+    # with cross-validation: the pooled held-out predictions are the evidence of the final model
+    code, err = _run(["train", shuffled / "shuffled.csv", tmp_path / "cv", "--folds", 3, "--final", *common], capsys)
+    assert code == 0, err
+    assert "warning: cross-validation: no evidence that the model beats chance" in err
+    final = read_checkpoint(tmp_path / "cv" / "model.pt")["metrics"]["evidence"]
+    evidence = json.loads((tmp_path / "cv" / "heldout_evidence.json").read_text())
+    assert final == evidence["cross-validation"] and final["n_participants"] == 80 and not final["beats_chance"]
+
+
+def test_real_labels_pass_the_gate(shuffled, tmp_path, capsys):
+    code, err = _run(["train", shuffled / "real.csv", tmp_path / "real", "--folds", 3, "--steps", 150, "--threads", 1], capsys)
+    assert code == 0, err
+    assert "warning" not in err and "held-out skill (cross-validation): AUC" in err
+    for k in (1, 2, 3):
+        ev = load_checkpoint(tmp_path / "real" / f"fold-{k}" / "model.pt").meta["metrics"]["evidence"]
+        assert ev["source"] == "held-out fold" and ev["beats_chance"] and ev["auc"] > 0.8
+    pooled = json.loads((tmp_path / "real" / "heldout_evidence.json").read_text())["cross-validation"]
+    pred = pd.read_csv(tmp_path / "real" / "predictions.tsv", sep="\t", dtype={"participant_id": str})
+    from sklearn.metrics import roc_auc_score
+
+    assert pooled["auc"] == pytest.approx(roc_auc_score(pred["label"].astype(int), pred["p_1"]), abs=1e-9)
