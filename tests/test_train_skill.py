@@ -78,3 +78,57 @@ def test_real_labels_pass_the_gate(shuffled, tmp_path, capsys):
     from sklearn.metrics import roc_auc_score
 
     assert pooled["auc"] == pytest.approx(roc_auc_score(pred["label"].astype(int), pred["p_1"]), abs=1e-9)
+
+
+def _template_cohort(folder, **kw):
+    """A synth brain cohort whose images are the subjects' anatomy on the template grid (no pose)."""
+    from neurointerp.synth.brain import synth_brain
+
+    table = synth_brain(folder, template_space=True, **kw)
+    frame = pd.read_csv(table, dtype={"participant_id": str})
+    frame["image"] = [str(folder / p) for p in frame["template_image"]]
+    frame.drop(columns=["template_image"]).to_csv(folder / "template.csv", index=False)
+    return folder / "template.csv"
+
+
+@pytest.mark.slow
+def test_confounder_baseline_warns_when_the_model_learned_age(tmp_path, capsys):
+    """Issue #25: strong age confound + weak disease -> the model beats chance but not the age-only
+    baseline -> one warning line; no confound -> no warning."""
+    common = ["--folds", 0, "--final", "--steps", 200, "--confounder", "age", "--threads", 1, "--seed", 0]
+    conf = _template_cohort(tmp_path / "conf", n_subjects=80, voxel_size=8.0, effect_size=0.5, confound_strength=0.9, confound_size=3.0, seed=4)
+    code, err = _run(["train", conf, tmp_path / "m_conf", *common], capsys)
+    assert code == 0, err
+    ev = read_checkpoint(tmp_path / "m_conf" / "model.pt")["metrics"]["evidence"]
+    b = ev["baseline"]
+    assert ev["beats_chance"] and b["predictive"] and b["confounded"] and not b["beats_baseline"], ev
+    warn = [line for line in err.splitlines() if "the confounders alone predict the label and the model does not beat them" in line]
+    assert len(warn) == 1 and warn[0].startswith("warning: final:") and "age-only baseline AUC" in warn[0], err
+
+    clean = _template_cohort(tmp_path / "clean", n_subjects=80, voxel_size=8.0, effect_size=3.0, confound_strength=0.0, seed=4)
+    code, err = _run(["train", clean, tmp_path / "m_clean", *common], capsys)
+    assert code == 0, err
+    ev = read_checkpoint(tmp_path / "m_clean" / "model.pt")["metrics"]["evidence"]
+    assert ev["beats_chance"] and not ev["baseline"]["confounded"] and "warning" not in err, err
+
+
+@pytest.mark.slow
+def test_default_train_beats_chance_on_a_small_brain_cohort(tmp_path, capsys):
+    """Issue #21: 60 training subjects, the default effect size and age confound, `train --folds 0
+    --final` with every other option at its default: the model beats chance on 40 other subjects.
+    (The old defaults -- 30 epochs of batch 32 -- stayed at chance here: benchmarks/train_defaults.py.)"""
+    from neurointerp.train.evidence import heldout_evidence
+
+    table = _template_cohort(tmp_path / "data", n_subjects=100, voxel_size=6.0, seed=7)
+    frame = pd.read_csv(table, dtype={"participant_id": str})
+    frame.iloc[:60].to_csv(tmp_path / "train.csv", index=False)
+    test = frame.iloc[60:]
+    code, err = _run(["train", tmp_path / "train.csv", tmp_path / "model", "--folds", 0, "--final", "--threads", 1], capsys)
+    assert code == 0, err
+    clf = load_checkpoint(tmp_path / "model" / "model.pt")
+    from neurointerp.io import load_image
+
+    scores = clf.predict(np.stack([load_image(p).data for p in test["image"]]))
+    y = (test["label"] == clf.classes[1]).to_numpy().astype(int)
+    ev = heldout_evidence(y, scores, "binary", list(test["participant_id"]), source="test", description="40 other subjects")
+    assert ev["beats_chance"] and ev["auc"] > 0.65, ev

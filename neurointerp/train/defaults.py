@@ -11,4 +11,6 @@ DEFAULT_WARMUP = 0.05  # linear warm-up over this fraction of the steps, then co
 DEFAULT_ROUNDS = 20  # history rows (and validation checks) per model with --steps
 DEFAULT_VALIDATION = 0.2  # validation split without cross-validation
 DEFAULT_PATIENCE = 5  # validation checks without improvement before stopping
+DEFAULT_SHIFT = 0.0  # augmentation: whole-voxel shifts (a 1-voxel shift kept models at chance, see README)
+DEFAULT_ROTATION = 0.0  # augmentation: rotations in degrees
 LR_SCHEDULES = ("cosine", "constant")

@@ -22,7 +22,8 @@ Training budget: ``steps`` optimiser steps (or ``epochs`` passes) of class-balan
 with a linear warm-up and a cosine decay of the learning rate. Without cross-validation (and
 with ``--validation-fraction``), a subject-level stratified validation split of the training
 participants is checked every ``eval_every`` steps: training stops after ``patience`` checks
-without a lower validation loss, and the weights of the best check are kept.
+without a lower validation loss (never before half of the steps), and the weights of the best
+check are kept.
 
 Held-out evidence (:mod:`neurointerp.train.evidence`) is recorded in every checkpoint
 (``metrics.evidence``): a fold model's own held-out fold, the final model's pooled
@@ -57,7 +58,9 @@ from neurointerp.train.defaults import (  # chosen by measurement; see that modu
     DEFAULT_BATCH_SIZE,
     DEFAULT_LR,
     DEFAULT_PATIENCE,
+    DEFAULT_ROTATION,
     DEFAULT_ROUNDS,
+    DEFAULT_SHIFT,
     DEFAULT_STEPS,
     DEFAULT_VALIDATION,
     DEFAULT_WARMUP,
@@ -157,8 +160,8 @@ def train(
     folds: int = 5,
     fold: Sequence[int] | None = None,
     final: bool = False,
-    shift: float = 1.0,
-    rotation: float = 1.0,
+    shift: float = DEFAULT_SHIFT,
+    rotation: float = DEFAULT_ROTATION,
     flip: bool = False,
     balance: int = 0,
     hemisphere: str = "both",
@@ -374,6 +377,10 @@ def train(
             )
             result.summary, result.evidence = _write_summaries(out, data, units_all, config_hash, folds, params, inputs, conf_table, seed)
             _report_evidence(result.evidence)
+            if final and "final" not in result.evidence:
+                why = ("its evidence is the pooled cross-validation, and not every fold has finished: run the same command again when they have"
+                       if folds >= 2 else "it was trained without cross-validation and without a validation split")
+                info(f"warning: final: no held-out evidence of skill ({why}); saliency, confound-test, simulate and evaluate refuse it without --allow-unvalidated")
         result.final_model = out / "model.pt" if final else None
         return result
     finally:
@@ -516,7 +523,7 @@ def _crop_fn(spec):
     return None if spec.hemisphere == "both" else spec.crop_tensor
 
 
-def evaluate(model, data, idx: np.ndarray, device, task: str, target_norm: dict | None, batch_size: int = 64):
+def evaluate(model, data, idx: np.ndarray, device, task: str, target_norm: dict | None, batch_size: int = 16):
     """Model outputs on rows ``idx`` (no augmentation): ``(loss, scores, metrics)``."""
     import torch
 
@@ -675,7 +682,9 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
                 since_best = 0
             else:
                 since_best += 1
-                if since_best >= patience:
+                # never before half of the budget: the validation loss of a small split wanders
+                # while a model starts to learn (measured: README "train")
+                if since_best >= patience and last >= total // 2:
                     stopped = True
         row["seconds"] = round(time.perf_counter() - t0, 3)  # the whole round, evaluation included
         row["train_seconds"] = round(t_train, 3)  # the training pass
