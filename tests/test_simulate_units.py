@@ -239,7 +239,7 @@ def test_apply_refuses_a_bad_image_before_writing_and_keeps_failures_tsv_for_run
     from neurointerp.cli.app import main
 
     cohort, simulator, clf = _tiny_apply_inputs(tmp_path)
-    argv = ["--quiet", "simulate", "apply", "--allow-unvalidated", str(cohort), str(simulator), str(clf)]
+    argv = ["--quiet", "simulate", "apply", str(cohort), str(simulator), str(clf), "--allow-unvalidated"]
     # a NaN voxel in the last row's image: exit 2, one line naming the table row and the file, nothing written
     img = nib.load(str(tmp_path / "img3.nii.gz"))
     data = np.asarray(img.dataobj).copy()
