@@ -53,8 +53,10 @@ CONFIGS: dict[str, dict] = {
     "steps-600-noaug-lr3e-4": dict(steps=600, lr=3e-4, shift=0.0, rotation=0.0, validation_fraction=0.0),
     "steps-600-noaug-earlystop": dict(steps=600, shift=0.0, rotation=0.0, validation_fraction=0.2),
     "steps-600-rot1": dict(steps=600, shift=0.0, rotation=1.0, validation_fraction=0.0),
-    # the chosen defaults, on the --folds 0 --final path (validation split, early stopping, best check)
+    # the chosen defaults, on the --folds 0 --final path: a validation split for the evidence, no selection
     "default-folds0": dict(steps=600, shift=0.0, rotation=1.0, validation_fraction=0.2),
+    # ... with early stopping and best-check selection on the validation AUC (--patience 5)
+    "earlystop-auc": dict(steps=600, shift=0.0, rotation=1.0, validation_fraction=0.2, patience=5),
     # the --folds 0 --final path: validation split, early stopping, best checkpoint
     "steps-600-earlystop": dict(steps=600, validation_fraction=0.2),
 }
@@ -126,7 +128,7 @@ def run_one(data, train_rows: np.ndarray, test_rows: np.ndarray, cfg: dict, seed
         task=data.task, architecture="simnet3d", normalize="zscore", steps=cfg.get("steps"), epochs=cfg.get("epochs"),
         batch_size=cfg.get("batch_size", DEFAULT_BATCH_SIZE), lr=cfg.get("lr", DEFAULT_LR),
         lr_schedule=cfg.get("lr_schedule", "cosine"), warmup=cfg.get("warmup", DEFAULT_WARMUP),
-        validation_fraction=cfg.get("validation_fraction", 0.0), patience=cfg.get("patience", DEFAULT_PATIENCE),
+        validation_fraction=cfg.get("validation_fraction", 0.0), patience=cfg.get("patience", DEFAULT_PATIENCE),  # None: off
         eval_every=cfg.get("eval_every"), shift=cfg.get("shift", 1.0), rotation=cfg.get("rotation", 1.0), flip=False,
         balance=0, seed=seed,
     )

@@ -132,3 +132,20 @@ def test_default_train_beats_chance_on_a_small_brain_cohort(tmp_path, capsys):
     y = (test["label"] == clf.classes[1]).to_numpy().astype(int)
     ev = heldout_evidence(y, scores, "binary", list(test["participant_id"]), source="test", description="40 other subjects")
     assert ev["beats_chance"] and ev["auc"] > 0.65, ev
+
+
+def test_early_stopping_keeps_the_best_check(shuffled, tmp_path, capsys):
+    out = tmp_path / "es"
+    code, err = _run(["train", shuffled / "real.csv", out, "--folds", 0, "--final", "--steps", 200, "--eval-every", 10,
+                      "--patience", 2, "--threads", 1], capsys)
+    assert code == 0, err
+    ck = read_checkpoint(out / "model.pt")
+    tr, ev = ck["training"], ck["metrics"]["evidence"]
+    hist = pd.DataFrame(ck["metrics"]["history"])
+    best = hist.loc[hist["val_auc"] == hist["val_auc"].max(), "step"].max()  # ties: the later check
+    assert tr["selected"]["step"] == best and tr["selected"]["criterion"] == "AUC"
+    assert tr["stopped_early"] == (tr["steps_done"] < 200) and tr["steps_done"] >= 100  # never before half the budget
+    assert ev["selected_on_split"] and "optimistic" in ev["description"] and ev["auc"] == pytest.approx(hist.loc[hist["step"] == best, "val_auc"].iloc[0])
+    # without a validation split there is nothing to stop on
+    code, err = _run(["train", shuffled / "real.csv", tmp_path / "x", "--folds", 2, "--patience", 2], capsys)
+    assert code == 2 and "--patience needs a validation split" in err and not (tmp_path / "x").exists()

@@ -29,7 +29,7 @@ def train(
     lr_schedule: str = typer.Option("cosine", help="cosine (decay to 0 over the steps) or constant; both after the warm-up."),
     warmup: float = typer.Option(_d.DEFAULT_WARMUP, help="Linear learning-rate warm-up over this fraction of the steps."),
     validation_fraction: Optional[float] = typer.Option(None, help=f"Subject-level stratified validation split of each model's training participants, for early stopping and the best checkpoint (default {_d.DEFAULT_VALIDATION} with --folds 0, none with cross-validation)."),
-    patience: Optional[int] = typer.Option(None, help=f"Stop after this many validation checks without a lower validation loss, not before half of the steps (default {_d.DEFAULT_PATIENCE}); the best check's weights are kept."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping (default off): stop after this many validation checks without a better validation AUC (balanced accuracy; loss for regression), not before half of the steps, and keep the best check's weights."),
     eval_every: Optional[int] = typer.Option(None, help=f"Steps between history rows / validation checks (default: {_d.DEFAULT_ROUNDS} checks per model; one per epoch with --epochs)."),
     folds: int = typer.Option(5, help="Subject-level stratified folds (0: no cross-validation; needs --final)."),
     fold: Optional[List[int]] = typer.Option(None, help="Train only these folds (repeatable; e.g. one per SLURM array task: --fold $SLURM_ARRAY_TASK_ID)."),

@@ -21,9 +21,10 @@ Output folder::
 Training budget: ``steps`` optimiser steps (or ``epochs`` passes) of class-balanced batches, Adam
 with a linear warm-up and a cosine decay of the learning rate. Without cross-validation (and
 with ``--validation-fraction``), a subject-level stratified validation split of the training
-participants is checked every ``eval_every`` steps: training stops after ``patience`` checks
-without a lower validation loss (never before half of the steps), and the weights of the best
-check are kept.
+participants is checked every ``eval_every`` steps and gives the model's held-out evidence; with
+``patience`` (early stopping, off by default) training stops after that many checks without a
+better validation AUC (balanced accuracy; loss for regression), never before half of the steps,
+and the weights of the best check are kept.
 
 Held-out evidence (:mod:`neurointerp.train.evidence`) is recorded in every checkpoint
 (``metrics.evidence``): a fold model's own held-out fold, the final model's pooled
@@ -187,8 +188,9 @@ def train(
     Budget: ``steps`` optimiser steps of ``batch_size`` class-balanced samples (default
     :data:`DEFAULT_STEPS`), or ``epochs`` passes over the training rows. ``validation_fraction``
     (default 0.2 without cross-validation, none with it): a subject-level stratified split of each
-    model's training participants, checked every ``eval_every`` steps; training stops when its
-    loss has not improved for ``patience`` checks and the best checkpoint is kept.
+    model's training participants, checked every ``eval_every`` steps, never trained on: the
+    model's held-out evidence without CV. ``patience`` (off by default): early stopping on that
+    split, keeping the best check.
     ``confounder``: columns for the confounder-only baseline.
     """
     import torch
@@ -239,6 +241,8 @@ def train(
     if task == "regression" and balance:
         raise InputError("--balance applies to classification only")
     val_fraction = (DEFAULT_VALIDATION if folds == 0 else 0.0) if validation_fraction is None else float(validation_fraction)
+    if patience is not None and val_fraction == 0:
+        raise InputError("--patience needs a validation split (--validation-fraction, default 0.2 with --folds 0)")
     confounders = list(dict.fromkeys(confounder or ()))
 
     if architecture != "auto":
@@ -294,7 +298,7 @@ def train(
         optimizer="adam",
         sampling="class-balanced" if data.task != "regression" else "shuffled",
         validation_fraction=val_fraction,
-        patience=int(patience) if patience is not None else DEFAULT_PATIENCE,
+        patience=int(patience) if patience is not None else DEFAULT_PATIENCE,  # None: no early stopping / selection
         eval_every=None if eval_every is None else int(eval_every),
         shift=float(shift),
         rotation=float(rotation),
@@ -556,6 +560,22 @@ def evaluate(model, data, idx: np.ndarray, device, task: str, target_norm: dict 
     return loss, scores, metrics
 
 
+_SELECTION = {"binary": "AUC", "multiclass": "balanced accuracy", "regression": "-loss"}
+
+
+def _selection_score(task: str, loss: float, metrics: dict) -> float:
+    """What ``--patience`` selects on: the validation AUC (binary), balanced accuracy (multi-class)
+    or minus the loss (regression). Not the loss of a classifier: it grows as a model that still
+    improves its ranking becomes over-confident (measured; README "train")."""
+    if task == "binary":
+        v = metrics.get("auc", float("nan"))
+    elif task == "multiclass":
+        v = metrics.get("balanced_accuracy", float("nan"))
+    else:
+        v = -loss
+    return float(v) if v == v else float("-inf")
+
+
 def _state_copy(model) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -591,7 +611,7 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
     stream = sample_stream(fit_idx, data.targets, n_classes, task != "regression", total * bs, g_stream)
     history: list[dict] = []
     start_round = 0
-    best: dict | None = None  # {"loss", "round", "step", "model"}: best validation loss so far
+    best: dict | None = None  # {"score", "round", "step", "model"}: best validation check so far (--patience)
     since_best = 0
     stopped = False
     if unit.state_path.exists() and not force:
@@ -669,21 +689,23 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
             vloss, _, metrics = evaluate(model, data, val_idx, device, task, target_norm)
             row["val_loss"] = vloss
             row.update({f"val_{k}": v for k, v in metrics.items()})
-            if best is None or vloss < best["loss"] - 1e-6:
+            score = _selection_score(task, vloss, metrics)
+            # ties go to the later check (a saturated AUC of 1.0 keeps the better-trained model)
+            if patience and (best is None or score >= best["score"]):
                 improved = 1.0
         if dist.is_main and len(test_idx):
             hloss, _, metrics = evaluate(model, data, test_idx, device, task, target_norm)
             row["heldout_loss"] = hloss
             row.update({f"heldout_{k}": v for k, v in metrics.items()})
-        if len(val_idx):
+        if len(val_idx) and patience:  # early stopping and best-check selection (opt-in)
             (improved,) = dist.all_sum([improved])  # every process keeps the same best weights
             if improved > 0:
-                best = {"loss": float(row.get("val_loss", float("nan"))), "round": rnd + 1, "step": last, "model": _state_copy(model)}
+                best = {"score": float(_selection_score(task, row.get("val_loss", float("nan")), {k[4:]: v for k, v in row.items() if k.startswith("val_")}))
+                        if dist.is_main else float("nan"), "round": rnd + 1, "step": last, "model": _state_copy(model)}
                 since_best = 0
             else:
                 since_best += 1
-                # never before half of the budget: the validation loss of a small split wanders
-                # while a model starts to learn (measured: README "train")
+                # never before half of the budget: a small split's figures wander while a model starts to learn
                 if since_best >= patience and last >= total // 2:
                     stopped = True
         row["seconds"] = round(time.perf_counter() - t0, 3)  # the whole round, evaluation included
@@ -708,7 +730,7 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
     selected = None
     if best is not None:
         model.load_state_dict(best["model"])
-        selected = {"check": best["round"], "step": best["step"], "val_loss": best["loss"]}
+        selected = {"check": best["round"], "step": best["step"], "criterion": _SELECTION[task], "value": best["score"]}
     # ---- unit finished: checkpoint, held-out predictions, evidence, per-round history
     heldout: dict[str, float] = {}
     if dist.is_main:
@@ -746,11 +768,11 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
                 source="validation split",
                 description=(
                     f"internal validation split ({len(set(data.groups[i] for i in val_idx))} of "
-                    f"{len(set(data.groups[i] for i in unit.train_idx))} training participants, stratified); "
-                    "it also chose the checkpoint (early stopping), so the figures are somewhat optimistic"
+                    f"{len(set(data.groups[i] for i in unit.train_idx))} training participants, stratified, never trained on)"
+                    + ("; it also chose the checkpoint (--patience), so the figures are somewhat optimistic" if selected else "")
                 ),
                 baseline_scores=base_val, confounders=conf.names if conf is not None else (),
-                selected_on_split=True, seed=seed,
+                selected_on_split=selected is not None, seed=seed,
             )
             if evidence is None and unit.index == 0:  # with CV, replaced by the pooled CV evidence
                 evidence = validation
@@ -794,7 +816,7 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
         unit.state_path.unlink(missing_ok=True)
         from neurointerp.train.evidence import describe
 
-        how = f"{steps_done} steps" + (f", best validation loss at step {selected['step']}" if selected else "")
+        how = f"{steps_done} steps" + (f", best validation {selected['criterion']} at step {selected['step']}" if selected else "")
         msg = f"; held-out {describe(evidence)}" if evidence else ""
         info(f"{unit.name}: wrote {unit.model_path} ({how}){msg}")
     dist.barrier()
