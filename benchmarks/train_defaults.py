@@ -156,9 +156,26 @@ def run_one(data, train_rows: np.ndarray, test_rows: np.ndarray, cfg: dict, seed
     }
 
 
+def markdown_table(results: dict) -> str:
+    """Markdown: test AUC / balanced accuracy per configuration (rows) and size (columns)."""
+    runs = results["runs"]
+    sizes = sorted({v["n"] for v in runs.values()})
+    names = list(dict.fromkeys(v["config"] for v in runs.values()))
+    lines = ["| configuration | " + " | ".join(f"N = {n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for name in names:
+        cells = []
+        for n in sizes:
+            v = [r for r in runs.values() if r["config"] == name and r["n"] == n]
+            cells.append("; ".join(f"{r['test_auc']:.2f} / {r['test_balanced_accuracy']:.2f} ({r['steps_done']} steps)" for r in v) or "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cohort", type=Path, required=True, help="synth brain (or preprocess) cohort table")
+    ap.add_argument("--cohort", type=Path, help="synth brain (or preprocess) cohort table")
+    ap.add_argument("--table", action="store_true", help="print the results in --output as a markdown table and stop")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[], help="JSON files of other runs to merge into --output first")
     ap.add_argument("--image-column", default="template_image")
     ap.add_argument("--n-test", type=int, default=80, help="the last rows: the external test set")
     ap.add_argument("--downsample", action="store_true", help="block-average the images 2x2x2 first")
@@ -168,9 +185,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--confounder", default="age")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--work", type=Path)
     ap.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "train_defaults.json")
     args = ap.parse_args(argv)
+    if args.merge or args.table:
+        results = json.loads(args.output.read_text()) if args.output.exists() else {"runs": {}}
+        for other in args.merge:
+            o = json.loads(other.read_text())
+            results.setdefault("about", o.get("about"))
+            results["runs"].update(o.get("runs", {}))
+        if args.merge:
+            args.output.write_text(json.dumps(results, indent=1))
+        print(markdown_table(results))
+        return 0
 
     import torch
 

@@ -80,8 +80,9 @@ def _step_synth(out: Path, n_subjects: int, voxel_size: float, seed: int, force:
     from neurointerp.synth.brain import SPACE, synth_brain
 
     data = out / "synth"
-    # a strong planted effect and a strong age confound, so that a small cohort shows both
-    table = synth_brain(data, n_subjects=n_subjects, voxel_size=voxel_size, effect_size=3.0, confound_strength=0.8, confound_size=2.0, seed=seed, force=force)
+    # a strong planted disease effect and a large age effect, correlated with diagnosis at the
+    # default 0.5, so that a small cohort shows both and the classifier can learn the disease
+    table = synth_brain(data, n_subjects=n_subjects, voxel_size=voxel_size, effect_size=3.0, confound_strength=0.5, confound_size=2.0, seed=seed, force=force)
     state["synth"] = data
     state["synth_table"] = table
     cohort = read_cohort(table, numeric=["age"])
@@ -111,7 +112,7 @@ def _step_synth(out: Path, n_subjects: int, voxel_size: float, seed: int, force:
         f"Planted disease effect: hippocampal atrophy and ventricle expansion; planted confounder: age "
         f"(frontal atrophy), correlated with diagnosis (r = {r:.2f}, p = {p:.2g}); sex is a null covariate.\n\n"
         f"Ground truth (template space {SPACE}) is in {data.name}/truth/. The demo plants a strong "
-        f"disease effect (effect size 3) and a strong age confound (correlation 0.8, size 2) so that a "
+        f"disease effect (effect size 3) and a large age effect (size 2) correlated with diagnosis (0.5) so that a "
         f"cohort this small shows both."
     )
     sections.append(Section("Synthetic cohort (synth brain)", text, [truth_png, native_png], table=pd.DataFrame(groups)))
@@ -228,6 +229,7 @@ def _mean_abs_maps(out_dir: Path, desc: str, ids) -> np.ndarray:
 
 # where the planted effects are (MNI mm): hippocampi (axial z = -14), ventricles (axial z = 22), coronal y = -20
 CUTS = (("axial", -14.0), ("axial", 22.0), ("coronal", -20.0))
+TOP_PERCENT = 10.0
 
 
 def _contour_figure(rows, background: np.ndarray, affine: np.ndarray, masks, path: Path, title: str = "") -> Path:
@@ -256,15 +258,20 @@ def _contour_figure(rows, background: np.ndarray, affine: np.ndarray, masks, pat
 
     bg = canon(background)
     lo, hi = np.percentile(bg[bg != 0], [1, 99.5]) if np.any(bg != 0) else (0.0, 1.0)
+    brain = bg != 0
     fig, axes = plt.subplots(len(rows), len(CUTS), figsize=(3.0 * len(CUTS), 2.9 * len(rows)), squeeze=False)
     for r, (name, vol) in enumerate(rows):
         v = canon(vol)
-        vmax = float(np.percentile(v[v > 0], 99.5)) if np.any(v > 0) else 1.0
+        inside = v[brain & (v > 0)]
+        # the top TOP_PERCENT of the map's voxels inside the brain: where its mass is concentrated
+        vmin = float(np.percentile(inside, 100 - TOP_PERCENT)) if inside.size else 0.0
+        vmax = float(np.percentile(inside, 99.5)) if inside.size else 1.0
         for c, (kind, mm) in enumerate(CUTS):
             ax = axes[r, c]
             ax.imshow(cut(bg, kind, mm), cmap="gray", origin="lower", vmin=lo, vmax=hi, interpolation="nearest")
             ov = cut(v, kind, mm)
-            ax.imshow(np.ma.masked_where(ov < 0.2 * vmax, ov), cmap="hot", origin="lower", vmin=0, vmax=vmax, alpha=0.85, interpolation="nearest")
+            ax.imshow(np.ma.masked_where((ov < vmin) | ~cut(brain, kind, mm), ov), cmap="autumn", origin="lower", vmin=vmin, vmax=max(vmax, vmin + 1e-12),
+                      alpha=0.9, interpolation="nearest")
             for mask, colour, _ in masks:
                 m = cut(canon(mask.astype(np.float32)), kind, mm)
                 if m.any():
@@ -274,9 +281,9 @@ def _contour_figure(rows, background: np.ndarray, affine: np.ndarray, masks, pat
             if r == 0:
                 ax.set_title(f"{kind} {'y' if kind == 'coronal' else 'z'} = {mm:g} mm", fontsize=9)
         axes[r, 0].set_ylabel(name, fontsize=9)
-    legend = ", ".join(f"{colour} outline: {label}" for _, colour, label in masks)
+    legend = f"each row: its top {TOP_PERCENT:g} % of brain voxels; " + ", ".join(f"{colour} outline: {label}" for _, colour, label in masks)
     fig.suptitle((title + "\n" if title else "") + legend, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(str(tmp), dpi=110, format="png")
