@@ -19,6 +19,9 @@ from neurointerp.report.html import Section
 from neurointerp.runs.context import runs_as
 
 
+# the demo's classifier: the training defaults with a budget that fits the demo's time on two CPU cores
+DEMO_TRAIN = dict(folds=3, steps=150)
+DEMO_METHODS = ("gradient", "smoothgrad", "integrated-gradients", "gradcam", "guided-backprop", "occlusion")
 # the demo's simulator: small enough for two CPU cores (see benchmarks/simulate.py for the study)
 DEMO_SIMULATOR = dict(delta=5.0, lambda_smooth=10.0, channels=[8, 16, 32], fc=32, epochs=20, batch_size=8)
 
@@ -80,8 +83,9 @@ def _step_synth(out: Path, n_subjects: int, voxel_size: float, seed: int, force:
     from neurointerp.synth.brain import SPACE, synth_brain
 
     data = out / "synth"
-    # a strong planted effect and a strong age confound, so that a small cohort shows both
-    table = synth_brain(data, n_subjects=n_subjects, voxel_size=voxel_size, effect_size=3.0, confound_strength=0.8, confound_size=2.0, seed=seed, force=force)
+    # a strong planted disease effect and a large age effect, correlated with diagnosis at the
+    # default 0.5, so that a small cohort shows both and the classifier can learn the disease
+    table = synth_brain(data, n_subjects=n_subjects, voxel_size=voxel_size, effect_size=3.0, confound_strength=0.5, confound_size=2.0, seed=seed, force=force)
     state["synth"] = data
     state["synth_table"] = table
     cohort = read_cohort(table, numeric=["age"])
@@ -111,7 +115,7 @@ def _step_synth(out: Path, n_subjects: int, voxel_size: float, seed: int, force:
         f"Planted disease effect: hippocampal atrophy and ventricle expansion; planted confounder: age "
         f"(frontal atrophy), correlated with diagnosis (r = {r:.2f}, p = {p:.2g}); sex is a null covariate.\n\n"
         f"Ground truth (template space {SPACE}) is in {data.name}/truth/. The demo plants a strong "
-        f"disease effect (effect size 3) and a strong age confound (correlation 0.8, size 2) so that a "
+        f"disease effect (effect size 3) and a large age effect (size 2) correlated with diagnosis (0.5) so that a "
         f"cohort this small shows both."
     )
     sections.append(Section("Synthetic cohort (synth brain)", text, [truth_png, native_png], table=pd.DataFrame(groups)))
@@ -172,18 +176,51 @@ def _step_preprocess(out: Path, seed: int, force: bool, sections: list[Section],
 def _step_train(out: Path, seed: int, force: bool, sections: list[Section], state: dict) -> None:
     import pandas as pd
 
+    from neurointerp.io import load_image
+    from neurointerp.models.checkpoint import load_checkpoint
+    from neurointerp.train.baseline import baseline_scores, confounder_table
+    from neurointerp.train.evidence import describe, describe_baseline, heldout_evidence
     from neurointerp.train.loop import train
 
-    result = train(state["train_csv"], out / "train", folds=3, final=True, epochs=30, batch_size=8, lr=1e-3, shift=0.0, rotation=0.0, normalize="zscore", seed=seed, force=force)
+    result = train(state["train_csv"], out / "train", folds=DEMO_TRAIN["folds"], final=True, steps=DEMO_TRAIN["steps"],
+                   confounder=["age"], seed=seed, force=force)
     state["model"] = result.final_model
+    # held-out skill on the test subjects (never seen in training), next to an age-only baseline
+    clf = load_checkpoint(result.final_model)
+    train_f = pd.read_csv(state["train_csv"], dtype={"participant_id": str})
+    test_f = pd.read_csv(state["test_csv"], dtype={"participant_id": str})
+    scores = clf.predict(np.stack([load_image(p).data for p in test_f["image"]]), batch_size=8)
+    both = pd.concat([train_f, test_f], ignore_index=True)
+    y = (both["label"].astype(str) == clf.classes[1]).to_numpy().astype(int)
+    conf = confounder_table(both, ["age"], list(range(2, len(both) + 2)), "demo cohort")
+    n_tr = len(train_f)
+    base = baseline_scores(conf, np.arange(n_tr), np.arange(n_tr, len(both)), y, "binary", 2)
+    test_ev = heldout_evidence(y[n_tr:], scores, "binary", list(test_f["participant_id"]), source="test split",
+                               description="the demo's held-out test subjects", baseline_scores=base, confounders=["age"], seed=seed)
+    cv_ev = clf.meta["metrics"].get("evidence") or {}
+    state["skill"] = {"test": test_ev, "cv": cv_ev}
+    # a tiny demo cohort (--n-subjects 16) cannot show skill: the steps still run, with a warning on every map
+    state["unvalidated"] = not cv_ev.get("beats_chance")
     summary = result.summary
     table = None
     if summary is not None:
         keep = [c for c in summary.columns if c in ("fold", "n_train", "n_test", "balanced_accuracy", "auc", "accuracy")]
         table = pd.DataFrame(summary[keep]) if keep else pd.DataFrame(summary)
     curve = out / "train" / "training_curve.png"
-    text = "simnet3d (simulator-networks §4.2: 3x3x3 conv stacks 16/32/64/16, MLP 64), 3-fold subject-level stratified cross-validation on the training subjects, then a final model on all of them (train/model.pt)."
-    sections.append(Section("Classifier (train)", text, [curve] if curve.exists() else [], table=table))
+    tr = clf.meta["training"]
+    verdict = "beats chance" if test_ev.get("beats_chance") else "does NOT beat chance: the maps below explain noise and must not be read"
+    base_line = describe_baseline(test_ev)
+    text = (
+        f"Held-out skill first, before any map. On the {test_ev['n_participants']} test subjects, which the classifier never saw: "
+        f"{describe(test_ev)} -- the model {verdict}."
+        + (f" Against the confounder: {base_line}." if base_line else "")
+        + f" Its own evidence, recorded in train/model.pt and checked by every command that explains it: {describe(cv_ev) if cv_ev else 'none'}.\n\n"
+        f"simnet3d (simulator-networks §4.2: 3x3x3 conv stacks 16/32/64/16, MLP 64), {DEMO_TRAIN['folds']}-fold subject-level "
+        f"stratified cross-validation on the {len(train_f)} training subjects, then a final model on all of them (train/model.pt); "
+        f"{tr['steps_done']} optimiser steps of class-balanced batches of 16 (Adam, warm-up and cosine decay), "
+        f"an age-only logistic regression as the confounder baseline (--confounder age)."
+    )
+    sections.append(Section("Classifier (train): held-out skill", text, [curve] if curve.exists() else [], table=table))
 
 
 def _mean_abs_maps(out_dir: Path, desc: str, ids) -> np.ndarray:
@@ -193,30 +230,112 @@ def _mean_abs_maps(out_dir: Path, desc: str, ids) -> np.ndarray:
     return np.mean(maps, axis=0)
 
 
+# where the planted effects are (MNI mm): hippocampi (axial z = -14), ventricles (axial z = 22), coronal y = -20
+CUTS = (("axial", -14.0), ("axial", 22.0), ("coronal", -20.0))
+TOP_PERCENT = 10.0
+
+
+def _contour_figure(rows, background: np.ndarray, affine: np.ndarray, masks, path: Path, title: str = "") -> Path:
+    """One row per ``(title, volume)``: slices through the planted regions (:data:`CUTS`), each
+    volume scaled to its own 99.5th percentile, with the planted masks' outlines drawn on top
+    (``masks``: ``[(mask, colour, label)]``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+
+    from neurointerp.io.atomic import atomic_path
+
+    ornt = nib.orientations.io_orientation(affine)
+    canon_aff = affine @ nib.orientations.inv_ornt_aff(ornt, background.shape)
+
+    def canon(v):
+        return nib.orientations.apply_orientation(np.asarray(v, dtype=np.float32), ornt)
+
+    def cut(v, kind, mm):
+        ijk = np.linalg.solve(canon_aff, np.r_[0.0, mm, 0.0, 1.0] if kind == "coronal" else np.r_[0.0, 0.0, mm, 1.0])[:3]
+        if kind == "coronal":
+            return v[:, int(np.clip(round(ijk[1]), 0, v.shape[1] - 1)), :].T
+        return v[:, :, int(np.clip(round(ijk[2]), 0, v.shape[2] - 1))].T
+
+    bg = canon(background)
+    lo, hi = np.percentile(bg[bg != 0], [1, 99.5]) if np.any(bg != 0) else (0.0, 1.0)
+    brain = bg != 0
+    fig, axes = plt.subplots(len(rows), len(CUTS), figsize=(3.0 * len(CUTS), 2.9 * len(rows)), squeeze=False)
+    for r, (name, vol) in enumerate(rows):
+        v = canon(vol)
+        inside = v[brain & (v > 0)]
+        # the top TOP_PERCENT of the map's voxels inside the brain: where its mass is concentrated
+        vmin = float(np.percentile(inside, 100 - TOP_PERCENT)) if inside.size else 0.0
+        vmax = float(np.percentile(inside, 99.5)) if inside.size else 1.0
+        for c, (kind, mm) in enumerate(CUTS):
+            ax = axes[r, c]
+            ax.imshow(cut(bg, kind, mm), cmap="gray", origin="lower", vmin=lo, vmax=hi, interpolation="nearest")
+            ov = cut(v, kind, mm)
+            ax.imshow(np.ma.masked_where((ov < vmin) | ~cut(brain, kind, mm), ov), cmap="autumn", origin="lower", vmin=vmin, vmax=max(vmax, vmin + 1e-12),
+                      alpha=0.9, interpolation="nearest")
+            for mask, colour, _ in masks:
+                m = cut(canon(mask.astype(np.float32)), kind, mm)
+                if m.any():
+                    ax.contour(m, levels=[0.5], colors=colour, linewidths=1.2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"{kind} {'y' if kind == 'coronal' else 'z'} = {mm:g} mm", fontsize=9)
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    legend = f"each row: its top {TOP_PERCENT:g} % of brain voxels; " + ", ".join(f"{colour} outline: {label}" for _, colour, label in masks)
+    fig.suptitle((title + "\n" if title else "") + legend, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
 def _step_saliency(out: Path, seed: int, force: bool, sections: list[Section], state: dict) -> None:
     import pandas as pd
 
-    from neurointerp.attribution.pipeline import run_saliency
+    from neurointerp.attribution.pipeline import method_desc, run_saliency
+    from neurointerp.evaluate.metrics import mass_in_mask, ncc
     from neurointerp.io import load_image
-    from neurointerp.report.figures import ortho_figure
+    from neurointerp.synth.brain import MASK_THRESHOLD
 
-    methods = ["gradient", "integrated-gradients", "gradcam", "guided-backprop", "occlusion"]
-    sal = run_saliency(state["model"], state["test_csv"], out / "saliency", method=methods, steps=16, window=4, stride=4, ground_truth=str(state["truth_disease"]), seed=seed, force=force)
+    methods = list(DEMO_METHODS)
+    sal = run_saliency(state["model"], state["test_csv"], out / "saliency", method=methods, steps=16, window=4, stride=4, ground_truth=str(state["truth_disease"]),
+                       seed=seed, force=force, allow_unvalidated=state["unvalidated"])
     state["saliency"] = sal
     summary = pd.read_csv(sal / "group" / "scores_summary.tsv", sep="\t")
     shape, affine, _ = state["grid"]
-    truth = load_image(state["truth_disease"], allow_empty=True)
+    truth = np.abs(load_image(state["truth_disease"], allow_empty=True).data)
+    age = np.abs(load_image(state["truth_confounder"], allow_empty=True).data)
     test = read_table_keeping_ids(state["test_csv"])
     background = np.mean([load_image(p).data for p in test["image"]], axis=0)
-    best = summary.sort_values("ncc_mean", ascending=False)["method"].iloc[0]
-    panels = [("planted disease log-Jacobian", background, affine, truth.data), (f"mean |{best}|", background, affine, _mean_abs_maps(sal, best, test["participant_id"]))]
-    fig = ortho_figure(panels, out / "figures" / "saliency_vs_truth.png", at_world=(-26.0, -18.0, 10.0))
-    text = (
-        f"{len(methods)} methods on the {len(test)} held-out subjects (targets: each subject's predicted class). "
-        f"Each map is scored against the planted disease log-Jacobian: NCC of |map| with |truth| inside the brain and the "
-        f"share of attribution mass inside the truth mask. Best here: {best}."
+    brain = background != 0
+    group = {m: _mean_abs_maps(sal, method_desc(m), test["participant_id"]) for m in methods}
+    rows = [{"method": m, "NCC of group mean |map| with disease": ncc(g, truth, brain), "mass in disease mask": mass_in_mask(g, (truth > MASK_THRESHOLD) & brain, brain),
+             "NCC with age": ncc(g, age, brain)} for m, g in group.items()]
+    scores = pd.DataFrame(rows).merge(summary, on="method", how="left")
+    best = max(rows, key=lambda r: r["NCC of group mean |map| with disease"])["method"]
+    state["best_method"] = best
+    dmask = (truth > MASK_THRESHOLD) & brain
+    amask = (age > MASK_THRESHOLD) & brain
+    fig = _contour_figure(
+        [("planted disease |log-Jacobian|", truth), (f"mean |{best}| (best)", group[best]),
+         *[(f"mean |{m}|", group[m]) for m in methods if m != best][:2]],
+        background, affine, [(dmask, "lime", "planted disease"), (amask, "cyan", "planted age effect")],
+        out / "figures" / "saliency_vs_truth.png",
     )
-    sections.append(Section("Attribution maps scored against the truth (saliency)", text, [fig], table=summary))
+    warn = "" if not state["unvalidated"] else "WARNING: this classifier has no evidence of skill (see above); these maps explain noise. "
+    text = (
+        warn + f"{len(methods)} methods on the {len(test)} held-out subjects (targets: each subject's predicted class), maps of the classifier "
+        "whose held-out skill is given above. The figure shows the group mean |map| through the planted regions (green outline: disease; "
+        "cyan: age). Table: NCC of the group mean |map| with the planted |disease log-Jacobian| inside the brain, the share of its mass "
+        "inside the disease mask, its NCC with the planted age pattern, and the per-subject scores of saliency (ncc_mean, ...)."
+        f" Best here: {best}."
+    )
+    sections.append(Section("Attribution maps scored against the truth (saliency)", text, [fig], table=scores))
 
 
 def _step_confound(out: Path, seed: int, force: bool, sections: list[Section], state: dict) -> None:
@@ -232,9 +351,9 @@ def _step_confound(out: Path, seed: int, force: bool, sections: list[Section], s
     # the encoder output of simnet3d is a few coarse cells mixing frontal (age) and temporal (disease)
     # regions; the 2nd conv stack's features are spatially specific (see benchmarks/confound.py)
     layer = "encoder.stack2"
-    mask_path = run_confound_test(state["model"], state["train_csv"], out / "confound", confounder=["age"], layer=layer, force=force)
+    mask_path = run_confound_test(state["model"], state["train_csv"], out / "confound", confounder=["age"], layer=layer, force=force, allow_unvalidated=state["unvalidated"])
     summary = json.loads((mask_path.parent / "summary.json").read_text())
-    cfree = run_saliency(state["model"], state["test_csv"], out / "saliency_confounder_free", method=["gradient"], confounder_mask=mask_path, seed=seed, force=force)
+    cfree = run_saliency(state["model"], state["test_csv"], out / "saliency_confounder_free", method=["gradient"], confounder_mask=mask_path, seed=seed, force=force, allow_unvalidated=state["unvalidated"])
     test = read_table_keeping_ids(state["test_csv"])
     ids = test["participant_id"]
     brain = np.mean([load_image(p).data for p in test["image"]], axis=0) != 0
@@ -265,8 +384,8 @@ def _step_simulate(out: Path, seed: int, force: bool, sections: list[Section], s
     from neurointerp.synth.brain import SPACE
 
     delta = DEMO_SIMULATOR["delta"]
-    sim = train_simulator(state["train_csv"], state["model"], out / "simulate", mode="warp", seed=seed, force=force, **DEMO_SIMULATOR)
-    logits_path = apply_simulator(state["test_csv"], sim, state["model"], out / "simulate_apply", force=force)
+    sim = train_simulator(state["train_csv"], state["model"], out / "simulate", mode="warp", seed=seed, force=force, allow_unvalidated=state["unvalidated"], **DEMO_SIMULATOR)
+    logits_path = apply_simulator(state["test_csv"], sim, state["model"], out / "simulate_apply", force=force, allow_unvalidated=state["unvalidated"])
     jac = jacobian_maps(out / "simulate_apply" / "fields.tsv", out / "jacobian", inverse=True, force=force)
     logits = pd.read_csv(logits_path, sep="\t")
     truth = load_image(state["truth_disease"], allow_empty=True)
@@ -311,19 +430,24 @@ def _step_group(out: Path, seed: int, force: bool, sections: list[Section], stat
 
     from neurointerp.group.api import group_map
 
+    from neurointerp.attribution.pipeline import method_desc
+
     test = read_table_keeping_ids(state["test_csv"])
+    best = state.get("best_method", "integrated-gradients")
     rows = []
     for pid, lab, age in zip(test["participant_id"], test["label"], test["age"]):
-        for p in state["saliency"].glob(f"sub-{pid}/anat/*_desc-integratedgradients_attribution.nii.gz"):
+        for p in state["saliency"].glob(f"sub-{pid}/anat/*_desc-{method_desc(best)}_attribution.nii.gz"):
             rows.append({"participant_id": pid, "map": str(p.resolve()), "label": lab, "age": age})
     table = out / "group_maps.csv"
     pd.DataFrame(rows).to_csv(table, index=False)
-    summary_path = group_map(str(table), out / "group_map", design="label", atlas="AAL2", seed=seed, force=force)
+    # descriptive: regions ranked by the group mean |map|, i.e. where the classifier looks
+    summary_path = group_map(str(table), out / "group_map", design="none", atlas="AAL2", seed=seed, force=force)
     figs = sorted((out / "group_map" / "group").glob("*.png"))[:2]
     roi = sorted((out / "group_map" / "group").glob("*roi-table.tsv"))
     table_df = pd.read_csv(roi[0], sep="\t").head(8) if roi else None
     info = json.loads(summary_path.read_text())
-    text = f"Group statistics of the integrated-gradients maps of the held-out subjects (patients vs controls), with the AAL2 region table (top rows). Summary: {summary_path.relative_to(out)}."
+    text = (f"Group statistics of the {best} maps of the held-out subjects (the best method above): group means and the AAL2 region "
+            f"table, regions ranked by the group mean |map| (where the classifier looks; top rows). Summary: {summary_path.relative_to(out)}.")
     if isinstance(info, dict) and "NMaps" in info:
         text += f" {info['NMaps']} maps."
     sections.append(Section("Group maps (group-map)", text, figs, table=table_df))
@@ -334,7 +458,7 @@ def _step_evaluate(out: Path, seed: int, force: bool, sections: list[Section], s
 
     from neurointerp.evaluate.run import run_evaluate
 
-    path = run_evaluate(state["model"], state["test_csv"], out / "evaluate", method=["gradient", "integrated-gradients", "guided-backprop"], ground_truth=str(state["truth_disease"]), n_subjects=6, samples=16, sensitivity_samples=4, seed=seed, force=force)
+    path = run_evaluate(state["model"], state["test_csv"], out / "evaluate", method=["gradient", "integrated-gradients", "guided-backprop"], ground_truth=str(state["truth_disease"]), n_subjects=6, samples=16, sensitivity_samples=4, seed=seed, force=force, allow_unvalidated=state["unvalidated"])
     metrics = pd.read_csv(path, sep="\t")
     text = "Which map to believe: fidelity (infidelity, deletion AUC), stability (max-sensitivity, continuity), and the cascading-randomisation sanity check (a flagged method's maps barely change when the predictor is randomised). See the README section 'evaluate - reading the numbers'."
     sections.append(Section("Attribution quality (evaluate)", text, [out / "evaluate" / "evaluate.png"], table=metrics))

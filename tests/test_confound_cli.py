@@ -41,7 +41,7 @@ def setup(tmp_path_factory):
 
 def test_confound_test_then_confounder_free_saliency(setup):
     root = setup
-    rc = main(["--quiet", "confound-test", str(root / "model.pt"), str(root / "train" / "cohort.csv"), str(root / "ct"), "--confounder", "sigma_B", "--confounder", "sigma_C"])
+    rc = main(["--quiet", "confound-test", str(root / "model.pt"), str(root / "train" / "cohort.csv"), str(root / "ct"), "--confounder", "sigma_B", "--confounder", "sigma_C", "--allow-unvalidated"])
     assert rc == 0
     mask = json.loads((root / "ct" / "mask.json").read_text())
     table = pd.read_csv(root / "ct" / "confound_glm.tsv", sep="\t")
@@ -51,8 +51,8 @@ def test_confound_test_then_confounder_free_saliency(setup):
     summary = json.loads((root / "ct" / "summary.json").read_text())
     assert summary["NConfounded"] == int(table["confounded"].sum())
 
-    out = run_saliency(root / "model.pt", root / "test" / "cohort.csv", root / "sal", method=["saliency"], confounder_mask=root / "ct" / "mask.json")
-    full = run_saliency(root / "model.pt", root / "test" / "cohort.csv", root / "sal_full", method=["saliency"])
+    out = run_saliency(root / "model.pt", root / "test" / "cohort.csv", root / "sal", method=["saliency"], confounder_mask=root / "ct" / "mask.json", allow_unvalidated=True)
+    full = run_saliency(root / "model.pt", root / "test" / "cohort.csv", root / "sal_full", method=["saliency"], allow_unvalidated=True)
     ad = block_masks()["diagonal"]
     cfree = np.mean([load_image(p, ndim=2, allow_empty=True).data for p in sorted(out.glob("sub-*/anat/*desc-saliencycfree_attribution.nii.gz"))], axis=0)
     plain = np.mean([load_image(p, ndim=2, allow_empty=True).data for p in sorted(full.glob("sub-*/anat/*desc-saliency_attribution.nii.gz"))], axis=0)
@@ -71,16 +71,16 @@ def test_bad_confounders(setup, tmp_path):
     frame.loc[[3, 5], "sigma_B"] = np.nan
     frame.to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(InputError, match=r"2 missing confounder values \(row 5: sigma_B; row 7: sigma_B\)"):
-        run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", confounder=["sigma_B"])
-    path = run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", confounder=["sigma_B"], drop_missing=True)
+        run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", confounder=["sigma_B"], allow_unvalidated=True)
+    path = run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", confounder=["sigma_B"], drop_missing=True, allow_unvalidated=True)
     assert json.loads((path.parent / "summary.json").read_text())["NSubjects"] == len(frame) - 2
     with pytest.raises(InputError, match="confounder column 'pds' not found"):
-        run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o2", confounder=["pds"])
+        run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o2", confounder=["pds"], allow_unvalidated=True)
     frame["site"] = "A"
     frame.to_csv(tmp_path / "d.csv", index=False)
     with pytest.raises(InputError, match="confounder 'site' has a single level"):
-        run_confound_test(root / "model.pt", tmp_path / "d.csv", tmp_path / "o3", confounder=["site"])
-    assert main(["confound-test", str(root / "model.pt"), str(tmp_path / "d.csv"), str(tmp_path / "o4"), "--confounder", "site"]) == 2
+        run_confound_test(root / "model.pt", tmp_path / "d.csv", tmp_path / "o3", confounder=["site"], allow_unvalidated=True)
+    assert main(["confound-test", str(root / "model.pt"), str(tmp_path / "d.csv"), str(tmp_path / "o4"), "--confounder", "site", "--allow-unvalidated"]) == 2
 
 
 def test_model_level_tests_on_training_and_heldout_subjects(setup, tmp_path):

@@ -11,6 +11,9 @@ def test_demo_runs_the_whole_chain_and_writes_report(tmp_path):
     for section in ("Synthetic cohort", "Preprocessing", "Classifier", "Attribution maps scored against the truth", "Confounders", "Group maps", "Attribution quality",
                     "Simulated disease and its Jacobian", "ICAM", "segment-bg", "Timings"):
         assert section in html, section
+    # the classifier's held-out skill is reported before any map (issue #21)
+    assert "Held-out skill first" in html and html.index("Held-out skill first") < html.index("saliency_vs_truth.png")
+    assert "age-only baseline AUC" in html
     for png in ("truth.png", "native_examples.png", "preprocessed_example.png", "saliency_vs_truth.png"):
         assert (out / "figures" / png).stat().st_size > 1000
         assert f"figures/{png}" in html

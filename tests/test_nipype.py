@@ -120,7 +120,7 @@ def test_workflow_preprocess_saliency_group_map_multiproc(tmp_path, monkeypatch)
 
     prep = Node(ni.Preprocess(shape=16, brain_extraction="none", registration_resolution=6.0, qc=False, num_threads=1), name="preprocess")
     prep.inputs.in_file = str(tmp_path / "data" / "cohort.csv")
-    sal = Node(ni.Saliency(model=str(tmp_path / "model.pt"), method=["gradient"], atlas="none", num_threads=1, use_gpu=False), name="saliency")
+    sal = Node(ni.Saliency(model=str(tmp_path / "model.pt"), method=["gradient"], atlas="none", allow_unvalidated=True, num_threads=1, use_gpu=False), name="saliency")
     grp = Node(ni.GroupMap(figures=False, design="none", num_threads=1), name="group_map")
     wf = Workflow(name="neurointerp_wf", base_dir=str(tmp_path / "work"))
     # each command writes a whole derivatives folder: keep it (Nipype would delete unconnected files)

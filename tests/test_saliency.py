@@ -43,7 +43,7 @@ def setup(tmp_path_factory):
 def test_maps_keep_the_grid_and_score_against_truth(setup):
     root = setup
     truth = root / "data" / "truth" / f"space-{SPACE}_desc-disease_logjacobian.nii.gz"
-    out = run_saliency(root / "model.pt", root / "test.csv", root / "out", method=["gradxinput", "integrated-gradients", "occlusion", "region-perturbation"], steps=8, window=4, stride=4, ground_truth=str(truth))
+    out = run_saliency(root / "model.pt", root / "test.csv", root / "out", method=["gradxinput", "integrated-gradients", "occlusion", "region-perturbation"], steps=8, window=4, stride=4, ground_truth=str(truth), allow_unvalidated=True)
     test = read_cohort(root / "test.csv")
     for pid, img in zip(test.participant_ids, test.images):
         src = load_image(img)
@@ -68,23 +68,23 @@ def test_maps_keep_the_grid_and_score_against_truth(setup):
 def test_refuses_training_participants_and_resumes(setup):
     root = setup
     with pytest.raises(InputError, match="96 of the cohort's participants were used to train the model"):
-        run_saliency(root / "model.pt", root / "train.csv", root / "o2")
-    out = run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"])
+        run_saliency(root / "model.pt", root / "train.csv", root / "o2", allow_unvalidated=True)
+    out = run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"], allow_unvalidated=True)
     path = next(out.glob("sub-*/anat/*_desc-gradient_attribution.nii.gz"))
     before = path.stat().st_mtime_ns
-    run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"])  # skips finished subjects
+    run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"], allow_unvalidated=True)  # skips finished subjects
     assert path.stat().st_mtime_ns == before
     with pytest.raises(InputError, match=r"holds a `saliency` run with other settings \(--score logit -> probability\)"):
-        run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"], score="probability")
-    run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"], score="probability", force=True)
+        run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"], score="probability", allow_unvalidated=True)
+    run_saliency(root / "model.pt", root / "test.csv", root / "o3", method=["gradient"], score="probability", force=True, allow_unvalidated=True)
     assert path.stat().st_mtime_ns != before
 
 
 def test_array_tasks_share_the_cohort(setup):
     root = setup
-    out = run_saliency(root / "model.pt", root / "test.csv", root / "arr", method=["gradient"], array_index=0, array_size=2)
+    out = run_saliency(root / "model.pt", root / "test.csv", root / "arr", method=["gradient"], array_index=0, array_size=2, allow_unvalidated=True)
     assert len(list(out.glob("sub-*/anat/*.nii.gz"))) == 12 and not (out / "group").exists()
-    run_saliency(root / "model.pt", root / "test.csv", root / "arr", method=["gradient"], array_index=1, array_size=2)
+    run_saliency(root / "model.pt", root / "test.csv", root / "arr", method=["gradient"], array_index=1, array_size=2, allow_unvalidated=True)
     assert len(list(out.glob("sub-*/anat/*.nii.gz"))) == 24 and (out / "group").exists()
 
 
@@ -100,7 +100,7 @@ def test_image_on_another_grid_is_one_line(setup, tmp_path):
     test.loc[0, "image"] = str(tmp_path / "moved.nii.gz")
     test.to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(InputError, match=r"c.csv row 2: .*moved.nii.gz: affine differs from the model's grid"):
-        run_saliency(root / "model.pt", tmp_path / "c.csv", tmp_path / "o")
+        run_saliency(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", allow_unvalidated=True)
 
 
 def test_maps_back_in_native_space_and_on_another_grid(tmp_path):
@@ -115,7 +115,7 @@ def test_maps_back_in_native_space_and_on_another_grid(tmp_path):
     model = ConvClassifier(spec.model_shape, channels=(4,), kernel_size=3, hidden=()).eval()
     save_checkpoint(tmp_path / "m.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "test", {"participant_ids": []}, {}))
     target = tmp_path / "data" / "truth" / f"space-{SPACE}_T1w.nii.gz"
-    out = run_saliency(tmp_path / "m.pt", result.table, tmp_path / "sal", method=["gradient"], native=True, resample_to=target, atlas="none")
+    out = run_saliency(tmp_path / "m.pt", result.table, tmp_path / "sal", method=["gradient"], native=True, resample_to=target, atlas="none", allow_unvalidated=True)
     for pid in read_cohort(result.table).participant_ids:
         native_ref = load_image(tmp_path / "prep" / f"sub-{pid}" / "anat" / f"sub-{pid}_desc-brain_mask.nii.gz")
         nat = load_image(out / f"sub-{pid}" / "anat" / f"sub-{pid}_desc-gradient_attribution.nii.gz", allow_empty=True)

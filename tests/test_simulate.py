@@ -60,14 +60,14 @@ def test_cli_train_and_apply(gaussians2d, tmp_path, mode, interpolation):
 
     root, table, clf = gaussians2d
     sim_dir = tmp_path / "sim"
-    code = main(["simulate", "train", str(table), str(clf), str(sim_dir), "--mode", mode, "--epochs", "2", "--batch-size", "8", "--threads", "1", "--delta", "3", "--interpolation", interpolation])
+    code = main(["simulate", "train", "--allow-unvalidated", str(table), str(clf), str(sim_dir), "--mode", mode, "--epochs", "2", "--batch-size", "8", "--threads", "1", "--delta", "3", "--interpolation", interpolation])
     assert code == 0
     loaded = load_simulator(sim_dir / "simulator.pt")
     assert loaded.mode == mode and loaded.spec.shape == (32, 32) and loaded.model.config["interpolation"] == interpolation
     assert loaded.meta["training"]["delta"] == 3.0 and len(loaded.meta["training"]["participant_ids"]) == 48
     assert len(pd.read_csv(sim_dir / "history.tsv", sep="\t")) == 2
     out = tmp_path / "apply"
-    assert main(["simulate", "apply", str(table), str(sim_dir / "simulator.pt"), str(clf), str(out), "--threads", "1"]) == 0
+    assert main(["simulate", "apply", "--allow-unvalidated", str(table), str(sim_dir / "simulator.pt"), str(clf), str(out), "--threads", "1"]) == 0
     logits = pd.read_csv(out / "logits.tsv", sep="\t")
     assert len(logits) == 48 and set(logits["direction"]) == {"inject", "remove"}
     assert set(logits.loc[logits["label"] == 0, "direction"]) == {"inject"}
@@ -95,7 +95,7 @@ def test_cli_train_and_apply(gaussians2d, tmp_path, mode, interpolation):
         # a 2-task array into one folder: the last task joins the parts into the same tables
         arr = tmp_path / "apply_array"
         for k in (1, 0):
-            assert main(["simulate", "apply", str(table), str(sim_dir / "simulator.pt"), str(clf), str(arr), "--threads", "1", "--array-index", str(k), "--array-size", "2"]) == 0
+            assert main(["simulate", "apply", "--allow-unvalidated", str(table), str(sim_dir / "simulator.pt"), str(clf), str(arr), "--threads", "1", "--array-index", str(k), "--array-size", "2"]) == 0
             assert (arr / "logits.tsv").exists() == (k == 0)
         joined = pd.read_csv(arr / "logits.tsv", sep="\t").set_index("participant_id").sort_index()
         single = logits.set_index("participant_id").sort_index()
@@ -105,7 +105,7 @@ def test_cli_train_and_apply(gaussians2d, tmp_path, mode, interpolation):
     else:
         assert not (out / "fields.tsv").exists()
     # re-running skips finished subjects and gives the same table
-    assert main(["simulate", "apply", str(table), str(sim_dir / "simulator.pt"), str(clf), str(out), "--threads", "1"]) == 0
+    assert main(["simulate", "apply", "--allow-unvalidated", str(table), str(sim_dir / "simulator.pt"), str(clf), str(out), "--threads", "1"]) == 0
     again = pd.read_csv(out / "logits.tsv", sep="\t")
     assert np.allclose(again["logit_simulated"], logits["logit_simulated"])
 
@@ -117,34 +117,34 @@ def test_bad_input_exit_2(gaussians2d, tmp_path, capsys):
 
     root, table, clf = gaussians2d
     sim_dir = tmp_path / "sim"
-    assert main(["simulate", "train", str(table), str(clf), str(sim_dir), "--mode", "image", "--epochs", "1", "--threads", "1"]) == 0
+    assert main(["simulate", "train", "--allow-unvalidated", str(table), str(clf), str(sim_dir), "--mode", "image", "--epochs", "1", "--threads", "1"]) == 0
     capsys.readouterr()
     # images on another grid than the simulator's checkpoint
     nib.save(nib.Nifti1Image(np.random.default_rng(0).random((30, 30, 1)).astype(np.float32), np.eye(4)), str(tmp_path / "small.nii.gz"))
     pd.DataFrame([{"participant_id": "x1", "image": str(tmp_path / "small.nii.gz"), "label": "0"}]).to_csv(tmp_path / "other.csv", index=False)
-    code = main(["simulate", "apply", str(tmp_path / "other.csv"), str(sim_dir / "simulator.pt"), str(clf), str(tmp_path / "o1")])
-    err = capsys.readouterr().err.strip().splitlines()
+    code = main(["simulate", "apply", "--allow-unvalidated", str(tmp_path / "other.csv"), str(sim_dir / "simulator.pt"), str(clf), str(tmp_path / "o1")])
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("warning:")]  # the --allow-unvalidated warning
     assert code == 2 and len(err) == 1 and "small.nii.gz" in err[0] and "30x30" in err[0] and "32x32" in err[0]
     # a classifier other than the one the simulator was trained against
     spec = InputSpec((32, 32), np.eye(4), space="synthetic")
     save_checkpoint(tmp_path / "other.pt", checkpoint_dict(ConvClassifier((32, 32)), spec, "binary", ["0", "1"], "simnet2d", {}, {}))
-    code = main(["simulate", "apply", str(table), str(sim_dir / "simulator.pt"), str(tmp_path / "other.pt"), str(tmp_path / "o2")])
-    err = capsys.readouterr().err.strip().splitlines()
+    code = main(["simulate", "apply", "--allow-unvalidated", str(table), str(sim_dir / "simulator.pt"), str(tmp_path / "other.pt"), str(tmp_path / "o2")])
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("warning:")]  # the --allow-unvalidated warning
     assert code == 2 and len(err) == 1 and "sha256" in err[0]
     # labels that are not the classifier's classes
     frame = pd.read_csv(table)
     frame["image"] = [str(table.parent / p) for p in frame["image"]]
     frame["label"] = np.where(frame["label"] == 0, "ctrl", "ad")
     frame.drop(columns=["truth"]).to_csv(tmp_path / "bad_labels.csv", index=False)
-    code = main(["simulate", "train", str(tmp_path / "bad_labels.csv"), str(clf), str(tmp_path / "o3"), "--epochs", "1"])
-    err = capsys.readouterr().err.strip().splitlines()
+    code = main(["simulate", "train", "--allow-unvalidated", str(tmp_path / "bad_labels.csv"), str(clf), str(tmp_path / "o3"), "--epochs", "1"])
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("warning:")]  # the --allow-unvalidated warning
     assert code == 2 and len(err) == 1 and "not a class of the classifier" in err[0]
     # an unknown resampling, refused before anything is written
-    code = main(["simulate", "train", str(table), str(clf), str(tmp_path / "o4"), "--interpolation", "spline"])
-    err = capsys.readouterr().err.strip().splitlines()
+    code = main(["simulate", "train", "--allow-unvalidated", str(table), str(clf), str(tmp_path / "o4"), "--interpolation", "spline"])
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("warning:")]  # the --allow-unvalidated warning
     assert code == 2 and len(err) == 1 and "--interpolation spline" in err[0] and not (tmp_path / "o4").exists()
-    code = main(["simulate", "train", str(table), str(clf), str(tmp_path / "o5"), "--population-lr", "0"])
-    err = capsys.readouterr().err.strip().splitlines()
+    code = main(["simulate", "train", "--allow-unvalidated", str(table), str(clf), str(tmp_path / "o5"), "--population-lr", "0"])
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("warning:")]  # the --allow-unvalidated warning
     assert code == 2 and len(err) == 1 and "--population-lr 0" in err[0] and not (tmp_path / "o5").exists()
 
 
@@ -171,8 +171,8 @@ def test_3d_warp_pipeline_on_synth_brain(tmp_path):
     torch.manual_seed(0)
     model = ConvClassifier(spec.model_shape, channels=(4,), hidden=())
     save_checkpoint(tmp_path / "clf.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "simnet3d", {}, {}))
-    ck = train_simulator(tmp_path / "cohort.csv", tmp_path / "clf.pt", tmp_path / "sim", mode="warp", delta=1.0, channels=[2, 4], fc=8, epochs=1, batch_size=4, threads=1)
-    apply_simulator(tmp_path / "cohort.csv", ck, tmp_path / "clf.pt", tmp_path / "apply", threads=1)
+    ck = train_simulator(tmp_path / "cohort.csv", tmp_path / "clf.pt", tmp_path / "sim", mode="warp", delta=1.0, channels=[2, 4], fc=8, epochs=1, batch_size=4, threads=1, allow_unvalidated=True)
+    apply_simulator(tmp_path / "cohort.csv", ck, tmp_path / "clf.pt", tmp_path / "apply", threads=1, allow_unvalidated=True)
     fields = pd.read_csv(tmp_path / "apply" / "fields.tsv", sep="\t")
     assert len(fields) == 8
     for col in ("field", "image"):  # paths in the table are relative to its folder
@@ -229,8 +229,8 @@ def test_section_4_2_injected_log_jacobian_follows_the_planted_disease(tmp_path)
         assert float(((model(x)[:, 0] > 0).float() == y).float().mean()) > 0.9
     save_checkpoint(tmp_path / "clf.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "simnet3d", {}, {}))
     delta = 5.0
-    ck = train_simulator(tmp_path / "cohort.csv", tmp_path / "clf.pt", tmp_path / "sim", mode="warp", delta=delta, lambda_smooth=10.0, channels=[4, 8, 16], fc=32, epochs=20, batch_size=8, lr=1e-3, seed=0, threads=1)
-    apply_simulator(tmp_path / "cohort.csv", ck, tmp_path / "clf.pt", tmp_path / "apply", threads=1)
+    ck = train_simulator(tmp_path / "cohort.csv", tmp_path / "clf.pt", tmp_path / "sim", mode="warp", delta=delta, lambda_smooth=10.0, channels=[4, 8, 16], fc=32, epochs=20, batch_size=8, lr=1e-3, seed=0, threads=1, allow_unvalidated=True)
+    apply_simulator(tmp_path / "cohort.csv", ck, tmp_path / "clf.pt", tmp_path / "apply", threads=1, allow_unvalidated=True)
     jacobian_maps(tmp_path / "apply" / "fields.tsv", tmp_path / "jac", inverse=True)
     truth = nib.load(str(tmp_path / "data" / "truth" / f"space-{SPACE}_desc-disease_logjacobian.nii.gz")).get_fdata()
     mask = nib.load(str(tmp_path / "data" / "truth" / f"space-{SPACE}_desc-brain_mask.nii.gz")).get_fdata() > 0

@@ -242,7 +242,7 @@ def test_apply_refuses_a_bad_image_before_writing_and_keeps_failures_tsv_for_run
     from neurointerp.cli.app import main
 
     cohort, simulator, clf = _tiny_apply_inputs(tmp_path)
-    argv = ["--quiet", "simulate", "apply", str(cohort), str(simulator), str(clf)]
+    argv = ["--quiet", "simulate", "apply", str(cohort), str(simulator), str(clf), "--allow-unvalidated"]
     # a NaN voxel in the last row's image: exit 2, one line naming the table row and the file, nothing written
     img = nib.load(str(tmp_path / "img3.nii.gz"))
     data = np.asarray(img.dataobj).copy()
@@ -294,7 +294,7 @@ def test_apply_array_merge_keeps_ids_as_text(tmp_path):
     frame["participant_id"] = ["01", "02", "003", "04"]
     frame.to_csv(cohort, index=False)
     for k in range(2):
-        apply_simulator(cohort, simulator, clf, tmp_path / "out", threads=1, array_index=k, array_size=2)
+        apply_simulator(cohort, simulator, clf, tmp_path / "out", threads=1, array_index=k, array_size=2, allow_unvalidated=True)
     ids = ["003", "01", "02", "04"]
     for name in ("logits.tsv", "fields.tsv"):
         merged = pd.read_csv(tmp_path / "out" / name, sep="\t", dtype=str)

@@ -137,6 +137,9 @@ def run_saliency(o: SaliencyOptions) -> Path:
     set_threads(o.threads)
     torch.manual_seed(o.seed)
     clf = load_checkpoint(o.model, device=o.device)
+    from neurointerp.models.skill import require_skill  # skill gate (issue #21)
+
+    require_skill(clf, o.allow_unvalidated, command="saliency", path=o.model)
     spec = clf.spec
     from neurointerp.attribution.registry import check_score, needs_reference, needs_regions
 

@@ -55,7 +55,7 @@ def _train(o: SimulateTrainOptions) -> None:
         lambda_identity=o.lambda_identity, experts=o.experts, condconv=o.condconv, channels=list(o.channels) if o.channels else None, fc=o.fc,
         epochs=20 if o.epochs is None else o.epochs, batch_size=o.batch_size, lr=1e-3 if o.lr is None else o.lr, population_field=o.population_field,
         population_lr=o.population_lr, interpolation=o.interpolation, image_column=o.image_column, label_column=o.label_column, seed=o.seed,
-        device=o.device, threads=o.threads, force=o.force,
+        device=o.device, threads=o.threads, force=o.force, allow_unvalidated=o.allow_unvalidated,
     )
     info(f"wrote {path}")
 

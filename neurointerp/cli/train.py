@@ -19,7 +19,7 @@ def _run(o: TrainOptions) -> None:
         row = result.summary[result.summary["fold"] == "mean"]
         if len(row):
             cols = [c for c in ("balanced_accuracy", "auc", "r", "mae") if c in row.columns]
-            info("cross-validation mean: " + ", ".join(f"{c} {float(row[c].iloc[0]):.3f}" for c in cols))
+            info("cross-validation mean over folds: " + ", ".join(f"{c} {float(row[c].iloc[0]):.3f}" for c in cols))
     info(f"wrote {result.out}")
 
 

@@ -44,6 +44,7 @@ def run_confound_test(
     permutations: int = 5000,
     seed: int = 0,
     force: bool = False,
+    allow_unvalidated: bool = False,
 ) -> Path:
     """Test every feature for confounding; returns the path of ``mask.json``. Same arguments as the CLI."""
     from neurointerp.confound.gate import layer_features
@@ -62,6 +63,8 @@ def run_confound_test(
         raise InputError("give at least one --confounder column")
     set_threads(threads)
     clf = load_checkpoint(model, device=device)
+    from neurointerp.models.skill import require_skill  # skill gate (issue #21)
+    require_skill(clf, allow_unvalidated, command="confound-test", path=model)
     if clf.task == "multiclass":
         raise InputError("confound-test needs a binary or regression model (the GLM has one prediction score)")
     table = read_cohort(cohort, require_label=False)

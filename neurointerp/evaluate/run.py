@@ -41,6 +41,7 @@ def run_evaluate(
     labels: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
     allow_train: bool = False,
+    allow_unvalidated: bool = False,
     device: str = "auto",
     threads: int | None = None,
     seed: int = 0,
@@ -85,6 +86,8 @@ def run_evaluate(
     set_threads(threads)
     torch.manual_seed(seed)
     clf = load_checkpoint(model, device=device)
+    from neurointerp.models.skill import require_skill  # skill gate (issue #21)
+    require_skill(clf, allow_unvalidated, command="evaluate", path=model)
     extras = [load_checkpoint(p, device=device) for p in extra_model]
     for p, e in zip(extra_model, extras):
         if e.spec.shape != clf.spec.shape or not np.allclose(e.spec.affine, clf.spec.affine, atol=1e-3):

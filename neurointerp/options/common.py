@@ -66,6 +66,11 @@ def force(help: str | None = None, per_subject: bool = False) -> Any:
     return flag(False, help or (FORCE_SUBJECTS if per_subject else FORCE_RUN), affects=False)
 
 
+def allow_unvalidated(help: str = "Go on with a model that has no held-out evidence of skill (refused by default: its maps would explain noise).") -> Any:
+    """The skill gate's way out (issue #21): does not change what is written, so not in the fingerprint."""
+    return flag(False, help, affects=False)
+
+
 def batch_size(default: int, help: str, affects: bool = False) -> Any:
     return opt(default, help, minimum=1, affects=affects)
 

@@ -32,3 +32,4 @@ class ConfoundTestOptions(Options):
     permutations: int = opt(5000, "Permutations for the within-class partial-correlation p-values.", minimum=99, maximum=1_000_000)
     seed: int = c.seed("Seed of the permutations.")
     force: bool = c.force()
+    allow_unvalidated: bool = c.allow_unvalidated()

@@ -36,6 +36,7 @@ class EvaluateOptions(Options):
     labels: Optional[Path] = opt(None, "Label table (TSV/CSV index,name) of a user --atlas image.", exists=True)
     reference: Optional[Path] = opt(None, "Cohort table (with labels) of the subjects the swap test swaps in (default: the evaluated cohort).", exists=True)
     allow_train: bool = flag(False, "Evaluate on participants the model was trained on.")
+    allow_unvalidated: bool = c.allow_unvalidated()
     device: str = c.device()
     threads: Optional[int] = c.threads()
     seed: int = c.seed("Seed of every random perturbation and re-initialisation.")

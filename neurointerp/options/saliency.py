@@ -91,6 +91,7 @@ class SaliencyOptions(Options):
     native: bool = flag(False, "Also write each map in native T1w space (inverse transform from preprocess).")
     resample_to: Optional[Path] = opt(None, "Also write each map on this NIfTI's grid (e.g. the 1 mm template), trilinear.", exists=True)
     allow_train: bool = flag(False, "Explain participants the model was trained on (refused by default).")
+    allow_unvalidated: bool = c.allow_unvalidated()
     batch_size: int = c.batch_size(8, "Subjects per batch.")
     device: str = c.device()
     threads: Optional[int] = c.threads()

@@ -107,11 +107,14 @@ class SimulateTrainOptions(Options):
     device: str = c.device()
     threads: Optional[int] = c.threads("Torch CPU threads (default: SLURM_CPUS_PER_TASK, else torch's default).")
     force: bool = c.force()
+    allow_unvalidated: bool = c.allow_unvalidated("simulator: go on with a classifier that has no held-out evidence of skill (refused by default: its maps would explain noise).")
 
     def check(self) -> None:
         _icam_only(self, ("latent_shape", "max_draws", "task") + tuple(f"lambda_{k}" for k in ICAM_LAMBDAS))
         _only(self, ("icam", "vagan"), ("normalize", "space"))
         _only(self, ("vagan",), ("source_class", "lambda_map", "lambda_gp", "critic_iters"))
+        if self.allow_unvalidated and self.method != "simulator":
+            raise InputError(f"--allow-unvalidated applies to --method simulator only (--method {self.method} trains no classifier of ours to gate)")
         self.named_paths()
         if self.batch_size < 2:
             raise InputError(f"--batch-size {self.batch_size}: must be at least 2")
@@ -151,10 +154,13 @@ class SimulateApplyOptions(Options):
     array_index: Optional[int] = c.array_index("SLURM array task index (default: $SLURM_ARRAY_TASK_ID).")
     array_size: Optional[int] = c.array_size("SLURM array size (default: $SLURM_ARRAY_TASK_COUNT).")
     force: bool = c.force(per_subject=True)
+    allow_unvalidated: bool = c.allow_unvalidated("simulator: go on with a classifier that has no held-out evidence of skill (refused by default: its maps would explain noise).")
 
     def check(self) -> None:
         _icam_only(self, ("n_samples", "max_draws", "save_samples", "seed", "target", "target_value", "target_shift"))
         self.named_paths()
+        if self.allow_unvalidated and self.method != "simulator":
+            raise InputError("--allow-unvalidated applies to --method simulator only")
         if self.method == "simulator" and self.direction == "label":
             raise InputError("--direction label: choose auto, inject, remove or both for --method simulator")
         if self.method == "icam" and self.direction not in ("auto", "label"):

@@ -9,6 +9,7 @@ from typing import ClassVar, Optional
 from neurointerp.errors import InputError
 from neurointerp.options import common as c
 from neurointerp.options.core import Options, flag, opt
+from neurointerp.train import defaults as _d
 
 TASKS = ("auto", "binary", "multiclass", "regression")
 
@@ -16,6 +17,11 @@ TASKS = ("auto", "binary", "multiclass", "regression")
 @dataclass(frozen=True)
 class TrainOptions(Options):
     """Train a 2D/3D CNN with subject-level stratified k-fold CV and/or on all data.
+
+    Every checkpoint records its held-out evidence (balanced accuracy, AUC with a 95% CI or R²,
+    and a test against chance); train warns in one line when a model does not beat chance or
+    the --confounder baseline, and saliency, confound-test, simulate and evaluate refuse a model
+    without evidence of skill unless --allow-unvalidated.
 
     Multi-process (DDP): torchrun --nproc-per-node N -m neurointerp train ...
     """
@@ -32,21 +38,28 @@ class TrainOptions(Options):
     activation: Optional[str] = opt(None, "Override: activation of the hidden layers (relu, tanh, elu, leakyrelu).", choices=("relu", "tanh", "elu", "leakyrelu"))
     batch_norm: Optional[bool] = flag(None, "Override: batch normalisation in the conv stacks.", "--no-batch-norm")
     l2: Optional[float] = opt(None, "Override: L2 penalty weight on the fully connected layers.", minimum=0)
-    epochs: int = opt(30, "Training epochs per model.", minimum=1)
-    batch_size: int = c.batch_size(32, "Global batch size (split across torchrun processes).", affects=True)
-    lr: float = opt(1e-3, "Adam learning rate.", above=0)
+    steps: Optional[int] = opt(None, f"Optimiser steps per model (default {_d.DEFAULT_STEPS}; chosen by measurement, see README).", minimum=1)
+    epochs: Optional[int] = opt(None, "Instead of --steps: passes over the training images (or over --balance samples per class).", minimum=1)
+    batch_size: int = c.batch_size(_d.DEFAULT_BATCH_SIZE, "Global batch size, class-balanced (split across torchrun processes).", affects=True)
+    lr: float = opt(_d.DEFAULT_LR, "Adam learning rate (peak of the schedule).", above=0)
+    lr_schedule: str = opt("cosine", "cosine (decay to 0 over the steps) or constant; both after the warm-up.", choices=_d.LR_SCHEDULES)
+    warmup: float = opt(_d.DEFAULT_WARMUP, "Linear learning-rate warm-up over this fraction of the steps.", minimum=0, below=1)
+    validation_fraction: Optional[float] = opt(None, f"Subject-level stratified validation split of each model's training participants, for early stopping and the best checkpoint (default {_d.DEFAULT_VALIDATION} with --folds 0, none with cross-validation).", minimum=0, maximum=0.5)
+    patience: Optional[int] = opt(None, "Early stopping (default off): stop after this many validation checks without a better validation AUC (balanced accuracy; loss for regression), not before half of the steps, and keep the best check's weights.", minimum=1)
+    eval_every: Optional[int] = opt(None, f"Steps between history rows / validation checks (default: {_d.DEFAULT_ROUNDS} checks per model; one per epoch with --epochs).", minimum=1)
     folds: int = opt(5, "Subject-level stratified folds (0: no cross-validation; needs --final).", minimum=0)
     fold: Optional[tuple[int, ...]] = opt(None, "Train only these folds (repeatable; e.g. one per SLURM array task: --fold $SLURM_ARRAY_TASK_ID).", minimum=1, affects=False)
     final: bool = flag(False, "Also train a model on all data (OUT/model.pt).")
-    shift: float = opt(1.0, "Augmentation: random shifts within +-this many voxels (0: off).", minimum=0)
-    rotation: float = opt(1.0, "Augmentation: random rotations within +-this many degrees about each axis (0: off).", minimum=0)
+    shift: float = opt(_d.DEFAULT_SHIFT, "Augmentation: random whole-voxel shifts within +-this many voxels (0: off; the papers: 1 at 64^3 -- on synth brain it kept models at chance, see README).", minimum=0)
+    rotation: float = opt(_d.DEFAULT_ROTATION, "Augmentation: random rotations within +-this many degrees about each axis (0: off; the papers: 1).", minimum=0)
     flip: bool = flag(False, "Augmentation: random left-right flips.")
-    balance: int = opt(0, "Draw this many samples per class in every epoch (the papers: 1024; 0: each sample once).", minimum=0)
+    balance: int = opt(0, "With --epochs: an epoch is this many samples per class (the papers: 1024; 0: each training image once).", minimum=0)
     hemisphere: str = opt("both", "both, or left/right: a single-hemisphere model (use with --flip).", choices=("both", "left", "right"))
     normalize: str = opt("none", "Intensity normalisation per image: none, zscore (over non-zero voxels).", choices=("none", "zscore"))
     label_column: str = c.column("label", "Column with the class label or regression target.")
     image_column: str = c.column("image", "Column with the image paths.")
     positive_class: Optional[str] = opt(None, "Binary: the class whose logit the model outputs (default: the second in sorted order).")
+    confounder: tuple[str, ...] = opt((), "Covariate column (repeatable, e.g. --confounder age --confounder sex): also fit a confounder-only baseline on the same held-out protocol and warn when the model does not beat it.")
     space: Optional[str] = opt(None, "Name of the images' space (default: the space- entity of the file names).")
     seed: int = c.seed("Random seed (folds, initial weights, sample order, augmentation).")
     device: str = c.device()
@@ -57,6 +70,10 @@ class TrainOptions(Options):
     force: bool = c.force()
 
     def check(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise InputError("give --steps or --epochs, not both")
+        if self.patience is not None and self.validation_fraction == 0:
+            raise InputError("--patience needs a validation split (--validation-fraction, default 0.2 with --folds 0)")
         if self.folds == 1:
             raise InputError(f"--folds {self.folds}: use 0 (no cross-validation, with --final) or at least 2")
         if self.folds == 0 and not self.final:

@@ -156,6 +156,8 @@ def _apply_simulator(o) -> Path:
     dev = resolve_device(o.device)
     sim = load_simulator(simulator, device=str(dev))
     clf = load_checkpoint(classifier, device=str(dev))
+    from neurointerp.models.skill import require_skill  # skill gate (issue #21)
+    require_skill(clf, o.allow_unvalidated, command="simulate apply", path=classifier)
     _check_simulator_classifier(sim, clf, simulator, classifier)
     coh = read_cohort(cohort, require_label=direction == "auto", image_column=image_column, label_column=label_column, min_classes=1)
     for path, r in zip(coh.images, coh.rows):  # cheap header check of the whole table first

@@ -217,6 +217,7 @@ def train_simulator(
     device: str = "auto",
     threads: int | None = None,
     force: bool = False,
+    allow_unvalidated: bool = False,
 ) -> Path:
     """Train the simulators of ``classifier`` (a binary ``train`` checkpoint) on ``cohort``.
 
@@ -236,6 +237,8 @@ def train_simulator(
     set_threads(threads)
     dev = resolve_device(device)
     clf = load_checkpoint(classifier, device=str(dev))
+    from neurointerp.models.skill import require_skill  # skill gate (issue #21)
+    require_skill(clf, allow_unvalidated, command="simulate train", path=classifier)
     if clf.task != "binary":
         raise InputError(f"{classifier}: the simulator needs a binary classifier (this one is {clf.task})")
     coh = read_cohort(cohort, image_column=image_column, label_column=label_column)

@@ -75,3 +75,32 @@ def regression_strata(values: Sequence[float], groups: Sequence[str], n_bins: in
     order = np.argsort(np.argsort(means, kind="stable"), kind="stable")
     bins = (order * n_bins) // len(uniq)
     return bins[inverse]
+
+
+def stratified_group_split(groups: Sequence[str], strata: Sequence, fraction: float, seed: int = 0) -> np.ndarray:
+    """Boolean mask of the rows in a subject-level, stratified validation split.
+
+    In every stratum, ``round(fraction * participants)`` participants (at least one when the
+    stratum has two or more, never all) are drawn at random (``seed``); all rows of a drawn
+    participant are in the split.
+    """
+    groups = np.asarray([str(g) for g in groups])
+    strata = np.asarray([str(s) for s in strata])
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    g_stratum = []
+    for g in range(len(uniq)):
+        vals, counts = np.unique(strata[inverse == g], return_counts=True)
+        g_stratum.append(vals[np.argmax(counts)])
+    g_stratum = np.asarray(g_stratum)
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(uniq), dtype=bool)
+    for s in sorted(set(g_stratum)):
+        members = np.flatnonzero(g_stratum == s)
+        members = members[rng.permutation(len(members))]
+        k = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            k = min(max(k, 1), len(members) - 1)
+        else:
+            k = 0
+        chosen[members[:k]] = True
+    return chosen[inverse]

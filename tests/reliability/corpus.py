@@ -672,23 +672,23 @@ COMMANDS: list[Command] = [
     ),
     Command(
         "saliency", ("image", "table", "classifier"), _tpl_table, "image",
-        lambda w, i, out: _s("saliency", i["classifier"], i["table"], out, "--atlas", "none", "--threads", 1, "--force"),
+        lambda w, i, out: _s("saliency", i["classifier"], i["table"], out, "--atlas", "none", "--threads", 1, "--force", "--allow-unvalidated"),
         bookkeeping=DERIVATIVES_METADATA,
     ),
     Command(
         "confound-test", ("image", "table", "classifier"), _tpl_table, "image",
-        lambda w, i, out: _s("confound-test", i["classifier"], i["table"], out, "--confounder", "age", "--threads", 1, "--force"),
+        lambda w, i, out: _s("confound-test", i["classifier"], i["table"], out, "--confounder", "age", "--threads", 1, "--force", "--allow-unvalidated"),
         numeric=("age",),
     ),
     Command(
         "simulate-train", ("image", "table", "classifier"), _tpl_table, "image",
         lambda w, i, out: _s("simulate", "train", i["table"], i["classifier"], out, "--epochs", 1, "--channels", "2,4", "--fc", 8,
-                             "--batch-size", 4, "--threads", 1, "--force"),
+                             "--batch-size", 4, "--threads", 1, "--force", "--allow-unvalidated"),
         needs_label=True,
     ),
     Command(
         "simulate-apply", ("image", "table", "classifier", "simulator"), _tpl_table, "image",
-        lambda w, i, out: _s("simulate", "apply", i["table"], i["simulator"], i["classifier"], out, "--threads", 1, "--force"),
+        lambda w, i, out: _s("simulate", "apply", i["table"], i["simulator"], i["classifier"], out, "--threads", 1, "--force", "--allow-unvalidated"),
         needs_label=True,
     ),
     Command(
@@ -712,7 +712,7 @@ COMMANDS: list[Command] = [
     Command(
         "evaluate", ("image", "table", "classifier"), _tpl_table, "image",
         lambda w, i, out: _s("evaluate", i["classifier"], i["table"], out, "--n-subjects", 2, "--samples", 2,
-                             "--sensitivity-samples", 2, "--threads", 1, "--force"),
+                             "--sensitivity-samples", 2, "--threads", 1, "--force", "--allow-unvalidated"),
     ),
     Command(
         "segment-bg-train", ("image", "table"), lambda w: w.rodent_cohort, "image",

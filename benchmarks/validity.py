@@ -1,0 +1,310 @@
+"""Validity at scale: do default options give a model that learns and maps that find the planted effect?
+
+On a ``synth brain`` cohort (default effect size, a strong age confound: correlation
+``--confound-strength`` 0.8 with diagnosis, ``--confound-size`` 2), with default options end to
+end except where noted:
+
+1. ``synth brain`` (``--max-n`` subjects) -> ``preprocess`` (default 64^3 grid; ``--brain-extraction
+   none`` because the synthetic images are skull-stripped already); with ``--template-space``
+   instead each subject's anatomy on the template grid (no pose, bias or noise: what preprocess
+   would give with a perfect registration), when ANTs is too slow for the machine;
+2. per size N: the first N subjects (class-balanced, nested), split 70/30 (stratified) into
+   training and test participants;
+3. ``train TRAIN --folds 0 --final --confounder age`` (one model: its own evidence is its
+   validation split; the figures below are on the test participants, which it never saw;
+   whether the skill gate passes it is recorded, and the maps are made either way);
+4. ``saliency`` with every method on the test participants (``occlusion`` on the first
+   ``--occlusion-subjects`` of them);
+5. per method: NCC of the group mean |map| with |planted disease log-Jacobian| and with |planted
+   age log-Jacobian| inside the brain, and the share of the group mean |map| inside the disease
+   mask (mass-in-truth);
+6. ``confound-test --confounder age --layer encoder.stack2`` on the training images and
+   confounder-free saliency (gradient methods): the same NCCs before and after;
+7. ``group-map`` of the best method's maps (AAL2, descriptive: regions ranked by mean |map|):
+   where the planted regions (the AAL2 regions holding most of the planted disease
+   log-Jacobian) rank.
+
+Goals (issue #21): held-out balanced accuracy >= 0.90; best method NCC >= 0.30 with the disease
+truth; age NCC at least halved by confounder-free saliency with the disease NCC kept.
+
+Every stage is resumable (finished subjects and models are skipped; results go to the JSON after
+each stage). Two CPU cores make this hours: run it in the background, e.g.::
+
+    nohup nice -n 10 python benchmarks/validity.py --sizes 200 400 --work /tmp/validity \\
+        --output benchmarks/results/validity.json > validity.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+LAYER = "encoder.stack2"  # spatially specific features of simnet3d (see benchmarks/confound.py)
+
+
+def _save(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    tmp.replace(path)
+
+
+def _stage(container: dict, key: str, fn, save):
+    """Run ``fn`` once; its result is kept in ``container[key]`` and saved at once (resumable)."""
+    if key in container:
+        return container[key]
+    t0 = time.perf_counter()
+    value = fn()
+    if isinstance(value, dict):
+        value = {**value, "seconds": round(time.perf_counter() - t0, 1)}
+    container[key] = value
+    save()
+    print(f"[validity] {key} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return value
+
+
+def make_data(args, work: Path) -> dict:
+    from neurointerp.preprocess.pipeline import run_preprocess
+    from neurointerp.synth.brain import synth_brain
+
+    table = work / "synth" / "cohort.csv"
+    if not table.exists():
+        synth_brain(work / "synth", n_subjects=args.max_n, voxel_size=args.voxel_size, confound_strength=args.confound_strength,
+                    confound_size=args.confound_size, template_space=args.template_space, seed=args.seed, force=True)
+    if args.template_space:  # no preprocess: each subject's anatomy on the template grid
+        import pandas as pd
+
+        frame = pd.read_csv(table, dtype={"participant_id": str})
+        frame["image"] = [str((table.parent / p).resolve()) for p in frame["template_image"]]
+        out = work / "template_space" / "cohort.csv"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.drop(columns=["template_image"]).to_csv(out, index=False)
+        return {"table": str(out), "n_done": len(frame), "images": "synth brain --template-space (no preprocess)"}
+    kw = {} if args.shape is None else {"shape": args.shape}
+    res = run_preprocess(table, work / "preprocess", brain_extraction="none", threads=args.threads, seed=args.seed, **kw)
+    return {"table": str(res.table), "n_done": len(res.done)}
+
+
+def split(table: Path, n: int, seed: int, folder: Path) -> tuple[Path, Path]:
+    import pandas as pd
+
+    frame = pd.read_csv(table, dtype={"participant_id": str})
+    frame["image"] = [str((table.parent / p).resolve()) if not Path(p).is_absolute() else p for p in frame["image"]]
+    synth = pd.read_csv(Path(table).parent.parent / "synth" / "cohort.csv", dtype={"participant_id": str}).set_index("participant_id")
+    for col in ("age", "sex"):
+        if col not in frame.columns:
+            frame[col] = frame["participant_id"].map(synth[col])
+    # the first n, taking the classes alternately (nested, balanced sizes)
+    by_class = {c: list(g.index) for c, g in frame.groupby("label")}
+    rows = []
+    while len(rows) < n and any(by_class.values()):
+        for c in sorted(by_class):
+            if by_class[c] and len(rows) < n:
+                rows.append(by_class[c].pop(0))
+    sub = frame.loc[sorted(rows)]
+    rng = np.random.default_rng(seed)
+    test = []
+    for _, g in sub.groupby("label"):
+        ids = list(g["participant_id"])
+        rng.shuffle(ids)
+        test += ids[: int(round(0.3 * len(ids)))]
+    is_test = sub["participant_id"].isin(test)
+    folder.mkdir(parents=True, exist_ok=True)
+    sub[~is_test].to_csv(folder / "train.csv", index=False)
+    sub[is_test].to_csv(folder / "test.csv", index=False)
+    return folder / "train.csv", folder / "test.csv"
+
+
+def truth_on_grid(work: Path, shape, affine, folder: Path) -> dict:
+    from neurointerp.atlases import resample_to_grid
+    from neurointerp.io import load_image, save_image
+    from neurointerp.synth.brain import SPACE
+
+    out = {}
+    truth = work / "synth" / "truth"
+    for name in ("disease", "confounder"):
+        path = folder / f"space-{SPACE}_desc-{name}_logjacobian.nii.gz"
+        if not path.exists():
+            src = load_image(truth / f"space-{SPACE}_desc-{name}_logjacobian.nii.gz", allow_empty=True)
+            save_image(resample_to_grid(src.data, src.affine, shape, affine), affine, path, force=True)
+        out[name] = path
+    return out
+
+
+def mean_abs(folder: Path, desc: str, ids) -> np.ndarray | None:
+    from neurointerp.io import load_image
+
+    maps = [np.abs(load_image(p, allow_empty=True).data) for pid in ids for p in folder.glob(f"sub-{pid}/anat/*_desc-{desc}_attribution.nii.gz")]
+    return np.mean(maps, axis=0) if maps else None
+
+
+def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None:
+    import pandas as pd
+    import torch
+
+    from neurointerp.attribution.names import METHOD_NAMES
+    from neurointerp.attribution.pipeline import method_desc, run_saliency
+    from neurointerp.confound.gate import GRADIENT_METHODS
+    from neurointerp.confound.run import run_confound_test
+    from neurointerp.evaluate.metrics import mass_in_mask, ncc
+    from neurointerp.io import load_image
+    from neurointerp.models.checkpoint import load_checkpoint
+    from neurointerp.train.loop import train
+
+    key = f"n{n}"
+    res = results.setdefault(key, {})
+    folder = work / key
+    train_csv, test_csv = split(table, n, args.seed, folder)
+    test = pd.read_csv(test_csv, dtype={"participant_id": str})
+    ids = list(test["participant_id"])
+
+    def do_train():
+        r = train(train_csv, folder / "train", folds=0, final=True, confounder=["age"], seed=args.seed, threads=args.threads, resume=True)
+        ck = load_checkpoint(r.final_model)
+        scores = ck.predict(np.stack([load_image(p).data for p in test["image"]]), batch_size=8)
+        y = (test["label"].astype(str) == ck.classes[1]).to_numpy().astype(int)
+        from neurointerp.train.evidence import heldout_evidence
+        from neurointerp.train.baseline import baseline_scores, confounder_table
+
+        both = pd.concat([pd.read_csv(train_csv), test], ignore_index=True)
+        conf = confounder_table(both, ["age"], list(range(len(both))), "cohort")
+        base = baseline_scores(conf, np.arange(len(both) - len(test)), np.arange(len(both) - len(test), len(both)),
+                               np.r_[(pd.read_csv(train_csv)["label"].astype(str) == ck.classes[1]).to_numpy().astype(int), y], "binary", 2)
+        ev = heldout_evidence(y, scores, "binary", ids, source="test split", description="the 30% test participants", baseline_scores=base, confounders=["age"], seed=args.seed)
+        from neurointerp.errors import InputError
+        from neurointerp.models.skill import require_skill
+
+        try:
+            require_skill(ck, command="validity")
+            gate = "passed"
+        except InputError as exc:
+            gate = f"refused: {exc}"
+        return {"model": str(r.final_model), "gate": gate, "n_train": int(len(pd.read_csv(train_csv))), "n_test": len(ids),
+                "test": ev, "validation": ck.meta["metrics"].get("evidence"), "training": {k: ck.meta["training"].get(k) for k in ("steps_budget", "steps_done", "stopped_early", "selected")}}
+
+    tr = _stage(res, "train", do_train, save)
+    model = Path(tr["model"])
+    ck = load_checkpoint(model)
+    truth = truth_on_grid(work, ck.spec.shape, ck.spec.affine, folder / "truth")
+    brain = np.mean([load_image(p).data for p in test["image"]], axis=0) != 0
+    t_dis = np.abs(load_image(truth["disease"], allow_empty=True).data)
+    t_age = np.abs(load_image(truth["confounder"], allow_empty=True).data)
+    from neurointerp.synth.brain import MASK_THRESHOLD
+
+    dmask = (t_dis > MASK_THRESHOLD) & brain
+    torch.set_num_threads(args.threads)
+
+    methods = [m for m in METHOD_NAMES if m not in ("occlusion",)]
+
+    def do_saliency():
+        run_saliency(model, test_csv, folder / "saliency", method=methods, ground_truth=str(truth["disease"]), seed=args.seed, threads=args.threads, allow_unvalidated=True)
+        k = min(args.occlusion_subjects, len(test))
+        test.iloc[:k].to_csv(folder / "test_occlusion.csv", index=False)
+        run_saliency(model, folder / "test_occlusion.csv", folder / "saliency_occlusion", method=["occlusion"], ground_truth=str(truth["disease"]), seed=args.seed, threads=args.threads, allow_unvalidated=True)
+        rows = {}
+        for m in methods + ["occlusion"]:
+            d = method_desc(m)
+            src = folder / ("saliency_occlusion" if m == "occlusion" else "saliency")
+            ids_m = ids[:k] if m == "occlusion" else ids
+            g = mean_abs(src, d, ids_m)
+            if g is None:
+                continue
+            rows[m] = {"n_subjects": len(ids_m), "ncc_disease": ncc(g, t_dis, brain), "mass_in_disease": mass_in_mask(g, dmask, brain), "ncc_age": ncc(g, t_age, brain)}
+        return {"methods": rows}
+
+    sal = _stage(res, "saliency", do_saliency, save)
+
+    def do_confound():
+        mask = run_confound_test(model, train_csv, folder / "confound", confounder=["age"], layer=LAYER, threads=args.threads, allow_unvalidated=True, force=True)
+        summary = json.loads((mask.parent / "summary.json").read_text())
+        grads = [m for m in GRADIENT_METHODS if m in sal["methods"]]
+        run_saliency(model, test_csv, folder / "saliency_cfree", method=grads, confounder_mask=mask, seed=args.seed, threads=args.threads, allow_unvalidated=True)
+        rows = {}
+        for m in grads:
+            full = mean_abs(folder / "saliency", method_desc(m), ids)
+            free = mean_abs(folder / "saliency_cfree", method_desc(m, True), ids)
+            if full is None or free is None:
+                continue
+            rows[m] = {"ncc_age_before": ncc(full, t_age, brain), "ncc_age_after": ncc(free, t_age, brain),
+                       "ncc_disease_before": ncc(full, t_dis, brain), "ncc_disease_after": ncc(free, t_dis, brain)}
+        return {"n_confounded": summary.get("NConfounded"), "n_features": summary.get("NFeatures"), "layer": LAYER, "methods": rows}
+
+    _stage(res, "confound", do_confound, save)
+
+    def do_group():
+        from neurointerp.atlases import resolve_atlas
+        from neurointerp.group.api import group_map
+
+        # the best method among those run on every test participant
+        full = {m: v for m, v in sal["methods"].items() if v["n_subjects"] == len(ids) and v["ncc_disease"] is not None and v["ncc_disease"] == v["ncc_disease"]}
+        best = max(full, key=lambda m: full[m]["ncc_disease"])
+        d = method_desc(best)
+        src = folder / ("saliency_occlusion" if best == "occlusion" else "saliency")
+        maps = sorted(str(p.resolve()) for pid in ids for p in src.glob(f"sub-{pid}/anat/*_desc-{d}_attribution.nii.gz"))
+        pd.DataFrame({"participant_id": [Path(p).name.split("_")[0][4:] for p in maps], "map": maps}).to_csv(folder / "group_maps.csv", index=False)
+        group_map(str(folder / "group_maps.csv"), folder / "group_map", atlas="AAL2", figures=False, force=True)
+        roi = sorted((folder / "group_map" / "group").glob("*roi-table.tsv"))[0]
+        table_roi = pd.read_csv(roi, sep="\t")
+        lab, names, _ = resolve_atlas("AAL2", ck.spec.shape, ck.spec.affine)
+        mass = {int(v): float(t_dis[lab == v].sum()) for v in np.unique(lab) if v != 0}
+        total = sum(mass.values())
+        planted = [names[v] for v, w in sorted(mass.items(), key=lambda kv: -kv[1]) if total and w / total >= 0.05]
+        ranks = {p: int(table_roi.loc[table_roi["name"] == p, "rank"].iloc[0]) for p in planted if (table_roi["name"] == p).any()}
+        top = list(table_roi.sort_values("rank")["name"].head(max(5, len(planted))))
+        return {"method": best, "planted_regions": planted, "planted_ranks": ranks, "top_regions": top,
+                "planted_in_top": sum(1 for p in planted if p in top[: len(planted)]), "n_planted": len(planted)}
+
+    _stage(res, "group_map", do_group, save)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[200, 400])
+    ap.add_argument("--max-n", type=int, default=None, help="subjects generated (default: the largest size)")
+    ap.add_argument("--voxel-size", type=float, default=3.0, help="synth brain voxel size (mm)")
+    ap.add_argument("--shape", type=int, default=None, help="preprocess working grid (default: preprocess's, 64^3)")
+    ap.add_argument("--template-space", action="store_true",
+                    help="skip preprocess: train on each subject's anatomy on the synth template grid (--voxel-size; no pose, bias or noise)")
+    ap.add_argument("--confound-strength", type=float, default=0.8)
+    ap.add_argument("--confound-size", type=float, default=2.0)
+    ap.add_argument("--occlusion-subjects", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data-only", action="store_true", help="stop after synth brain + preprocess")
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "validity.json")
+    args = ap.parse_args(argv)
+    args.max_n = args.max_n or max(args.sizes)
+    args.work = args.work.resolve()
+
+    import torch
+
+    from neurointerp.progress import set_quiet
+
+    set_quiet(True)
+    torch.set_num_threads(args.threads)
+    results = json.loads(args.output.read_text()) if args.output.exists() else {}
+    results["about"] = {
+        "what": __doc__.split("\n\n")[1].strip(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
+    }
+    def save():
+        _save(results, args.output)
+
+    data = _stage(results, "data", lambda: make_data(args, args.work), save)
+    if args.data_only:
+        return 0
+    for n in args.sizes:
+        run_size(args, args.work, Path(data["table"]), n, results, save)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
