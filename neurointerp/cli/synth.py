@@ -116,3 +116,48 @@ def lesions(
 
     table = synth_lesions(out, n_per_group=n_per_group, size=size, polarity=polarity, contrast=contrast, noise=noise, voxel_size=voxel_size, seed=seed, force=force)
     info(f"wrote {table}")
+
+
+@app.command("spike-in")
+def spike_in(
+    cohort: Path = typer.Argument(..., help="Cohort table (CSV/TSV) of native T1 images: participant_id, image[, session_id], covariates (passed through; a 'label' column becomes 'source_label')."),
+    out: Path = typer.Argument(..., help="Output folder (created; must be empty unless --force)."),
+    atlas: str = typer.Option("HarvardOxford", help="Atlas of --region/--confounder-region: a registry name (AAL2, HarvardOxford, ...) or a label image in template space with --labels."),
+    labels: Optional[Path] = typer.Option(None, help="Label table of a user --atlas image."),
+    region: list[str] = typer.Option([], "--region", help="Disease region (atlas name, spaces or underscores alike, or index); repeatable."),
+    mask: Optional[Path] = typer.Option(None, help="Disease regions as a template-space mask (one region per connected component)."),
+    effect: float = typer.Option(-0.3, help="Log-Jacobian at each disease region's centre at severity 1 (< 0 atrophy, > 0 expansion); |effect| <= 1.5."),
+    severity_min: float = typer.Option(0.5, help="Patients' severity ~ U(min, max) scales the disease deformation (controls 0)."),
+    severity_max: float = typer.Option(1.5, help="Upper end of the patients' severity."),
+    patient_fraction: float = typer.Option(0.5, help="Fraction of participants made patients, in (0, 1)."),
+    confounder_region: list[str] = typer.Option([], "--confounder-region", help="Confounder region (atlas name or index); repeatable. None: no confounder."),
+    confounder_mask: Optional[Path] = typer.Option(None, help="Confounder regions as a template-space mask."),
+    confounder_effect: float = typer.Option(-0.2, help="Log-Jacobian at each confounder region's centre per +1 of the covariate."),
+    confounder_strength: float = typer.Option(0.5, help="Expected correlation of the covariate with the label, in [0, 1)."),
+    confounder_column: str = typer.Option("confounder", help="Name of the covariate column written to the cohort table."),
+    smoothness: float = typer.Option(3.0, help="Width (Gaussian sd, mm) of the region edges of the volume change, 0.5-20."),
+    support: float = typer.Option(20.0, help="Distance (mm) from a region beyond which voxels are never changed (the volume change is balanced in between); 2.5 x smoothness to 100."),
+    preprocessed: Optional[Path] = typer.Option(None, help="A preprocess output folder of these images: its transforms carry the deformation to each image (else a preprocess run is made into OUT/registration)."),
+    template: Optional[str] = typer.Option(None, help="Template of the on-the-fly registration (default MNI152NLin2009aSym)."),
+    registration: str = typer.Option("affine", help="On-the-fly registration: affine, rigid or syn (as preprocess)."),
+    registration_resolution: float = typer.Option(3.0, help="Grid (mm) of the on-the-fly registration."),
+    brain_extraction: str = typer.Option("auto", help="Brain extraction before the on-the-fly registration (as preprocess)."),
+    shape: Optional[str] = typer.Option(None, help="Working grid of the truth maps and the on-the-fly run, e.g. 64 (default 64^3, as preprocess)."),
+    voxel_size: Optional[float] = typer.Option(None, help="Working grid voxel size in mm (as preprocess)."),
+    seed: int = typer.Option(0, help="Random seed (labels, severities, covariate, registration sampling)."),
+    threads: Optional[int] = typer.Option(None, help="ITK/OMP threads (default $SLURM_CPUS_PER_TASK or all CPUs)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, overwriting files."),
+) -> None:
+    """Plant a known deformation (atlas regions, severity, confounder) into your own native T1s, with its ground truth."""
+    from neurointerp.progress import info
+    from neurointerp.synth.spikein import spike_in_cohort
+
+    table = spike_in_cohort(
+        cohort, out, atlas=atlas, labels=labels, regions=region, mask=mask, effect=effect, severity_min=severity_min,
+        severity_max=severity_max, patient_fraction=patient_fraction, confounder_regions=confounder_region,
+        confounder_mask=confounder_mask, confounder_effect=confounder_effect, confounder_strength=confounder_strength,
+        confounder_column=confounder_column, smoothness=smoothness, support=support, preprocessed=preprocessed,
+        template=template, registration=registration, registration_resolution=registration_resolution,
+        brain_extraction=brain_extraction, shape=shape, voxel_size=voxel_size, seed=seed, threads=threads, force=force,
+    )
+    info(f"wrote {table}")
