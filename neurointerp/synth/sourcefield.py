@@ -259,7 +259,7 @@ class SourceField:
                 best = max(best, float(np.linalg.norm(self.gradient(chunk), ord=2, axis=(1, 2)).max()))
         return best
 
-    def inverse(self, points: np.ndarray, iterations: int = 60, tol: float = 1e-5) -> np.ndarray:
+    def inverse(self, points: np.ndarray, iterations: int = 60, tol: float = 1e-4) -> np.ndarray:
         """Solve ``y + v(y) = x`` for every point ``x`` (fixed-point iteration, float64).
 
         Raises ``ValueError`` if some point has not converged to ``tol`` mm (the field is then

@@ -622,6 +622,8 @@ def spike_in(
         raise InputError(f"--registration '{registration}': choose one of {', '.join(REGISTRATIONS + ('identity',))}")
     resolve_method(brain_extraction)
     _parse_shape(shape)
+    if preprocessed is not None and (shape is not None or voxel_size is not None or template is not None):
+        raise InputError("--shape, --voxel-size and --template are those of the --preprocessed run: leave them out")
     reg_args = (preprocessed, template, registration, registration_resolution, brain_extraction, shape, voxel_size, seed, threads)
     if preprocessed is not None or registration == "identity":  # read (and check) before anything is written
         transforms, pre_params, grid, run = _registrations(inputs, Path(out), *reg_args)
