@@ -241,3 +241,41 @@ def test_spike_in_refuses_bad_input_before_writing(template_cohort, tmp_path):
     with pytest.raises(InputError, match="not a preprocess output"):
         spike_in_cohort(root / "cohort.csv", tmp_path / "never", atlas="AAL2", regions=["Hippocampus_L"], preprocessed=tmp_path)
     assert not (tmp_path / "never").exists()
+
+
+def test_sessions_share_the_participant_design(template_cohort, tmp_path):
+    from neurointerp.synth.spikein import SpikeInput, spike_in
+
+    root = template_cohort
+    inputs = [SpikeInput("a", "1", root / "in1.nii.gz"), SpikeInput("a", "2", root / "in2.nii.gz"), ("b", "1", root / "in3.nii.gz"), ("c", None, root / "in4.nii.gz")]
+    table = spike_in(inputs, tmp_path / "ses", atlas="AAL2", regions=["Hippocampus_L"], registration="identity", shape=24, patient_fraction=0.34, seed=1)
+    cohort = pd.read_csv(table, dtype={"session_id": str}, keep_default_na=False)
+    assert list(cohort["participant_id"]) == ["a", "a", "b", "c"] and list(cohort["session_id"]) == ["1", "2", "1", ""]
+    assert cohort["label"].iloc[0] == cohort["label"].iloc[1]
+    assert (tmp_path / "ses" / "sub-a" / "ses-2" / "anat" / "sub-a_ses-2_desc-spikein_T1w.nii.gz").exists()
+    subjects = pd.read_csv(tmp_path / "ses" / "truth" / "subjects.tsv", sep="\t")
+    assert subjects["severity"].iloc[0] == subjects["severity"].iloc[1]
+
+
+def test_image_variants_are_distinct_posed_copies(tmp_path):
+    from neurointerp.synth.variants import image_variants
+
+    shape = (40, 44, 36)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = -np.array(shape) + 1
+    g = np.indices(shape).astype(float)
+    head = (((g[0] - 20) / 15) ** 2 + ((g[1] - 22) / 18) ** 2 + ((g[2] - 18) / 14) ** 2) < 1
+    data = np.where(head, 300 + 100 * np.sin(g[0] / 3.0) * np.cos(g[1] / 4.0), 0).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, aff), str(tmp_path / "head.nii.gz"))
+    table = image_variants(tmp_path / "head.nii.gz", tmp_path / "v", n=3, seed=0)
+    frame = pd.read_csv(table)
+    imgs = [nib.load(str(tmp_path / "v" / p)) for p in frame["image"]]
+    arrays = [np.asarray(i.dataobj) for i in imgs]
+    assert all(a.dtype == np.int16 and a.shape == shape for a in arrays)
+    assert all(np.allclose(i.affine, aff) for i in imgs)
+    # each variant is a moved copy: different from the source and from the others, same amount of "head"
+    for k, a in enumerate(arrays):
+        assert np.corrcoef(a.ravel(), data.ravel())[0, 1] < 0.98
+        assert abs((a > 150).sum() / (data > 150).sum() - 1) < 0.1
+        for b in arrays[k + 1 :]:
+            assert not np.array_equal(a, b)
