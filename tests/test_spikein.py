@@ -73,6 +73,10 @@ def test_build_field_reaches_the_effect_at_each_centre():
     fld, rec = build_field(regions, -0.35, 3.0, 20.0)
     assert np.allclose(fld.log_jacobian(np.array([[-30.0, 0, 0], [-12.0, 0, 0]])), -0.35, atol=1e-8)
     assert all(r["region_volume_change"] < -0.15 for r in rec)
+    regions[1].effect = 0.25  # a region's own effect (--region NAME=EFFECT): atrophy next to expansion
+    fld, rec = build_field(regions, -0.35, 3.0, 20.0)
+    assert np.allclose(fld.log_jacobian(np.array([[-30.0, 0, 0], [-12.0, 0, 0]])), [-0.35, 0.25], atol=1e-8)
+    assert rec[0]["region_volume_change"] < -0.15 and rec[1]["region_volume_change"] > 0.1
     empty = SourceField([], 3.0, 8.0, 20.0, 1.0)
     assert check_diffeomorphic(fld, empty, 1.5, 0.0) < 0.9
     with pytest.raises(InputError, match="no room for the taper"):
@@ -220,6 +224,8 @@ def test_spike_in_refuses_bad_input_before_writing(template_cohort, tmp_path):
     common = dict(registration="identity", shape=32)
     cases = [
         (dict(atlas="AAL2", regions=["Hipocampus_L"]), "did you mean"),
+        (dict(atlas="AAL2", regions=["Hippocampus_L=big"]), "must be a number"),
+        (dict(atlas="AAL2", regions=["Hippocampus_L=3"]), "between -1.5 and 1.5"),
         (dict(atlas="AAL2", regions=["Hippocampus_L"], effect=2.0), "--effect"),
         (dict(atlas="AAL2", regions=["Hippocampus_L"], patient_fraction=1.0), "patient-fraction"),
         (dict(atlas="AAL2", regions=["Hippocampus_L"], registration="warp"), "--registration"),

@@ -85,6 +85,7 @@ class Region:
     points: np.ndarray
     voxel_volume: float
     centre: np.ndarray
+    effect: float | None = None  # this region's own log-Jacobian at its centre (``NAME=EFFECT``)
 
     @property
     def volume(self) -> float:
@@ -136,12 +137,26 @@ def _atlas_1mm(atlas: str, labels):
 
 
 def atlas_regions(atlas: str, names: Sequence[str], role: str, labels=None) -> list[Region]:
-    """Regions of a registry atlas (or a user atlas with ``labels``) by name or index, at 1 mm."""
+    """Regions of a registry atlas (or a user atlas with ``labels``) by name or index.
+
+    ``NAME=EFFECT`` gives the region its own log-Jacobian at the centre (e.g. atrophy of the
+    hippocampi and expansion of the ventricles in one run).
+    """
     lab, table, atlas_name, grid = _atlas_1mm(atlas, labels)
     lookup = {_norm(n): int(i) for i, n in table.items()}
     out = []
+    option = f"--{'confounder-' if role == 'confounder' else ''}region"
     for name in names:
-        key = str(name).strip()
+        key, _, own = str(name).partition("=")
+        key = key.strip()
+        own_effect = None
+        if own.strip():
+            try:
+                own_effect = float(own)
+            except ValueError:
+                raise InputError(f"{option} '{name}': the effect after '=' must be a number (a log-Jacobian, e.g. {key}=-0.3)") from None
+            if not np.isfinite(own_effect) or own_effect == 0 or abs(own_effect) > 1.5:
+                raise InputError(f"{option} '{name}': the effect must be a non-zero log-Jacobian between -1.5 and 1.5")
         if key.lstrip("-").isdigit() and int(key) in table.index:
             index = int(key)
         elif _norm(key) in lookup:
@@ -151,11 +166,13 @@ def atlas_regions(atlas: str, names: Sequence[str], role: str, labels=None) -> l
 
             close = difflib.get_close_matches(key.replace(" ", "_"), list(table.values), n=3, cutoff=0.5)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else f" (see the label table of {atlas_name})"
-            raise InputError(f"--{'confounder-' if role == 'confounder' else ''}region '{key}': no such region in atlas {atlas_name}{hint}")
+            raise InputError(f"{option} '{key}': no such region in atlas {atlas_name}{hint}")
         mask = lab == index
         if not mask.any():
             raise InputError(f"region '{table.loc[index]}' of atlas {atlas_name} has no voxel inside the template's field of view")
-        out.append(_region_from_mask(mask, grid, str(table.loc[index]), role, f"{atlas_name}:{index}"))
+        region = _region_from_mask(mask, grid, str(table.loc[index]), role, f"{atlas_name}:{index}")
+        region.effect = own_effect
+        out.append(region)
     return out
 
 
@@ -181,7 +198,7 @@ def _unit_components(regions: Sequence[Region], smoothness: float) -> list[Compo
 
 
 def build_field(regions: Sequence[Region], effect: float, smoothness: float, support: float) -> tuple[SourceField, list[dict]]:
-    """The field whose log-Jacobian at every region's centre equals ``effect``.
+    """The field whose log-Jacobian at every region's centre equals ``effect`` (or the region's own).
 
     Each region's amplitude ``A`` is solved by a few rounds of one-dimensional root finding
     (the regions' fields overlap only when they are closer than ``support``). Returns the field
@@ -196,7 +213,8 @@ def build_field(regions: Sequence[Region], effect: float, smoothness: float, sup
     parts = [SourceField([c], smoothness, INNER * support, support, TAU) for c in unit.components]
     centres = np.array([r.centre for r in regions]).reshape(-1, 3)
     grads = np.stack([p.gradient(centres) for p in parts], axis=1)  # (centre r, component k, 3, 3)
-    amp = np.full(len(regions), float(effect))
+    targets = np.array([float(effect) if r.effect is None else float(r.effect) for r in regions])
+    amp = targets.copy()
     for _ in range(20):
         prev = amp.copy()
         for r in range(len(regions)):
@@ -204,13 +222,13 @@ def build_field(regions: Sequence[Region], effect: float, smoothness: float, sup
             g = grads[r, r]
             top = 0.99 / max(np.linalg.norm(g, 2), 1e-9)
 
-            def f(a):
+            def f(a, target=targets[r]):
                 det = np.linalg.det(other + a * g)
-                return (np.log(det) if det > 0 else -np.inf) - effect
+                return (np.log(det) if det > 0 else -np.inf) - target
 
             lo, hi = -top, top
             if not (f(lo) < 0 < f(hi)):
-                raise InputError(f"effect {effect:g} cannot be reached at the centre of region '{regions[r].name}' without folding (try a smaller --effect or a larger --smoothness)")
+                raise InputError(f"effect {targets[r]:g} cannot be reached at the centre of region '{regions[r].name}' without folding (try a smaller --effect or a larger --smoothness)")
             amp[r] = brentq(f, lo, hi, xtol=1e-10)
         if np.max(np.abs(amp - prev)) < 1e-8:
             break
@@ -218,12 +236,12 @@ def build_field(regions: Sequence[Region], effect: float, smoothness: float, sup
     fld = SourceField(comps, smoothness, INNER * support, support, TAU)
     reached = fld.log_jacobian(centres) if len(centres) else np.zeros(0)
     records = []
-    for r, a, lj in zip(regions, amp, reached):
+    for r, a, lj, target in zip(regions, amp, reached, targets):
         # volume change of the region itself: mean Jacobian over its voxels - 1
         jac = np.exp(fld.log_jacobian(r.points))
         records.append({
             "name": r.name, "role": r.role, "source": r.source, "volume_mm3": round(r.volume, 1),
-            "centre_mm": [round(float(v), 2) for v in r.centre], "amplitude": float(a), "effect": float(effect),
+            "centre_mm": [round(float(v), 2) for v in r.centre], "amplitude": float(a), "effect": float(target),
             "logjacobian_at_centre": float(lj), "region_volume_change": float(jac.mean() - 1.0), "n_sources": int(len(comps[regions.index(r)].centres)),
         })
     return fld, records
