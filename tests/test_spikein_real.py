@@ -172,7 +172,8 @@ def test_preprocess_of_a_spiked_image_shows_the_planted_change(spiked, tmp_path)
         predicted[direction] = warped - before.reshape(-1)
     change = (after - before).reshape(-1)
     m = sup & brain
-    assert np.corrcoef(change[m], predicted["planted"][m])[0, 1] > 0.6
-    assert np.corrcoef(change[m], predicted["opposite"][m])[0, 1] < 0
+    r_planted, r_opposite = (np.corrcoef(change[m], predicted[k][m])[0, 1] for k in ("planted", "opposite"))
+    print(f"preprocessed change vs the planted warp: r = {r_planted:.3f} (opposite warp: {r_opposite:.3f})")
+    assert r_planted > 0.6 and r_opposite < 0
     # far from the regions the preprocessed images agree (up to the z-scoring and the re-estimated affine)
     assert np.corrcoef(after.reshape(-1)[brain & ~sup], before.reshape(-1)[brain & ~sup])[0, 1] > 0.99
