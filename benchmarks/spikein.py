@@ -68,7 +68,7 @@ def synth_cohort(work: Path, args) -> dict:
     from neurointerp.io import load_image
     from neurointerp.synth.brain import age_field, disease_field, synth_brain
 
-    out = work / "synth"
+    out = work / "synth_data"
     if not (out / "cohort.csv").exists():
         synth_brain(out, n_subjects=args.n, voxel_size=3.0, effect_size=args.synth_effect_size, confound_strength=args.confounder_strength,
                     confound_size=args.synth_confound_size, seed=args.seed, force=True)
@@ -163,6 +163,10 @@ def run_chain(name: str, spec: dict, work: Path, args) -> dict:
 
     brain = np.mean([load_image(p).data for p in test_df["image"]], axis=0) != 0
     tabs = {k: np.abs(load_image(v, allow_empty=True).data) for k, v in truth.items()}
+    # chance level of "mass in truth": the share of the brain in saliency's default truth mask (|truth| >= 0.1 max)
+    chance = float(((tabs["disease"] >= 0.1 * tabs["disease"].max()) & brain).sum() / brain.sum())
+    is_pat = (frame["label"].astype(str) == clf.positive_class).to_numpy(float)
+    r_conf = float(np.corrcoef(frame[spec["confounder"]].to_numpy(float), is_pat)[0, 1])
 
     def mean_abs(folder, desc):
         vols = [load_image(next(Path(folder).glob(f"sub-{pid}/**/*_desc-{desc}_attribution.nii.gz")), allow_empty=True).data for pid in test_df["participant_id"]]
@@ -173,7 +177,7 @@ def run_chain(name: str, spec: dict, work: Path, args) -> dict:
     for m in methods:
         desc = m.replace("-", "")
         full = mean_abs(sal, desc)
-        row = {"method": m, "ncc_truth": float(summary.loc[m, "ncc_mean"]), "mass_in_truth": float(summary.loc[m, "mass_in_truth_mean"]),
+        row = {"method": m, "ncc_truth": float(summary.loc[desc, "ncc_mean"]), "mass_in_truth": float(summary.loc[desc, "mass_in_truth_mean"]),
                "confounder_ncc_full": float(ncc(full, tabs["confounder"], brain)), "disease_ncc_full": float(ncc(full, tabs["disease"], brain))}
         if cfree_ok[m] is True:
             free = mean_abs(cfree_dir, desc + "cfree")
@@ -200,6 +204,7 @@ def run_chain(name: str, spec: dict, work: Path, args) -> dict:
     return {
         "cohort": name, "n": int(len(frame)), "n_train": int(len(train_df)), "n_test": int(len(test_df)), "grid": list(first.shape),
         "test_auc": auc, "test_auc_p_vs_chance": p_auc, "test_balanced_accuracy": bacc,
+        "truth_mask_share_of_brain": chance, "r_confounder_label": r_conf,
         "confound_test": {k: conf_summary.get(k) for k in ("NFeatures", "NConfounded", "NConstant")}, "layer": args.layer,
         "planted_regions": spec["planted"], "confounder_regions": spec["confounder_regions"], "rows": rows, "seconds": times,
     }
@@ -207,7 +212,8 @@ def run_chain(name: str, spec: dict, work: Path, args) -> dict:
 
 def table_text(res: dict) -> str:
     head = (f"### {res['cohort']}: n = {res['n']} ({res['n_train']} train / {res['n_test']} test), grid {'x'.join(map(str, res['grid']))}; "
-            f"test AUC {res['test_auc']:.2f} (p = {res['test_auc_p_vs_chance']:.2g} vs chance), balanced accuracy {res['test_balanced_accuracy']:.2f}\n\n")
+            f"test AUC {res['test_auc']:.2f} (p = {res['test_auc_p_vs_chance']:.2g} vs chance), balanced accuracy {res['test_balanced_accuracy']:.2f}; "
+            f"r(confounder, label) = {res['r_confounder_label']:.2f}; the truth mask is {100 * res['truth_mask_share_of_brain']:.1f}% of the brain (chance level of 'mass in truth')\n\n")
     cols = "| method | NCC with truth | mass in truth | confounder NCC full -> cfree | disease NCC full -> cfree | group-map rank of planted regions (|t|; mean |map| in patients), of {n} |\n"
     lines = [head, cols.format(n=res["rows"][0]["n_regions"] if res["rows"] else "?"), "|---|---|---|---|---|---|\n"]
 
