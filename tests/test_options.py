@@ -54,6 +54,7 @@ NIPYPE = {
     "synth brain": "SynthBrain",
     "synth lesions": "SynthLesions",
     "synth rodent": "SynthRodent",
+    "synth spike-in": "SynthSpikeIn",
     "preprocess": "Preprocess",
     "train": "Train",
     "saliency": "Saliency",

@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-nipype test
 from neurointerp.interfaces.attribution import GroupMap, Saliency
 from neurointerp.interfaces.base import NeurointerpCommand
 from neurointerp.interfaces.models import ConfoundTest, Evaluate, Train
-from neurointerp.interfaces.preprocessing import Demo, Preprocess, SynthBrain, SynthGaussians, SynthLesions, SynthRodent
+from neurointerp.interfaces.preprocessing import Demo, Preprocess, SynthBrain, SynthGaussians, SynthLesions, SynthRodent, SynthSpikeIn
 from neurointerp.interfaces.segmentation import SegmentBgApply, SegmentBgTrain
 from neurointerp.interfaces.simulation import Jacobian, SimulateApply, SimulateTrain
 
@@ -54,5 +54,6 @@ __all__ = [
     "SynthGaussians",
     "SynthLesions",
     "SynthRodent",
+    "SynthSpikeIn",
     "Train",
 ]

@@ -8,7 +8,7 @@ from neurointerp.interfaces.base import NeurointerpCommand
 from neurointerp.interfaces.generate import input_spec
 from neurointerp.options.preprocess import PreprocessOptions
 from neurointerp.options.demo import DemoOptions
-from neurointerp.options.synth import SynthBrainOptions, SynthGaussiansOptions, SynthLesionsOptions, SynthRodentOptions
+from neurointerp.options.synth import SynthBrainOptions, SynthGaussiansOptions, SynthLesionsOptions, SynthRodentOptions, SynthSpikeInOptions
 
 
 SynthBrainInputSpec = input_spec(SynthBrainOptions, out_default="synth_brain")
@@ -113,6 +113,24 @@ class SynthRodent(NeurointerpCommand):
 
     def _outputs_in(self, out_dir):
         return {"train": self._file(out_dir, "train.csv"), "test": self._file(out_dir, "test.csv")}
+
+
+class SynthSpikeInOutputSpec(_OutDir):
+    cohort = File(exists=True, desc="cohort.csv of the spiked images (label, severity, covariate, truth maps)")
+
+
+SynthSpikeInInputSpec = input_spec(SynthSpikeInOptions, out_default="synth_spike_in")
+
+
+class SynthSpikeIn(NeurointerpCommand):
+    """``neurointerp synth spike-in``: a known deformation planted into your own native T1s."""
+
+    _cmd = "neurointerp synth spike-in"
+    input_spec = SynthSpikeInInputSpec
+    output_spec = SynthSpikeInOutputSpec
+
+    def _outputs_in(self, out_dir):
+        return {"cohort": self._file(out_dir, "cohort.csv")}
 
 
 class DemoOutputSpec(_OutDir):

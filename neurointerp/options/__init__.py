@@ -15,6 +15,7 @@ OPTIONS = {
     "synth brain": "synth:SynthBrainOptions",
     "synth lesions": "synth:SynthLesionsOptions",
     "synth rodent": "synth:SynthRodentOptions",
+    "synth spike-in": "synth:SynthSpikeInOptions",
     "preprocess": "preprocess:PreprocessOptions",
     "train": "train:TrainOptions",
     "saliency": "saliency:SaliencyOptions",

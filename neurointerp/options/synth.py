@@ -107,3 +107,49 @@ class SynthRodentOptions(Options):
     def check(self) -> None:
         if len(self.shape) != 3:
             raise InputError(f"--shape {','.join(map(str, self.shape))}: expected three numbers nx,ny,n_slices, e.g. 64,64,16")
+
+
+@dataclass(frozen=True)
+class SynthSpikeInOptions(Options):
+    """Plant a known deformation (atlas regions, severity, confounder) into your own native T1s, with its ground truth."""
+
+    command: ClassVar[str] = "synth spike-in"
+
+    cohort: Path = c.input_file("Cohort table (CSV/TSV) of native T1 images: participant_id, image[, session_id], covariates (passed through; a 'label' column becomes 'source_label').")
+    out: Path = c.output_folder(_OUT)
+    atlas: str = opt("HarvardOxford", "Atlas of --region/--confounder-region: a registry name (AAL2, HarvardOxford, ...) or a label image in template space with --labels.")
+    labels: Optional[Path] = c.path_option("Label table of a user --atlas image.")
+    region: tuple[str, ...] = opt((), "Disease region (atlas name, spaces or underscores alike, or index; NAME=EFFECT gives it its own log-Jacobian); repeatable.")
+    mask: Optional[Path] = c.path_option("Disease regions as a template-space mask (one region per connected component).")
+    effect: float = opt(-0.3, "Log-Jacobian at each disease region's centre at severity 1 (< 0 atrophy, > 0 expansion); |effect| <= 1.5.", minimum=-1.5, maximum=1.5)
+    severity_min: float = opt(0.5, "Patients' severity ~ U(min, max) scales the disease deformation (controls 0).", minimum=0)
+    severity_max: float = opt(1.5, "Upper end of the patients' severity.", minimum=0)
+    patient_fraction: float = opt(0.5, "Fraction of participants made patients, in (0, 1).", above=0, below=1)
+    confounder_region: tuple[str, ...] = opt((), "Confounder region (atlas name or index, NAME=EFFECT as --region); repeatable. None: no confounder.")
+    confounder_mask: Optional[Path] = c.path_option("Confounder regions as a template-space mask.")
+    confounder_effect: float = opt(-0.2, "Log-Jacobian at each confounder region's centre per +1 of the covariate.", minimum=-1.5, maximum=1.5)
+    confounder_strength: float = opt(0.5, "Expected correlation of the covariate with the label, in [0, 1).", minimum=0, below=1)
+    confounder_column: str = c.column("confounder", "Name of the covariate column written to the cohort table.")
+    smoothness: float = opt(3.0, "Width (Gaussian sd, mm) of the region edges of the volume change, 0.5-20.", minimum=0.5, maximum=20)
+    support: float = opt(20.0, "Distance (mm) from a region beyond which voxels are never changed (the volume change is balanced in between); 2.5 x smoothness to 100.", maximum=100, above=0)
+    preprocessed: Optional[Path] = c.path_option("A preprocess output folder of these images: its transforms carry the deformation to each image (else a preprocess run is made into OUT/registration).")
+    template: Optional[str] = opt(None, "Template of the on-the-fly registration (default MNI152NLin2009aSym).")
+    registration: str = opt("affine", "On-the-fly registration: affine, rigid or syn (as preprocess); identity: the images are in template space already (no registration).", choices=("affine", "rigid", "syn", "identity"))
+    registration_resolution: float = opt(3.0, "Grid (mm) of the on-the-fly registration.", above=0)
+    brain_extraction: str = opt("auto", "Brain extraction before the on-the-fly registration (as preprocess).", choices=("auto", "deepbet", "template", "none"))
+    shape: Optional[str] = opt(None, "Working grid of the truth maps and the on-the-fly run, e.g. 64 (default 64^3, as preprocess).")
+    voxel_size: Optional[float] = opt(None, "Working grid voxel size in mm (as preprocess).", above=0)
+    seed: int = c.seed("Random seed (labels, severities, covariate, registration sampling).")
+    threads: Optional[int] = c.threads("ITK/OMP threads (default $SLURM_CPUS_PER_TASK or all CPUs).")
+    force: bool = c.force()
+
+    def check(self) -> None:
+        if self.severity_max < self.severity_min:
+            raise InputError(f"--severity-max {self.severity_max:g}: must be at least --severity-min {self.severity_min:g}")
+
+    def spike_in_kwargs(self) -> dict:
+        """``spike_in_cohort``'s arguments (its region lists are plural)."""
+        kw = self.kwargs()
+        kw["regions"] = list(kw.pop("region"))
+        kw["confounder_regions"] = list(kw.pop("confounder_region"))
+        return kw

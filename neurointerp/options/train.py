@@ -18,10 +18,7 @@ TASKS = ("auto", "binary", "multiclass", "regression")
 class TrainOptions(Options):
     """Train a 2D/3D CNN with subject-level stratified k-fold CV and/or on all data.
 
-    Every checkpoint records its held-out evidence (balanced accuracy, AUC with a 95% CI or R²,
-    and a test against chance); train warns in one line when a model does not beat chance or
-    the --confounder baseline, and saliency, confound-test, simulate and evaluate refuse a model
-    without evidence of skill unless --allow-unvalidated.
+    Every checkpoint records its held-out evidence (balanced accuracy, AUC with a 95% CI or R², and a test against chance); train warns in one line when a model does not beat chance or the --confounder baseline, and saliency, confound-test, simulate and evaluate refuse a model without evidence of skill unless --allow-unvalidated.
 
     Multi-process (DDP): torchrun --nproc-per-node N -m neurointerp train ...
     """
