@@ -47,6 +47,7 @@ CONFIGS: dict[str, dict] = {
     "steps-600-lr3e-4": dict(steps=600, lr=3e-4, validation_fraction=0.0),
     "steps-600-lr3e-3": dict(steps=600, lr=3e-3, validation_fraction=0.0),
     "steps-300-batch32": dict(steps=300, batch_size=32, validation_fraction=0.0),
+    "steps-300-batch32-rot1": dict(steps=300, batch_size=32, shift=0.0, rotation=1.0, validation_fraction=0.0),
     "steps-600-noaug": dict(steps=600, shift=0.0, rotation=0.0, validation_fraction=0.0),
     "steps-300-noaug": dict(steps=300, shift=0.0, rotation=0.0, validation_fraction=0.0),
     "steps-1200-noaug": dict(steps=1200, shift=0.0, rotation=0.0, validation_fraction=0.0),

@@ -34,3 +34,10 @@ def info(message: str) -> None:
     """A one-line status message on stderr (silenced by --quiet)."""
     if not _QUIET:
         print(message, file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    """A one-line ``warning: ...`` on stderr, printed even with --quiet: a warning says a result
+    may not mean what it seems (an unvalidated model, training participants explained), and a
+    user who silenced the progress messages must still see it."""
+    print(f"warning: {message}", file=sys.stderr)

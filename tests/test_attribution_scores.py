@@ -109,10 +109,10 @@ def test_saliency_refuses_lrp_probability_before_writing(tmp_path):
     (tmp_path / "cohort.csv").write_text("participant_id,image,label\n" + "\n".join(rows) + "\n")
     out = tmp_path / "out"
     with pytest.raises(InputError, match="lrp-epsilon explains the logit only"):
-        run_saliency(tmp_path / "model.pt", tmp_path / "cohort.csv", out, method=["gradient", "lrp-epsilon"], score="probability", atlas="none")
+        run_saliency(tmp_path / "model.pt", tmp_path / "cohort.csv", out, method=["gradient", "lrp-epsilon"], score="probability", atlas="none", allow_unvalidated=True)
     assert not out.exists()
     # multi-class default target through the whole command, and the sidecar says what was explained
-    run_saliency(tmp_path / "model.pt", tmp_path / "cohort.csv", out, method=["gradient", "lrp-epsilon"], score="logit", atlas="none")
+    run_saliency(tmp_path / "model.pt", tmp_path / "cohort.csv", out, method=["gradient", "lrp-epsilon"], score="logit", atlas="none", allow_unvalidated=True)
     for desc in ("gradient", "lrpepsilon"):
         side = json.loads((out / "sub-s0" / "anat" / f"sub-s0_space-test_desc-{desc}_attribution.json").read_text())
         assert side["Score"] == "logit" and side["TargetChoice"] == "predicted class"

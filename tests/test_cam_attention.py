@@ -283,7 +283,7 @@ def test_train_and_saliency_with_the_new_architectures(tmp_path):
         res = train(tmp_path / "train.csv", tmp_path / arch, architecture=arch, channels=(4, 8, 8), epochs=1, batch_size=4, folds=0, final=True, normalize="zscore", shift=0, rotation=0)
         clf = load_checkpoint(res.final_model)
         assert clf.model.head == arch[:-2] and clf.meta["architecture"]["name"] == arch
-        out = run_saliency(res.final_model, tmp_path / "test.csv", tmp_path / f"sal-{arch}", method=[method], atlas="none")
+        out = run_saliency(res.final_model, tmp_path / "test.csv", tmp_path / f"sal-{arch}", method=[method], atlas="none", allow_unvalidated=True)
         for pid, img in zip(frame["participant_id"][8:], frame["image"][8:]):
             path = out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_desc-{method}_attribution.nii.gz"
             m, src = load_image(path, allow_empty=True), load_image(img)
@@ -291,7 +291,7 @@ def test_train_and_saliency_with_the_new_architectures(tmp_path):
             assert np.any(m.data != 0)
         other = "attention" if method == "cam" else "cam"
         with pytest.raises(InputError, match=f"^{other} needs"):
-            run_saliency(res.final_model, tmp_path / "test.csv", tmp_path / f"no-{arch}", method=[other], atlas="none")
+            run_saliency(res.final_model, tmp_path / "test.csv", tmp_path / f"no-{arch}", method=[other], atlas="none", allow_unvalidated=True)
         assert not (tmp_path / f"no-{arch}").exists()
 
 

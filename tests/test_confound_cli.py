@@ -86,7 +86,7 @@ def test_bad_confounders(setup, tmp_path):
 def test_model_level_tests_on_training_and_heldout_subjects(setup, tmp_path):
     root = setup
     # the training cohort: the tests run, and say loudly that these subjects trained the model
-    path = run_confound_test(root / "model.pt", root / "train" / "cohort.csv", tmp_path / "tr", confounder=["sigma_B", "sigma_C"], permutations=199)
+    path = run_confound_test(root / "model.pt", root / "train" / "cohort.csv", tmp_path / "tr", confounder=["sigma_B", "sigma_C"], permutations=199, allow_unvalidated=True)
     tests = json.loads((path.parent / "summary.json").read_text())["ModelTests"]
     assert tests["Subjects"]["kind"] == "training" and tests["Subjects"]["n"] == 256
     assert tests["Score"] == "logit of P(1)"
@@ -103,7 +103,7 @@ def test_model_level_tests_on_training_and_heldout_subjects(setup, tmp_path):
     test = pd.read_csv(root / "test" / "cohort.csv")
     test["image"] = [str(root / "test" / p) for p in test["image"]]
     pd.concat([train, test]).to_csv(tmp_path / "both.csv", index=False)
-    path = run_confound_test(root / "model.pt", tmp_path / "both.csv", tmp_path / "both", confounder=["sigma_B"], permutations=199)
+    path = run_confound_test(root / "model.pt", tmp_path / "both.csv", tmp_path / "both", confounder=["sigma_B"], permutations=199, allow_unvalidated=True)
     summary = json.loads((path.parent / "summary.json").read_text())
     tests = summary["ModelTests"]
     assert summary["NSubjects"] == 272  # the GLM keeps every subject, as before
@@ -119,24 +119,24 @@ def test_model_level_tests_inputs(setup, tmp_path):
     frame.loc[4, "label"] = 7
     frame.to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(InputError, match=r"c.csv row 6: label '7' is not a class of the model \(0, 1\)"):
-        run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", confounder=["sigma_B"])
+        run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", confounder=["sigma_B"], allow_unvalidated=True)
     assert not (tmp_path / "o").exists()  # refused before anything was written
-    path = run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", confounder=["sigma_B"], model_tests=False)
+    path = run_confound_test(root / "model.pt", tmp_path / "c.csv", tmp_path / "o", confounder=["sigma_B"], model_tests=False, allow_unvalidated=True)
     assert "ModelTests" not in json.loads((path.parent / "summary.json").read_text())
     assert not (path.parent / "model_tests.tsv").exists()
     frame.drop(columns=["label"]).to_csv(tmp_path / "nolabel.csv", index=False)
-    path = run_confound_test(root / "model.pt", tmp_path / "nolabel.csv", tmp_path / "n", confounder=["sigma_B"])
+    path = run_confound_test(root / "model.pt", tmp_path / "nolabel.csv", tmp_path / "n", confounder=["sigma_B"], allow_unvalidated=True)
     assert "no 'label' column" in json.loads((path.parent / "summary.json").read_text())["ModelTests"]["NotRun"]
     with pytest.raises(InputError, match="--permutations 10"):
-        run_confound_test(root / "model.pt", tmp_path / "nolabel.csv", tmp_path / "p", confounder=["sigma_B"], permutations=10)
-    assert main(["--quiet", "confound-test", str(root / "model.pt"), str(tmp_path / "nolabel.csv"), str(tmp_path / "q"), "--confounder", "sigma_B", "--permutations", "10"]) == 2
+        run_confound_test(root / "model.pt", tmp_path / "nolabel.csv", tmp_path / "p", confounder=["sigma_B"], permutations=10, allow_unvalidated=True)
+    assert main(["--quiet", "confound-test", str(root / "model.pt"), str(tmp_path / "nolabel.csv"), str(tmp_path / "q"), "--confounder", "sigma_B", "--permutations", "10", "--allow-unvalidated"]) == 2
 
 
 def test_group_difference_maps(setup, tmp_path):
     """The group mean of the per-subject cdiff maps, and its whole-grid confounder share."""
     root = setup
-    mask = run_confound_test(root / "model.pt", root / "train" / "cohort.csv", tmp_path / "ct", confounder=["sigma_B", "sigma_C"], model_tests=False)
-    out = run_saliency(root / "model.pt", root / "test" / "cohort.csv", tmp_path / "sal", method=["saliency"], confounder_mask=mask)
+    mask = run_confound_test(root / "model.pt", root / "train" / "cohort.csv", tmp_path / "ct", confounder=["sigma_B", "sigma_C"], model_tests=False, allow_unvalidated=True)
+    out = run_saliency(root / "model.pt", root / "test" / "cohort.csv", tmp_path / "sal", method=["saliency"], confounder_mask=mask, allow_unvalidated=True)
     diff = np.stack([load_image(p, ndim=2, allow_empty=True).data for p in sorted(out.glob("sub-*/anat/*desc-saliencycdiff_attribution.nii.gz"))])
     free = np.stack([load_image(p, ndim=2, allow_empty=True).data for p in sorted(out.glob("sub-*/anat/*desc-saliencycfree_attribution.nii.gz"))])
     group = out / "group"

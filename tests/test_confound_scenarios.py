@@ -41,7 +41,7 @@ def _cohort(root: Path, scenario: str, seed: int = 0):
     frame[~is_test].to_csv(root / "train.csv", index=False)
     frame[is_test].to_csv(root / "test.csv", index=False)
     frame.to_csv(root / "all.csv", index=False)
-    model = train(root / "train.csv", root / "model", folds=0, final=True, epochs=15, batch_size=8, lr=1e-3, shift=0.0, rotation=0.0, normalize="zscore", seed=seed, threads=1).final_model
+    model = train(root / "train.csv", root / "model", folds=0, final=True, steps=300, batch_size=8, lr=1e-3, shift=0.0, rotation=0.0, normalize="zscore", seed=seed, threads=1).final_model
     return model
 
 

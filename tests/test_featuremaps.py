@@ -259,7 +259,7 @@ def test_saliency_writes_feature_outputs_as_their_own_kinds(tmp_path):
     fit_binary_on_arrays(model, x, torch.tensor((frame["label"] == "patient").to_numpy(np.float32)), epochs=2, batch_size=4, lr=1e-3)
     save_checkpoint(tmp_path / "model.pt", checkpoint_dict(model, spec, "binary", ["control", "patient"], "test3d", {"participant_ids": []}, {}))
     opts = dict(channels=[0, 3], opt_steps=5)
-    out = run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "out", method=["gradient", "feature-maps", "first-layer-filters", "input-optimisation"], layer="encoder.stack2.act", **opts)
+    out = run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "out", method=["gradient", "feature-maps", "first-layer-filters", "input-optimisation"], layer="encoder.stack2.act", **opts, allow_unvalidated=True)
     for pid, vol in zip(cohort.participant_ids, vols):
         anat = out / f"sub-{pid}" / "anat"
         import nibabel as nib
@@ -291,10 +291,10 @@ def test_saliency_writes_feature_outputs_as_their_own_kinds(tmp_path):
     # resumable: a second run skips everything; other parameters are refused
     fm_path = next(out.glob("sub-*/anat/*_featuremaps.nii.gz"))
     before = fm_path.stat().st_mtime_ns
-    run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "out", method=["gradient", "feature-maps", "first-layer-filters", "input-optimisation"], layer="encoder.stack2.act", **opts)
+    run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "out", method=["gradient", "feature-maps", "first-layer-filters", "input-optimisation"], layer="encoder.stack2.act", **opts, allow_unvalidated=True)
     assert fm_path.stat().st_mtime_ns == before
     with pytest.raises(InputError, match="holds a `saliency` run with other settings"):
-        run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "out", method=["feature-maps"], layer="encoder.stack2.act", channels=[1])
+        run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "out", method=["feature-maps"], layer="encoder.stack2.act", channels=[1], allow_unvalidated=True)
     # bad requests are one line, before anything is written
     for kw, message in (
         (dict(layer="encoder.flatten"), "has no spatial output"),
@@ -304,10 +304,10 @@ def test_saliency_writes_feature_outputs_as_their_own_kinds(tmp_path):
     ):
         np.save(tmp_path / "m.npy", np.ones(10))
         with pytest.raises(InputError, match=message):
-            run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "bad", method=["feature-maps", "input-optimisation"], **kw)
+            run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "bad", method=["feature-maps", "input-optimisation"], **kw, allow_unvalidated=True)
         assert not (tmp_path / "bad").exists()
     # array tasks: the model-level outputs are written once, by the task that completes the cohort
-    run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "arr", method=["feature-maps", "first-layer-filters"], array_index=1, array_size=2)
+    run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "arr", method=["feature-maps", "first-layer-filters"], array_index=1, array_size=2, allow_unvalidated=True)
     assert len(list((tmp_path / "arr").glob("sub-*/anat/*_featuremaps.nii.gz"))) == 4 and not (tmp_path / "arr" / "group").exists()
-    run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "arr", method=["feature-maps", "first-layer-filters"], array_index=0, array_size=2)
+    run_saliency(tmp_path / "model.pt", tmp_path / "c.csv", tmp_path / "arr", method=["feature-maps", "first-layer-filters"], array_index=0, array_size=2, allow_unvalidated=True)
     assert len(list((tmp_path / "arr").glob("sub-*/anat/*_featuremaps.nii.gz"))) == 8 and (tmp_path / "arr" / "group" / "desc-encoderstack1conv_filters.nii.gz").exists()

@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
 def test_saliency_writes_the_new_methods_and_resumes(setup):
     root = setup
     cohort = root / "test" / "cohort.csv"
-    out = run_saliency(root / "model.pt", cohort, root / "sal", method=NEW, atlas="none", seed=3, **SMALL)
+    out = run_saliency(root / "model.pt", cohort, root / "sal", method=NEW, atlas="none", seed=3, **SMALL, allow_unvalidated=True)
     table = read_cohort(cohort)
     pid = table.participant_ids[0]
     side = {}
@@ -57,11 +57,11 @@ def test_saliency_writes_the_new_methods_and_resumes(setup):
     target = side["swap-test"]["TargetClass"]
     assert all(labels[p] != target for p in ref["participants"])  # partners of the other class
     stamp = {m: (out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-synthetic_desc-{m.replace('-', '')}_attribution.nii.gz").stat().st_mtime_ns for m in NEW}
-    run_saliency(root / "model.pt", cohort, root / "sal", method=NEW, atlas="none", seed=3, **SMALL)  # complete: skipped
+    run_saliency(root / "model.pt", cohort, root / "sal", method=NEW, atlas="none", seed=3, **SMALL, allow_unvalidated=True)  # complete: skipped
     for m in NEW:
         assert (out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-synthetic_desc-{m.replace('-', '')}_attribution.nii.gz").stat().st_mtime_ns == stamp[m]
     with pytest.raises(InputError, match="needs an atlas"):
-        run_saliency(root / "model.pt", cohort, root / "sal2", method=["kernel-shap"], atlas="none")
+        run_saliency(root / "model.pt", cohort, root / "sal2", method=["kernel-shap"], atlas="none", allow_unvalidated=True)
     assert not (root / "sal2").exists()
 
 
@@ -69,10 +69,10 @@ def test_saliency_writes_the_new_methods_and_resumes(setup):
 def test_evaluate_runs_every_new_method(setup):
     root = setup
     params = {k: v for k, v in SMALL.items()}
-    path = run_evaluate(root / "model.pt", root / "test" / "cohort.csv", root / "eval", method=NEW, ground_truth="truth", n_subjects=4, samples=8, sensitivity_samples=2, params=params, atlas="none")
+    path = run_evaluate(root / "model.pt", root / "test" / "cohort.csv", root / "eval", method=NEW, ground_truth="truth", n_subjects=4, samples=8, sensitivity_samples=2, params=params, atlas="none", allow_unvalidated=True)
     metrics = pd.read_csv(path, sep="\t")
     assert list(metrics["method"]) == NEW
     assert metrics[["infidelity", "deletion_auc", "ncc_truth"]].notna().all().all()
     assert metrics["randomisation_flag"].isin([True, False]).all()
     with pytest.raises(InputError, match="--param nonsense"):
-        run_evaluate(root / "model.pt", root / "test" / "cohort.csv", root / "eval2", method=NEW, params={"nonsense": 1})
+        run_evaluate(root / "model.pt", root / "test" / "cohort.csv", root / "eval2", method=NEW, params={"nonsense": 1}, allow_unvalidated=True)

@@ -55,14 +55,14 @@ def load_confounder_mask(path: str | os.PathLike) -> tuple[np.ndarray, str | Non
 
 def check_not_trained(clf, table, allow_train: bool) -> None:
     """Refuse (or, with ``allow_train``, warn about) participants the model was trained on."""
-    from neurointerp.progress import info
+    from neurointerp.progress import warn
 
     trained = set(clf.participant_ids) & set(table.participant_ids)
     if trained and not allow_train:
         ids = ", ".join(sorted(trained)[:5]) + (", ..." if len(trained) > 5 else "")
         raise InputError(f"{table.path}: " + TRAINED_ON_MESSAGE.format(n=len(trained), ids=ids))
     if trained:
-        info(f"warning: explaining {len(trained)} participants the model was trained on (--allow-train)")
+        warn(f"explaining {len(trained)} participants the model was trained on (--allow-train)")
 
 
 def _truth_for(ground_truth, cohort, i: int, shape):

@@ -85,6 +85,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     set_command_line(["neurointerp", *args])
     debug = "--debug" in args
+    from neurointerp.progress import is_quiet, set_quiet
+
+    was_quiet = is_quiet()  # --quiet is for this call only (main() is also called in-process)
     try:
         # standalone mode: typer/click print usage errors themselves and exit 2
         app(args=args, prog_name="neurointerp")
@@ -109,6 +112,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         _error(f"{type(exc).__name__}: {text} (run with --debug for the traceback)")
         code = 1
+    finally:
+        set_quiet(was_quiet)
     if argv is None:
         sys.exit(code)
     return code

@@ -73,7 +73,7 @@ def require_skill(clf: Any, allow_unvalidated: bool = False, command: str = "thi
     """The skill gate. Returns :func:`skill_record` of ``clf`` when its held-out evidence beats
     chance; otherwise raises :class:`InputError` naming the figure (or, with
     ``allow_unvalidated``, prints a one-line warning and returns the record)."""
-    from neurointerp.progress import info
+    from neurointerp.progress import warn
     from neurointerp.train.evidence import describe
 
     where = str(path if path is not None else getattr(clf, "path", None) or "model")
@@ -86,6 +86,6 @@ def require_skill(clf: Any, allow_unvalidated: bool = False, command: str = "thi
     else:
         return skill_record(clf)
     if allow_unvalidated:
-        info(f"warning: {problem}; {command} goes on because of {OPT_OUT}")
+        warn(f"{problem}; {command} goes on because of {OPT_OUT}")
         return skill_record(clf, allowed_without=True)
     raise InputError(f"{problem}; {command} refuses it (pass {OPT_OUT} to go on anyway)")

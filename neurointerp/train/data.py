@@ -31,17 +31,11 @@ class Grid:
 
 
 def _header_grid(path: Path, ndim: int | None) -> tuple[tuple[int, ...], np.ndarray, int]:
-    import nibabel as nib
+    from neurointerp.io.headers import read_header
 
-    from neurointerp.io.nifti import check_affine
-
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable NIfTI file ({text[:160]})") from exc
-    # a degenerate affine is this image's fault, not a mismatch with the other rows
-    check_affine(np.asarray(img.affine, dtype=np.float64), str(path))
+    # the header rules of every command (sform/qform, scaling, intent, size): a bad header is
+    # this image's fault, not a mismatch with the other rows
+    img = read_header(path)
     shape = [int(s) for s in img.shape]
     while len(shape) > 3 and shape[-1] == 1:
         shape.pop()

@@ -41,6 +41,7 @@ settings and inputs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -54,7 +55,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurointerp.errors import InputError
-from neurointerp.progress import info, track
+from neurointerp.progress import info, track, warn
 from neurointerp.train.defaults import (  # chosen by measurement; see that module
     DEFAULT_BATCH_SIZE,
     DEFAULT_LR,
@@ -344,9 +345,11 @@ def train(
     to_run = [u for u in units_all if u.index == 0 or selected is None or u.index in selected]
 
     dist = init_distributed(dev)
+    stack = contextlib.ExitStack()
     try:
         if dist.is_main:
-            _prepare_out(out, config_hash, hyper, force=force)
+            folder = _prepare_out(out, config_hash, hyper, protect=inputs, force=force)
+            stack.enter_context(folder.writing())
         dist.barrier()
         settings = dict(
             hyper=hyper,
@@ -384,10 +387,13 @@ def train(
             if final and "final" not in result.evidence:
                 why = ("its evidence is the pooled cross-validation, and not every fold has finished: run the same command again when they have"
                        if folds >= 2 else "it was trained without cross-validation and without a validation split")
-                info(f"warning: final: no held-out evidence of skill ({why}); saliency, confound-test, simulate and evaluate refuse it without --allow-unvalidated")
+                warn(f"final: no held-out evidence of skill ({why}); saliency, confound-test, simulate and evaluate refuse it without --allow-unvalidated")
         result.final_model = out / "model.pt" if final else None
+        if dist.is_main and all(_completed(u, config_hash, folds) is not None for u in units_all):
+            folder.mark("complete")
         return result
     finally:
+        stack.close()
         dist.close()
 
 
@@ -412,30 +418,27 @@ def _warn_small_classes(data, fold_of_row, folds) -> None:
     for c, name in enumerate(data.classes):
         n = len({g for g, t in zip(data.groups, data.targets) if t == c})
         if n < folds:
-            info(f"warning: class '{name}' has {n} participants, fewer than the {folds} folds; some folds lack it (AUC undefined there)")
+            warn(f"class '{name}' has {n} participants, fewer than the {folds} folds; some folds lack it (AUC undefined there)")
 
 
-def _prepare_out(out: Path, config_hash: str, hyper: dict, force: bool) -> None:
+def _prepare_out(out: Path, config_hash: str, hyper: dict, protect: Sequence[Path], force: bool):
+    """Claim ``out`` for this training run (the folder rules of every command, :mod:`neurointerp.runs.folder`).
+
+    The same settings and inputs resume (array tasks of --fold, a killed run); other settings are
+    refused unless --force, which first deletes every file the earlier run wrote (its fold
+    models included, so no stale fold is left); the cohort and its images are never written.
+    """
     from neurointerp.io.atomic import write_json
+    from neurointerp.runs.folder import claim_folder
 
-    marker = out / MARKER
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if marker.exists():
-            try:
-                old = json.loads(marker.read_text())
-            except (OSError, ValueError):
-                old = {}
-            if old.get("config_hash") != config_hash and not force:
-                raise InputError(
-                    f"{out}: holds a training run with other settings or inputs (hash {old.get('config_hash')} vs {config_hash}); "
-                    "use --force to start over, or another output folder"
-                )
-        elif not force:
-            raise InputError(f"{out}: folder is not empty and holds no training run (use --force to write into it)")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"config_hash": config_hash, "settings": hyper}, force=True)
+    folder = claim_folder(out, "train", {"config_hash": config_hash, **hyper}, protect=protect, outputs=[out / MARKER], force=force)
+    if force and folder.resumed:
+        folder.restart()  # --force: start over, even with the same settings
+    with folder.writing():
+        write_json(out / MARKER, {"config_hash": config_hash, "settings": hyper}, force=True)
+    return folder
 
 
 def _completed(unit: Unit, config_hash: str, n_folds: int) -> dict | None:
@@ -824,12 +827,15 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
 
 
 def _write_state(path: Path, state: dict) -> None:
+    import io
+
     import torch
 
-    from neurointerp.io.atomic import atomic_path
+    from neurointerp.io.atomic import write_bytes
 
-    with atomic_path(path) as tmp:
-        torch.save(state, str(tmp))
+    buffer = io.BytesIO()  # serialise first: a full disk is then one line naming the file
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue(), force=True)
 
 
 def _read_state(path: Path) -> dict:
@@ -1019,18 +1025,18 @@ def _report_evidence(evidence: dict) -> None:
         if base:
             info(f"confounder baseline ({name}): {base}")
         if not ev.get("beats_chance"):
-            info(
-                f"warning: {name}: no evidence that the model beats chance ({describe(ev)}); its maps would explain noise -- "
+            warn(
+                f"{name}: no evidence that the model beats chance ({describe(ev)}); its maps would explain noise -- "
                 "saliency, confound-test, simulate and evaluate refuse it without --allow-unvalidated"
             )
         b = ev.get("baseline")
         if b and b.get("confounded"):
-            info(
-                f"warning: {name}: the confounders alone predict the label and the model does not beat them ({base}); "
+            warn(
+                f"{name}: the confounders alone predict the label and the model does not beat them ({base}); "
                 "it may have learned the confounder, not the disease (see confound-test)"
             )
     if failing:
-        info(f"warning: {', '.join(failing)}: no evidence of skill on their own held-out fold; the skill gate refuses these fold models")
+        warn(f"{', '.join(failing)}: no evidence of skill on their own held-out fold; the skill gate refuses these fold models")
 
 
 def _plot_curves(hist, path: Path, task: str, n_classes: int = 2) -> None:

@@ -775,18 +775,8 @@ def cases():
     return [(b, c) for c in COMMANDS for b in BAD_INPUTS if applies(b, c)]
 
 
-# Known bugs in modules this suite's author does not own (reported; strict xfail flips when fixed).
-_TRAIN_HEADERS = (
-    "train/data.py _header_grid reads headers with nib.load (nibabel's affine, no header rules), so the first "
-    "image is blamed as 'another affine/grid' for the second row; fix: neurointerp.io.headers.read_header (owner of train/)"
-)
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("train", "orientation-unknown"): _TRAIN_HEADERS,
-    ("train", "qform-sform-disagree"): _TRAIN_HEADERS,
-    ("train", "scl-inter-nan"): _TRAIN_HEADERS,
-    ("train", "vector-image-as-scalar"): _TRAIN_HEADERS,
-    ("train", "huge-claim-tiny-gz"): _TRAIN_HEADERS,
-}
+# Known bugs (strict xfail: flips when fixed); none open.
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -148,10 +148,10 @@ def translate(model, x, *, n_samples: int = 16, target=None, max_draws: int = 10
         lo, hi = rng_
         outside = (res["target"] < lo) | (res["target"] > hi)
         if outside.any():
-            from neurointerp.progress import info
+            from neurointerp.progress import warn
 
             worst = res["target"][outside][np.argmax(np.abs(res["target"][outside] - (lo + hi) / 2))]
-            info(f"warning: {where + ': ' if where else ''}{int(outside.sum())} of {len(outside)} target values lie outside the training range "
+            warn(f"{where + ': ' if where else ''}{int(outside.sum())} of {len(outside)} target values lie outside the training range "
                  f"[{lo:g}, {hi:g}] (e.g. {worst:g}); those translations are extrapolations")
     return res
 
