@@ -285,6 +285,13 @@ def test_saliency_writes_feature_outputs_as_their_own_kinds(tmp_path):
     rec = json.loads((out / "group" / f"space-{SPACE}_desc-encoderstack2act_optimisedinput.json").read_text())
     assert rec["Units"] == [0, 3] and all(e > s for s, e in zip(rec["ObjectiveAtStart"], rec["ObjectiveAtEnd"]))
     assert np.all(np.asarray(opt.dataobj)[start.data == 0] == 0)  # outside the brain: unchanged (0)
+    # the path helpers a per-subject runner uses name exactly the files written
+    from neurointerp.attribution.featureoutputs import feature_map_outputs, model_level_outputs
+
+    written = {p for p in (out / "group").iterdir() if "optimisedinput" in p.name or "filters" in p.name}
+    assert set(model_level_outputs(out, SPACE, ["first-layer-filters", "input-optimisation"], "encoder.stack2.act", "encoder.stack1.conv")) == written
+    for i, pid in enumerate(cohort.participant_ids):
+        assert set(feature_map_outputs(out, cohort, i, SPACE, "encoder.stack2.act", "AAL2")) == set((out / f"sub-{pid}" / "anat").glob("*featuremaps*"))
     groups = [p.name for p in (out / "group").glob("*_attribution.nii.gz")]
     assert groups and all("gradient" in g for g in groups)  # no attribution group outputs from feature maps
     assert "*_featuremaps.nii.gz" in (out / ".bidsignore").read_text()

@@ -127,74 +127,117 @@ def write_feature_outputs(
     written: list[Path] = []
     if "feature-maps" in kinds:
         written += _subject_feature_maps(out, clf, table, rows, checkpoint, ckpt_sha, layer, atlas, options.get("channels"), batch_size, force)
-    owner = 0 in set(rows)  # model-level outputs: the task holding the cohort's first row
-    if owner and "first-layer-filters" in kinds:
-        written += _filters(out, clf, checkpoint, ckpt_sha, force)
-    if owner and "input-optimisation" in kinds:
-        written += _input_optimisation(out, clf, table, checkpoint, ckpt_sha, layer, target_index, options, batch_size, seed, force)
+    if 0 in set(rows):  # model-level outputs: the task holding the cohort's first row
+        written += write_model_outputs(out, clf, table, kinds, checkpoint, layer=layer, target_index=target_index, options=options, batch_size=batch_size, seed=seed, force=force)
     return written
 
 
 def _subject_feature_maps(out, clf, table, rows, checkpoint, ckpt_sha, layer, atlas, channels, batch_size, force) -> list[Path]:
-    from neurointerp.attribution.featuremaps import channel_region_table, channel_subset, default_feature_layer, layer_activations
-    from neurointerp.attribution.layers import to_input_grid
-    from neurointerp.io import provenance, save_image, sha256, write_sidecar, write_table
+    from neurointerp.attribution.featuremaps import default_feature_layer
+    from neurointerp.io import sha256
     from neurointerp.progress import track
 
     spec = clf.spec
     has_ses = "session_id" in table.frame.columns
-    written: list[Path] = []
-    todo = []
-    resolved = layer
+    rows = list(rows)
+    if not rows:
+        return []
+    resolved = layer or default_feature_layer(clf.model, clf.prepare(spec.load_row(table, rows[0]).data[None]))
+    pending, keys = [], {}
     for i in rows:
         ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
-        pid = table.participant_ids[i]
-        todo.append((i, pid, ses))
-    if not todo:
-        return written
-    if resolved is None:
-        resolved = default_feature_layer(clf.model, clf.prepare(spec.load_row(table, todo[0][0]).data[None]))
-    chans = None
-    pending = []
-    for i, pid, ses in todo:
-        path = feature_map_path(out, pid, ses, spec.space, resolved)
+        path = feature_map_path(out, table.participant_ids[i], ses, spec.space, resolved)
         key = {"input_sha256": sha256(table.images[i]), "checkpoint_sha256": ckpt_sha, "layer": resolved, "channels": None if channels is None else [int(c) for c in channels]}
         if not _done(path, key, force):
-            pending.append((i, pid, ses, path, key))
+            pending.append(i)
+            keys[i] = key
+    written: list[Path] = []
     for start in track(range(0, len(pending), batch_size), description="feature maps", total=(len(pending) + batch_size - 1) // batch_size):
         chunk = pending[start : start + batch_size]
-        vols = [spec.load_row(table, i) for i, *_ in chunk]
-        x = clf.prepare(np.stack([v.data for v in vols]))
-        acts = layer_activations(clf.model, x, resolved, batch_size=batch_size)
-        if chans is None:
-            chans = channel_subset(acts.shape[1], channels)
-        for j, (i, pid, ses, path, key) in enumerate(chunk):
-            up = to_input_grid(acts[j : j + 1, chans], x.shape[2:])[0]
-            full = spec.uncrop(up.numpy())  # (C, *grid)
-            vol = vols[j]
-            rec = provenance(
-                "saliency feature-maps",
-                {"method": "feature-maps", "layer": resolved, "channels": chans},
-                inputs=[table.images[i]],
-                Kind="feature maps (channel activations of a layer; not an attribution map)",
-                Layer=resolved,
-                LayerGrid=list(acts.shape[2:]),
-                Channels=chans,
-                Axis4="channel",
-                Interpolation="(tri)linear from the layer's grid, align_corners=False (as Grad-CAM)",
-                Intensity="the model's input after its normalisation",
-                Checkpoint={"path": str(Path(checkpoint).resolve()), "sha256": ckpt_sha},
-                Space=spec.space,
-                Key=key,
-            )
-            save_image(_to_nifti_4d(full, spec.ndim), vol.affine, path, header=vol.header, force=True)
-            written.append(path)
-            if atlas is not None and spec.ndim == 3:
-                labels_vol, names, atlas_name = atlas
-                tpath = region_table_path(path, atlas_name)
-                write_table(tpath, channel_region_table(full, labels_vol, names, atlas_name, channels=chans), force=True)
-                written.append(tpath)
-            write_sidecar(path, rec, force=True)  # last: marks the subject complete
+        vols = [spec.load_row(table, i) for i in chunk]
+        written += write_feature_maps_batch(out, clf, table, chunk, vols, resolved, channels, atlas, checkpoint, ckpt_sha, keys=keys)
+    return written
+
+
+def feature_map_outputs(out: Path, table, i: int, space: str, layer: str, atlas_name: str | None = None) -> list[Path]:
+    """Every file ``feature-maps`` writes for cohort row ``i`` (for a runner's item outputs)."""
+    from neurointerp.io import sidecar_path
+
+    has_ses = "session_id" in table.frame.columns
+    ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
+    path = feature_map_path(out, table.participant_ids[i], ses, space, layer)
+    return [path, sidecar_path(path)] + ([region_table_path(path, atlas_name)] if atlas_name else [])
+
+
+def write_feature_maps_batch(out, clf, table, rows, vols, layer: str, channels, atlas, checkpoint, ckpt_sha: str, keys=None) -> list[Path]:
+    """Write the feature maps (and region tables) of cohort ``rows`` whose volumes ``vols`` are
+    loaded (``clf.spec.load_row``); no skipping: the caller decides what is due. The sidecar is
+    written last. ``keys``: optional ``{row: dict}`` stored as the sidecar's ``Key``."""
+    from neurointerp.attribution.featuremaps import channel_region_table, channel_subset, layer_activations
+    from neurointerp.attribution.layers import to_input_grid
+    from neurointerp.io import provenance, save_image, write_sidecar, write_table
+
+    spec = clf.spec
+    has_ses = "session_id" in table.frame.columns
+    x = clf.prepare(np.stack([v.data for v in vols]))
+    acts = layer_activations(clf.model, x, layer, batch_size=len(rows))
+    chans = channel_subset(acts.shape[1], channels)
+    written: list[Path] = []
+    for j, i in enumerate(rows):
+        ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
+        path = feature_map_path(out, table.participant_ids[i], ses, spec.space, layer)
+        full = spec.uncrop(to_input_grid(acts[j : j + 1, chans], x.shape[2:])[0].numpy())  # (C, *grid)
+        vol = vols[j]
+        rec = provenance(
+            "saliency feature-maps",
+            {"method": "feature-maps", "layer": layer, "channels": chans},
+            inputs=[table.images[i]],
+            Kind="feature maps (channel activations of a layer; not an attribution map)",
+            Layer=layer,
+            LayerGrid=list(acts.shape[2:]),
+            Channels=chans,
+            Axis4="channel",
+            Interpolation="(tri)linear from the layer's grid, align_corners=False (as Grad-CAM)",
+            Intensity="the model's input after its normalisation",
+            Checkpoint={"path": str(Path(checkpoint).resolve()), "sha256": ckpt_sha},
+            Space=spec.space,
+            **({"Key": keys[i]} if keys and i in keys else {}),
+        )
+        save_image(_to_nifti_4d(full, spec.ndim), vol.affine, path, header=vol.header, force=True)
+        written.append(path)
+        if atlas is not None and spec.ndim == 3:
+            labels_vol, names, atlas_name = atlas
+            tpath = region_table_path(path, atlas_name)
+            write_table(tpath, channel_region_table(full, labels_vol, names, atlas_name, channels=chans), force=True)
+            written.append(tpath)
+        write_sidecar(path, rec, force=True)  # last: marks the subject complete
+    return written
+
+
+def model_level_outputs(out: Path, space: str, kinds: Sequence[str], layer: str | None, first_conv_layer: str) -> list[Path]:
+    """Files the model-level kinds write (``group/``), for a runner's finalize outputs."""
+    paths: list[Path] = []
+    group = Path(out) / "group"
+    if "first-layer-filters" in kinds:
+        stem = f"desc-{layer_desc(first_conv_layer)}_filters"
+        paths += [group / f"{stem}.nii.gz", group / f"{stem}.tsv", group / f"{stem}.json"]
+    if "input-optimisation" in kinds:
+        for d in (layer_desc(layer), "start"):
+            paths += [group / f"space-{space}_desc-{d}_optimisedinput.nii.gz", group / f"space-{space}_desc-{d}_optimisedinput.json"]
+    return paths
+
+
+def write_model_outputs(out: Path, clf, table, kinds: Sequence[str], checkpoint, layer: str | None = None, target_index: int | None = None, options: dict[str, Any] | None = None, batch_size: int = 8, seed: int = 0, force: bool = False) -> list[Path]:
+    """The model-level kinds (first-layer filters, input optimisation) -- once per run, e.g. in
+    the runner's finalize step; skipped when done from the same checkpoint and parameters."""
+    from neurointerp.io import sha256
+
+    ckpt_sha = sha256(checkpoint)
+    written: list[Path] = []
+    if "first-layer-filters" in kinds:
+        written += _filters(out, clf, checkpoint, ckpt_sha, force)
+    if "input-optimisation" in kinds:
+        written += _input_optimisation(out, clf, table, checkpoint, ckpt_sha, layer, target_index, dict(options or {}), batch_size, seed, force)
     return written
 
 

@@ -5,8 +5,8 @@ or a global average pooling, or attention gates, see ``head``) maps an input bat
 ``(N, 1, *shape)`` to the feature vector ``(N, M)``; ``model.predictor`` (fully connected
 layers) maps the features to the outputs. ``model.features(x)`` returns the feature vector,
 ``model.feature_shape`` its layout ``(channels, *spatial)`` before flattening (``(channels,)``
-for the pooled heads), so a feature index can be traced back to a channel and a location. ``forward(x)`` equals
-``model.predictor(model.encoder(x))`` -- a confounder test or a partial back-propagation can
+for the pooled heads), so a feature index can be traced back to a channel and a location.
+``forward(x)`` equals ``model.predictor(model.encoder(x))`` -- a confounder test or a partial back-propagation can
 gate the features between the two (papers/confounder-aware-saliency.txt §2).
 
 Architectures (``ARCHITECTURES``; every field can be overridden):
@@ -36,9 +36,11 @@ Architectures (``ARCHITECTURES``; every field can be overridden):
 
 Why batch normalisation in these four: global pooling averages away most of what differs between
 subjects (at initialisation the pooled features of 100 ``synth brain`` subjects varied by 1.7 %,
-the logit by 0.008 sd), and without it the GAP and attention models sat at chance for all 30
-epochs in 5 of 6 seeded runs on a 400-subject 6 mm ``synth brain`` cohort; with it every run we
-tried was above 0.86 held-out accuracy within 5-15 epochs (benchmarks/arch_methods.py).
+the logit by 0.008 sd). On a 400-subject 6 mm ``synth brain`` cohort (benchmarks/arch_methods.py,
+small 8/16/32 versions, seeds 0-2), without it 5 of 6 GAP/attention runs ended at 0.45-0.66
+held-out accuracy after 30 epochs (lr 3e-3; one class for everyone gives 0.45 or 0.55); with it
+5 of 6 reached 0.91-1.0 in 20 epochs (lr 1e-3), the sixth ended at 0.55. Held-out accuracy of batch-normalised models can still swing between
+epochs (seen: 0.96 -> 0.45 -> 0.86 at epochs 5, 10, 15): read ``train``'s per-epoch held-out metrics.
 
 ``head`` selects the part between the conv stacks and the predictor: ``flatten`` (every
 architecture of the papers), ``gap`` or ``attention``. Heads that end in a global pooling
