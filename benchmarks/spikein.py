@@ -17,7 +17,8 @@ mean |map| with |confounder truth| before and after confounder-free saliency (an
 the disease truth); the group-map rank of the planted regions (``rank``: |t| of patient -
 control; ``rank_patient``: mean |map| in patients). The classifier's test AUC and balanced
 accuracy (with a Mann-Whitney p-value against chance) head each table: maps of a model that does
-not beat chance explain nothing.
+not beat chance explain nothing (the benchmark passes --allow-unvalidated so that such a row is
+still measured, and the head says so).
 
 Usage (resumable: finished steps in ``--work`` are reused)::
 
@@ -132,8 +133,8 @@ def run_chain(name: str, spec: dict, work: Path, args) -> dict:
     t = time.time()
     model = root / "train" / "model.pt"
     if not model.exists():
-        model = train(root / "train.csv", root / "train", folds=0, final=True, epochs=args.epochs, batch_size=8, lr=1e-3, shift=0.0, rotation=0.0,
-                      normalize="zscore", seed=args.seed, threads=args.threads).final_model
+        # train's defaults (step budget, class-balanced batches, validation split) except z-scoring
+        model = train(root / "train.csv", root / "train", folds=0, final=True, steps=args.steps, normalize="zscore", seed=args.seed, threads=args.threads).final_model
     times["train"] = time.time() - t
     clf = load_checkpoint(model)
     x = np.stack([load_image(p).data for p in test_df["image"]])
@@ -145,17 +146,17 @@ def run_chain(name: str, spec: dict, work: Path, args) -> dict:
 
     methods = list(args.method)
     t = time.time()
-    sal = run_saliency(model, root / "test.csv", root / "saliency", method=methods, ground_truth=str(truth["disease"]), seed=args.seed, threads=args.threads, force=True)
+    sal = run_saliency(model, root / "test.csv", root / "saliency", method=methods, ground_truth=str(truth["disease"]), seed=args.seed, threads=args.threads, force=True, allow_unvalidated=True)
     times["saliency"] = time.time() - t
     summary = pd.read_csv(sal / "group" / "scores_summary.tsv", sep="\t").set_index("method")
     t = time.time()
-    mask = run_confound_test(model, root / "train.csv", root / "confound", confounder=[spec["confounder"]], layer=args.layer, threads=args.threads, force=True)
+    mask = run_confound_test(model, root / "train.csv", root / "confound", confounder=[spec["confounder"]], layer=args.layer, threads=args.threads, force=True, allow_unvalidated=True)
     conf_summary = json.loads((mask.parent / "summary.json").read_text())
     cfree_dir = root / "saliency_cfree"
     cfree_ok = {}
     for m in methods:
         try:
-            run_saliency(model, root / "test.csv", cfree_dir, method=[m], confounder_mask=mask, seed=args.seed, threads=args.threads, force=True)
+            run_saliency(model, root / "test.csv", cfree_dir, method=[m], confounder_mask=mask, seed=args.seed, threads=args.threads, force=True, allow_unvalidated=True)
             cfree_ok[m] = True
         except Exception as exc:  # a method the gate does not support: reported, not hidden
             cfree_ok[m] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
@@ -238,7 +239,7 @@ def main(argv=None) -> int:
     p.add_argument("--confounder-strength", type=float, default=0.8)
     p.add_argument("--synth-effect-size", type=float, default=3.0)
     p.add_argument("--synth-confound-size", type=float, default=2.0)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps", type=int, default=None, help="train --steps (default: train's default)")
     p.add_argument("--test-fraction", type=float, default=0.3)
     p.add_argument("--layer", default="encoder.stack2")
     p.add_argument("--method", action="append", default=None)
