@@ -133,3 +133,75 @@ def test_bids_options_need_a_bids_folder(tmp_path, capsys):
     code = main(["preprocess", str(tmp_path / "c.csv"), str(tmp_path / "out"), "--participant-label", "01"])
     err = capsys.readouterr().err
     assert code == 2 and "needs a BIDS dataset folder" in err
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    """6 participants x 2 sessions of synth brain T1s as a raw BIDS dataset, preprocessed in two
+    invocations on disjoint participant subsets (the second also with --session-label) into one OUT."""
+    from neurointerp.synth.brain import synth_brain
+
+    root = tmp_path_factory.mktemp("bids_e2e")
+    synth_brain(root / "syn", n_subjects=6, voxel_size=4.0, seed=3, max_rotation=5.0, max_translation=5.0, bias=0.1)
+    bids = make_bids(root / "bids", synth_dir=root / "syn")
+    fast = ["--brain-extraction", "none", "--threads", "2", "--voxel-size", "6", "--registration-resolution", "6", "--no-n4", "--no-qc"]
+    pp = root / "pp"
+    codes = [main(["preprocess", str(bids), str(pp), *fast, "--participant-label", "01", "--participant-label", "sub-02", "--participant-label", "03"])]
+    codes.append(main(["preprocess", str(bids), str(pp), *fast, "--participant-label", "04", "--participant-label", "05", "--participant-label", "06", "--session-label", "01"]))
+    codes.append(main(["preprocess", str(bids), str(pp), *fast, "--participant-label", "04", "--participant-label", "05", "--participant-label", "06", "--session-label", "ses-02"]))
+    return root, bids, pp, codes
+
+
+def test_e2e_preprocess_table_lists_every_finished_subject(e2e):
+    root, bids, pp, codes = e2e
+    assert codes == [0, 0, 0]
+    table = pd.read_csv(pp / "cohort.csv", dtype={"participant_id": str, "session_id": str})
+    assert list(zip(table["participant_id"], table["session_id"])) == [(p, s) for p in PIDS for s in ("01", "02")]
+    assert list(table.columns[:3]) == ["participant_id", "session_id", "image"]
+    assert set(table["label"]) == {"control", "patient"}
+    truth = pd.read_csv(bids / "sub-04" / "sub-04_sessions.tsv", sep="\t")
+    assert table[(table.participant_id == "04")]["age"].tolist() == truth["age"].tolist()  # per-session covariate
+    for rel, pid, ses in zip(table["image"], table["participant_id"], table["session_id"]):
+        assert (pp / rel).is_file() and f"sub-{pid}_ses-{ses}_" in rel
+
+
+def test_e2e_train_saliency_group_map_count_participants(e2e, capsys):
+    root, bids, pp, _ = e2e
+    table = pp / "cohort.csv"
+    assert main(["train", str(table), str(root / "train"), "--folds", "0", "--final", "--steps", "4", "--batch-size", "4", "--threads", "2"]) == 0
+    # participant 01 keeps one session: a mean over maps would weight it half as much as the others
+    cohort = pd.read_csv(table, dtype={"participant_id": str, "session_id": str})
+    cohort = cohort[~((cohort.participant_id == "01") & (cohort.session_id == "02"))]
+    cohort["image"] = [str(pp / p) for p in cohort["image"]]
+    table = root / "explain.csv"
+    cohort.to_csv(table, index=False)
+    assert main(["saliency", str(root / "train" / "model.pt"), str(table), str(root / "sal"), "--method", "gradient", "--allow-unvalidated", "--allow-train"]) == 0
+    # saliency's group mean weights participants: each participant's sessions averaged first
+    maps = {}
+    for pid, ses in zip(cohort["participant_id"], cohort["session_id"]):
+        found = sorted((root / "sal" / f"sub-{pid}" / f"ses-{ses}").rglob(f"sub-{pid}_ses-{ses}_*desc-gradient_attribution.nii.gz"))
+        assert len(found) == 1, found
+        maps[(pid, ses)] = np.asarray(nib.load(str(found[0])).dataobj, dtype=np.float64)
+    mean_file = sorted((root / "sal" / "group").glob("*desc-gradient_label-all_stat-mean_attribution.nii.gz"))
+    assert len(mean_file) == 1
+    got = np.asarray(nib.load(str(mean_file[0])).dataobj, dtype=np.float64)
+    expected = np.mean([np.mean([v for (p2, _), v in maps.items() if p2 == p], axis=0) for p in PIDS], axis=0)
+    per_map = np.mean(list(maps.values()), axis=0)
+    tol = 1e-5 * np.abs(expected).max()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=tol)
+    assert np.abs(per_map - expected).max() > 100 * tol  # the test tells the two weightings apart
+    side = json.loads(mean_file[0].with_name(mean_file[0].name.replace(".nii.gz", ".json")).read_text())
+    assert side["NMaps"] == 11 and side["NParticipants"] == 6
+    # group-map: sessions refused without a rule, averaged per participant with --sessions mean
+    capsys.readouterr()
+    code = main(["group-map", str(root / "sal"), str(root / "gm0"), "--covariates", str(table), "--no-figures"])
+    assert code == 2 and "--sessions mean" in capsys.readouterr().err
+    code = main(["group-map", str(root / "sal"), str(root / "gm"), "--covariates", str(table), "--sessions", "mean", "--design", "label,age", "--no-figures"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((root / "gm" / "group" / "group_map.json").read_text())
+    assert summary["n_maps"] == 11 and summary["n_participants"] == 6
+    assert summary["glm"]["df"] == 6 - 3  # participants - rank (intercept, label, age)
+    assert sum(summary["groups"].values()) == 6
