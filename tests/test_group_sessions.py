@@ -110,3 +110,28 @@ def test_subject_mean_refuses_a_label_that_changes_between_sessions(longi, tmp_p
     bad.to_csv(path, sep="\t", index=False)
     code, err = _run([root / "maps", tmp_path / "o", "--covariates", path, "--sessions", "mean"], capsys)
     assert code == 2 and "differs between sessions" in err and "'01'" in err
+
+
+def test_subject_mean_with_unequal_sessions_weights_participants(longi, tmp_path, capsys):
+    """Participant 01 keeps one session: its mean is that map, and every participant counts once."""
+    import shutil
+
+    import statsmodels.api as sm
+
+    root, cov, data, table = longi
+    maps = tmp_path / "maps"
+    shutil.copytree(root / "maps", maps)
+    (maps / "sub-01_ses-02_desc-x_map.nii.gz").unlink()
+    code, err = _run([maps, tmp_path / "o", "--covariates", cov, "--sessions", "mean"], capsys)
+    assert code == 0, err
+    t, summary = _t(tmp_path / "o")
+    assert summary["n_maps"] == N_SUB * N_SES - 1 and summary["glm"]["df"] == N_SUB - 2
+    assert summary["groups"] == {"control": 3, "patient": 3}
+    pids = [f"{k + 1:02d}" for k in range(N_SUB)]
+    Y = np.stack([np.mean([v for (p, s), v in data.items() if p == pid and (p, s) != ("01", "02")], axis=0).ravel() for pid in pids])
+    X = sm.add_constant(np.array([float(k % 2) for k in range(N_SUB)]))
+    expected = np.array([sm.OLS(Y[:, v], X).fit().tvalues[1] for v in range(Y.shape[1])])
+    np.testing.assert_allclose(t.ravel(), expected, rtol=1e-4, atol=1e-4)
+    mean = sorted((tmp_path / "o" / "group").glob("*desc-control_stat-mean_statmap.nii.gz"))
+    got = np.asarray(nib.load(str(mean[0])).dataobj, dtype=np.float64)
+    np.testing.assert_allclose(got.ravel(), Y[[0, 2, 4]].mean(axis=0), rtol=1e-5, atol=1e-5)
