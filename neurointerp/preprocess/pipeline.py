@@ -309,7 +309,9 @@ def _ids_from_name(name: str) -> tuple[str, str | None]:
 
 @takes_options(PreprocessOptions)
 def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
-    """Preprocess one T1w NIfTI or every image of a cohort table into ``out``.
+    """Preprocess one T1w NIfTI, every image of a cohort table, or the T1w images of a raw BIDS
+    dataset (selected by ``participant_label``, ``session_label``, ``bids_filter_file``; see
+    :mod:`neurointerp.io.bids`) into ``out``.
 
     Same arguments as ``neurointerp preprocess``. Returns a :class:`PreprocessResult`. Runs
     through the per-subject runner (:mod:`neurointerp.runs`): finished subjects (same input
