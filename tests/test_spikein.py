@@ -285,3 +285,27 @@ def test_image_variants_are_distinct_posed_copies(tmp_path):
         assert abs((a > 150).sum() / (data > 150).sum() - 1) < 0.1
         for b in arrays[k + 1 :]:
             assert not np.array_equal(a, b)
+
+
+def test_spike_in_takes_a_bids_dataset(template_cohort, tmp_path):
+    """A raw BIDS dataset as the cohort: its T1w images, participants.tsv and sessions tables."""
+    import shutil
+
+    from neurointerp.synth.spikein import spike_in_cohort
+
+    root = template_cohort
+    bids = tmp_path / "bids"
+    (bids).mkdir()
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
+    for k, (pid, ses) in enumerate([("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")]):
+        anat = bids / f"sub-{pid}" / f"ses-{ses}" / "anat"
+        anat.mkdir(parents=True)
+        shutil.copy(root / f"in{k + 1}.nii.gz", anat / f"sub-{pid}_ses-{ses}_T1w.nii.gz")
+    pd.DataFrame({"participant_id": ["sub-a", "sub-b"], "sex": ["F", "M"]}).to_csv(bids / "participants.tsv", sep="\t", index=False)
+    for pid in ("a", "b"):
+        pd.DataFrame({"session_id": ["ses-1", "ses-2"], "age": [61, 63]}).to_csv(bids / f"sub-{pid}" / f"sub-{pid}_sessions.tsv", sep="\t", index=False)
+    table = spike_in_cohort(bids, tmp_path / "spk", atlas="AAL2", regions=["Hippocampus_L"], registration="identity", shape=24, patient_fraction=0.5, seed=1)
+    cohort = pd.read_csv(table, dtype={"session_id": str})
+    assert list(zip(cohort["participant_id"], cohort["session_id"])) == [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")]
+    assert list(cohort["sex"]) == ["F", "F", "M", "M"] and list(cohort["age"]) == [61, 63, 61, 63]
+    assert cohort["label"].iloc[0] == cohort["label"].iloc[1] and cohort["label"].iloc[2] == cohort["label"].iloc[3]

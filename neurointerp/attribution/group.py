@@ -39,23 +39,34 @@ def region_ranking(mean_abs: np.ndarray, mean: np.ndarray, labels: np.ndarray, n
 
 
 class _Sums:
-    """Running per-class sums of a map and of its absolute value (float64)."""
+    """Running per-class weighted sums of a map and of its absolute value (float64).
+
+    Each map is weighted by 1 / (its participant's number of maps in the class), so a mean
+    weights participants, not sessions: each participant's sessions are averaged first.
+    ``n`` counts maps, ``participants`` the participants of each class.
+    """
 
     def __init__(self, keys):
         self.sum = {c: None for c in keys}
         self.abs = {c: None for c in keys}
+        self.w = {c: 0.0 for c in keys}
         self.n = {c: 0 for c in keys}
+        self.participants = {c: set() for c in keys}
         self.members = {c: [] for c in keys}
 
-    def add(self, keys, data, path) -> None:
-        for c in keys:
-            self.sum[c] = data.astype(np.float64) if self.sum[c] is None else self.sum[c] + data
-            self.abs[c] = np.abs(data).astype(np.float64) if self.abs[c] is None else self.abs[c] + np.abs(data)
+    def add(self, keys, data, path, participant: str = "", weights=None) -> None:
+        for k, c in enumerate(keys):
+            w = 1.0 if weights is None else float(weights[k])
+            d = data.astype(np.float64) * w
+            self.sum[c] = d if self.sum[c] is None else self.sum[c] + d
+            self.abs[c] = np.abs(d) if self.abs[c] is None else self.abs[c] + np.abs(d)
+            self.w[c] += w
             self.n[c] += 1
+            self.participants[c].add(participant)
             self.members[c].append(str(path))
 
     def means(self, c):
-        return (self.sum[c] / self.n[c]).astype(np.float32), (self.abs[c] / self.n[c]).astype(np.float32)
+        return (self.sum[c] / self.w[c]).astype(np.float32), (self.abs[c] / self.w[c]).astype(np.float32)
 
 
 def confounder_region_table(diff_abs: np.ndarray, diff: np.ndarray, cfree_abs: np.ndarray, labels: np.ndarray, names) -> "object":
@@ -100,6 +111,11 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
     classes = sorted(set(labels))
     keys = classes + ["all"]
     score_rows = []
+    pids = [str(p) for p in table.participant_ids]
+    from collections import Counter
+
+    per_participant = Counter((pids[i], k) for i in range(len(table)) for k in (labels[i], "all"))
+    weights = [(1.0 / per_participant[(pids[i], labels[i])], 1.0 / per_participant[(pids[i], "all")]) for i in range(len(table))]
     for m in methods:
         desc = method_desc(m, cfree)
         diff_desc = method_desc(m, suffix="cdiff")
@@ -112,11 +128,11 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
             affine, header = vol.affine, vol.header
             img = load_image(table.images[i], ndim=spec.ndim).data
             background = img if background is None else background + img
-            main.add((labels[i], "all"), vol.data, path)
+            main.add((labels[i], "all"), vol.data, path, pids[i], weights[i])
             if diff is not None:
                 ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
                 dpath = derivative_path(out, table.participant_ids[i], "attribution", session=ses, space=spec.space, desc=diff_desc)
-                diff.add((labels[i], "all"), load_image(dpath, ndim=spec.ndim, allow_empty=True).data, dpath)
+                diff.add((labels[i], "all"), load_image(dpath, ndim=spec.ndim, allow_empty=True).data, dpath, pids[i], weights[i])
             truth = _truth_for(ground_truth, table, i, vol.shape)
             if truth is not None:
                 brain = img != 0
@@ -138,8 +154,9 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
             for stat, data in (("mean", mean), ("meanabs", mean_abs)):
                 p = group / f"space-{spec.space}_desc-{desc}_label-{_safe(c)}_stat-{stat}_attribution.nii.gz"
                 save_image(data, affine, p, header=header, force=True, intent="estimate", intent_name=stat)
-                write_json(p.with_name(p.name.replace(".nii.gz", ".json")), {**rec, "Statistic": stat, "NMaps": n}, force=True)
-            panels.append((f"{desc} mean |map| ({c}, n={n})", background / len(table), affine, mean_abs))
+                write_json(p.with_name(p.name.replace(".nii.gz", ".json")), {**rec, "Statistic": stat, "NMaps": n, "NParticipants": len(main.participants[c]),
+                                                                              "Weighting": "participants: each participant's maps (sessions) averaged first"}, force=True)
+            panels.append((f"{desc} mean |map| ({c}, n={len(main.participants[c])})", background / len(table), affine, mean_abs))
             if atlas is not None and spec.ndim == 3:
                 labels_vol, names, atlas_name = atlas
                 ranking = region_ranking(mean_abs, mean, labels_vol, names)

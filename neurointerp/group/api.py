@@ -106,6 +106,25 @@ def group_map(o: GroupMapOptions) -> Path:
         if not use_glm:
             raise InputError("--volumes needs a GLM (a design with a contrast)")
         needed.append(volumes)
+    from neurointerp.group.inputs import repeated_participants, subject_means
+
+    sessions = o.sessions
+    repeated = repeated_participants(frame)
+    n_maps = n
+    if repeated and sessions is None:
+        pid, k = next(iter(repeated.items()))
+        raise InputError(
+            f"{ms.source}: participant '{pid}' has {k} maps ({len(repeated)} participant(s) have several sessions); sessions are not independent subjects: "
+            "give --sessions mean (average each participant's sessions) or --sessions subject (a subject term, for within-subject effects)"
+        )
+    if sessions == "subject" and n_perm > 0:
+        raise InputError("--n-perm with --sessions subject: permuting maps across participants is not valid for within-subject designs; use --sessions mean for permutations")
+    if sessions == "subject" and volumes is not None:
+        raise InputError("--volumes with --sessions subject is not supported; use --sessions mean")
+    if sessions == "mean" and repeated:
+        ms = subject_means(ms, needed)
+        frame, n = ms.frame, len(ms)
+        info(f"--sessions mean: {n_maps} maps of {n} participants averaged per participant")
     ms.check_covariates(needed)
     if has_groups:  # '1' and '1.0' (or 'Patient' and 'patient') must not become two groups
         from neurointerp.io.cohort import label_spelling_problems
@@ -123,8 +142,14 @@ def group_map(o: GroupMapOptions) -> Path:
     cname = None
     if use_glm:
         dsg = build_design(frame, design, label_column)
-        X = dsg.matrix
         c, cname = parse_contrast(contrast, dsg)
+        if sessions == "subject":
+            from neurointerp.group.glm import add_subject_term
+
+            base_p = len(dsg.columns)
+            dsg = add_subject_term(dsg, frame["participant_id"])
+            c = np.concatenate([c, np.zeros(len(dsg.columns) - base_p)])
+        X = dsg.matrix
     if n_perm > 0 and not use_glm:
         raise InputError("--n-perm needs a GLM (a design with a contrast)")
 
@@ -159,7 +184,8 @@ def group_map(o: GroupMapOptions) -> Path:
 
     gdir = out / "group"
     spath = gdir / "group_map.json"
-    run_inputs = {"maps": list(ms.paths), "covariates": covariates, "mask": mask, "labels": labels}
+    all_maps = [Path(p) for m in ms.members for p in m] if ms.members else list(ms.paths)
+    run_inputs = {"maps": all_maps, "covariates": covariates, "mask": mask, "labels": labels}
     if atlas is not None and Path(str(atlas)).is_file():
         run_inputs["atlas"] = Path(str(atlas))
     claim = dict(inputs=run_inputs, force=force)
@@ -168,7 +194,7 @@ def group_map(o: GroupMapOptions) -> Path:
     with contextlib.ExitStack() as stack:
         # nothing is written (not even the run's bookkeeping) until every map has been read and checked
         # ---- pass 1: moments per group, GLM accumulators, region means --------------------------
-        paths = ms.paths
+        paths = ms.members if ms.members else ms.paths  # --sessions mean: each item is a participant's session maps
 
         def loader(p):
             y = load_map(p, shape)
@@ -192,7 +218,8 @@ def group_map(o: GroupMapOptions) -> Path:
         write_dataset_description(out, "neurointerp group-map", "Group statistics of maps", force=False)
         add_bidsignore(out, ["group"])
         record = provenance(
-            "group-map", params, inputs=paths, seed=seed, Space=space,
+            "group-map", params, inputs=all_maps, seed=seed, Space=space,
+            Sessions={"mode": sessions, "n_maps": n_maps, "n_participants": int(len(set(frame["participant_id"])))} if repeated else None,
             Design={"columns": dsg.columns, "formula": dsg.formula, "matrix_rank": dsg.rank} if dsg else None,
             Contrast={"name": cname, "weights": c} if c is not None else None,
             Groups={g: int(len(gidx[g])) for g in group_order},
@@ -225,7 +252,9 @@ def group_map(o: GroupMapOptions) -> Path:
             figure_jobs.append((p_mean, full(m.mean), f"mean {g} (n={m.n})", None, "mosaic"))
 
         summary: dict = {
-            "n_maps": n,
+            "n_maps": n_maps,
+            "n_participants": int(len(set(frame["participant_id"]))),
+            "sessions": sessions if repeated else None,
             "grid": {"shape": list(shape), "affine": affine.tolist()},
             "space": space,
             "groups": {g: int(moments[g].n) for g in group_order},

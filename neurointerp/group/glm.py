@@ -128,6 +128,30 @@ def _formula_design(frame, formula: str, cols: list[str], label_column: str) -> 
     return Design(X, names, label_column if classes else None, classes, formula)
 
 
+def add_subject_term(design: Design, participant_ids) -> Design:
+    """The design with one dummy column per participant but the first (a subject term).
+
+    Effects that do not vary within participants are absorbed by the term: such a design is
+    refused in one line naming those columns (average the sessions instead: ``--sessions mean``).
+    The residual degrees of freedom are then maps - participants - within-subject columns.
+    """
+    pids = [str(p) for p in participant_ids]
+    levels = sorted(dict.fromkeys(pids))
+    if len(levels) == len(pids):
+        raise InputError("--sessions subject: every participant has one map; a subject term needs repeated sessions")
+    X = design.matrix
+    D = np.stack([np.asarray([p == lev for p in pids], dtype=float) for lev in levels[1:]], axis=1)
+    full = np.hstack([X, D])
+    names = design.columns + [f"subject[{lev}]" for lev in levels[1:]]
+    if np.linalg.matrix_rank(full) < full.shape[1]:
+        idx = {lev: [i for i, p in enumerate(pids) if p == lev] for lev in levels}
+        between = [name for j, name in enumerate(design.columns) if name != "Intercept" and all(np.ptp(X[ix, j]) == 0 for ix in idx.values())]
+        what = f"design column{'s' if len(between) > 1 else ''} {', '.join(between)} do{'' if len(between) > 1 else 'es'} not vary within participants" if between else "the design is collinear with the subject term"
+        raise InputError(f"--sessions subject: {what} (a between-subject effect, absorbed by the subject term); use --sessions mean for it")
+    _check_rank(full, names)
+    return Design(full, names, design.label_column, design.classes, design.formula)
+
+
 def _check_rank(X: np.ndarray, names: list[str]) -> None:
     n, p = X.shape
     if n <= p:

@@ -47,6 +47,7 @@ class MapSet:
     source: str
     cov_where: list[str] | None = None
     cov_source: str = ""
+    members: list[list[str]] | None = None  # --sessions mean: the session maps averaged into each row
 
     def check_covariates(self, columns: Sequence[str], numeric: Sequence[str] = ()) -> None:
         """Every map has a value for ``columns`` (numbers for ``numeric``), else one line."""
@@ -228,16 +229,29 @@ def collect_maps(
     if covariates is not None:
         cpath = Path(covariates)
         cov, crows = read_table(cpath)
-        dup = cov["participant_id"].duplicated()
-        if dup.any():
-            i = int(np.flatnonzero(dup.to_numpy())[0])
-            raise InputError(f"{cpath} row {crows[i]}: duplicate participant_id '{cov['participant_id'].iloc[i]}'")
-        index = {pid: i for i, pid in enumerate(cov["participant_id"])}
+        # a per-session table (session_id filled in) joins on (participant, session)
+        per_session = "session_id" in cov.columns and any(v.strip() for v in cov["session_id"])
+        if per_session:
+            cov["session_id"] = [v[4:] if v.startswith("ses-") else v for v in cov["session_id"]]
+            ckeys = list(zip(cov["participant_id"], cov["session_id"]))
+            if "session_id" not in frame.columns:
+                raise InputError(f"{cpath}: has a session_id column but the maps have no sessions (no ses-<label> in their names or table)")
+        else:
+            ckeys = list(cov["participant_id"])
+        seen_c: dict = {}
+        for r, key in zip(crows, ckeys):
+            if key in seen_c:
+                what = f"participant_id '{key[0]}' with session_id '{key[1]}'" if per_session else f"participant_id '{key}'"
+                raise InputError(f"{cpath} row {r}: duplicate {what} (first at row {seen_c[key]})")
+            seen_c[key] = r
+        index = {key: i for i, key in enumerate(ckeys)}
+        mkeys = list(zip(frame["participant_id"], frame["session_id"])) if per_session else list(frame["participant_id"])
         take = []
-        for w, pid in zip(where, frame["participant_id"]):
-            if pid not in index:
-                raise InputError(f"{w}: participant '{pid}' has no row in {cpath}")
-            take.append(index[pid])
+        for w, key in zip(where, mkeys):
+            if key not in index:
+                who = f"participant '{key[0]}' session '{key[1]}'" if per_session else f"participant '{key}'"
+                raise InputError(f"{w}: {who} has no row in {cpath}")
+            take.append(index[key])
         extra = [c for c in cov.columns if c not in ("participant_id", "session_id", "map")]  # maps come from `maps`
         frame = frame.drop(columns=[c for c in extra if c in frame.columns])
         for c in extra:
@@ -248,6 +262,58 @@ def collect_maps(
 
     shape, affine, header = check_grids([Path(p) for p in frame["map"]])
     return MapSet(frame=frame.reset_index(drop=True), where=where, shape=shape, affine=affine, header=header, source=source, cov_where=cov_where, cov_source=str(covariates or maps))
+
+
+def repeated_participants(frame) -> dict[str, int]:
+    """``{participant: number of maps}`` for participants with more than one map (sessions)."""
+    counts = frame["participant_id"].value_counts()
+    return {str(k): int(v) for k, v in counts.items() if v > 1}
+
+
+def subject_means(ms: MapSet, columns: Sequence[str]) -> MapSet:
+    """One row per participant: the mean of its session maps (loaded and averaged when read).
+
+    Covariates of ``columns`` must be one value per participant, except numeric ones, which are
+    averaged over the participant's sessions (e.g. age at each scan); another column keeps its
+    value when the sessions agree and is dropped otherwise. ``members`` lists each row's maps.
+    """
+    import pandas as pd
+
+    frame = ms.frame
+    cov_where = ms.cov_where or ms.where
+    order = list(dict.fromkeys(frame["participant_id"]))
+    groups = {pid: [i for i, p in enumerate(frame["participant_id"]) if p == pid] for pid in order}
+    rows, members, where, cwhere = [], [], [], []
+    drop: set[str] = set()
+    for pid in order:
+        idx = groups[pid]
+        rec = {"participant_id": pid, "map": frame["map"].iloc[idx[0]]}
+        for col in frame.columns:
+            if col in ("participant_id", "map", "session_id"):
+                continue
+            values = [str(v) for v in frame[col].iloc[idx]]
+            if len(set(values)) == 1:
+                rec[col] = frame[col].iloc[idx[0]]
+                continue
+            if col in columns:
+                try:
+                    rec[col] = float(np.mean([float(v) for v in values]))
+                    continue
+                except ValueError:
+                    pass
+                raise InputError(
+                    f"{cov_where[idx[0]]}: {col} of participant '{pid}' differs between sessions ('{values[0]}', '{values[1]}'); "
+                    f"--sessions mean needs one value per participant (or use --sessions subject)"
+                )
+            drop.add(col)
+        rows.append(rec)
+        members.append([str(frame["map"].iloc[i]) for i in idx])
+        where.append(ms.where[idx[0]] + (f" (+{len(idx) - 1} session map{'s' if len(idx) > 2 else ''})" if len(idx) > 1 else ""))
+        cwhere.append(cov_where[idx[0]])
+    out = pd.DataFrame(rows)
+    out = out.drop(columns=[c for c in drop if c in out.columns])
+    return MapSet(frame=out, where=where, shape=ms.shape, affine=ms.affine, header=ms.header, source=ms.source,
+                  cov_where=cwhere, cov_source=ms.cov_source, members=members)
 
 
 def check_covariates(frame, where: Sequence[str], columns: Sequence[str], numeric: Sequence[str] = (), source: str = "") -> None:
@@ -309,9 +375,18 @@ def check_grids(paths: Sequence[Path]) -> tuple[tuple[int, int, int], np.ndarray
     return shape0, aff0, hdr0
 
 
-def load_map(path: str | os.PathLike, shape=None) -> np.ndarray:
-    """One map as float32 (validated: NaN/Inf refused naming the file), flattened in C order."""
+def load_map(path, shape=None) -> np.ndarray:
+    """One map as float32 (validated: NaN/Inf refused naming the file), flattened in C order.
+
+    A list of paths (one participant's sessions) gives the mean of those maps."""
     from neurointerp.io.nifti import load_image
+
+    if isinstance(path, (list, tuple)):
+        acc = np.zeros(0)
+        for k, p in enumerate(path):
+            y = load_map(p, shape).astype(np.float64)
+            acc = y if k == 0 else acc + y
+        return (acc / len(path)).astype(np.float32)
 
     vol = load_image(path, ndim=3, allow_empty=True)
     if shape is not None and tuple(vol.shape) != tuple(shape):

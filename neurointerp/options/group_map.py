@@ -18,7 +18,8 @@ class GroupMapOptions(Options):
 
     maps: str = arg("Folder of NIfTI maps, a glob pattern (quote it), or a CSV/TSV with participant_id and map columns.")
     out: Path = c.output_folder("Output folder; results go to <out>/group/.")
-    covariates: Optional[Path] = opt(None, "CSV/TSV with participant_id, label and covariates (joined on participant_id).", exists=True)
+    covariates: Optional[Path] = opt(None, "CSV/TSV with participant_id, label and covariates (joined on participant_id; with a session_id column, on participant and session).", exists=True)
+    sessions: Optional[str] = opt(None, "Maps with several sessions per participant: 'mean' averages each participant's sessions before the statistics (between-subject designs), 'subject' adds a subject term to the design (within-subject effects, e.g. session or age at scan). Degrees of freedom then count participants; without it repeated participants are refused.", choices=("mean", "subject"))
     design: Optional[str] = opt(None, "Columns 'label,age,sex' (intercept added, categorical columns dummy-coded) or a formula '~ label + age + C(sex)'; 'none' for descriptive maps only. Default: the label column.")
     contrast: Optional[str] = opt(None, "'patient-control', a design column ('age') or weights '0,1,0'. Default: second class minus first.")
     label_column: str = c.column("label", "Column with the group of each map.")

@@ -25,7 +25,7 @@ class PreprocessOptions(Options):
 
     command: ClassVar[str] = "preprocess"
 
-    input: Path = arg("A T1w NIfTI file or a cohort table (CSV/TSV with participant_id, image, ...).", exists=True, nipype="in_file", affects=False)
+    input: Path = arg("A T1w NIfTI file, a cohort table (CSV/TSV with participant_id, image, ...) or a raw BIDS dataset folder.", exists=True, nipype="in_file", affects=False)
     out: Path = c.output_folder("Derivatives folder (created; re-running into it resumes).")
     template: Optional[str] = opt(None, "Template name from the registry (default MNI152NLin2009aSym, nilearn's ICBM 2009a sym) or a NIfTI file.")
     template_mask: Optional[Path] = opt(None, "Brain mask of --template when that file is not skull-stripped.", exists=True)
@@ -46,4 +46,7 @@ class PreprocessOptions(Options):
     array_index: Optional[int] = c.array_index()
     array_size: Optional[int] = c.array_size()
     force: bool = c.force(per_subject=True)
+    participant_label: tuple[str, ...] = opt((), "BIDS input: participant to process, with or without 'sub-' (repeatable; default all). Runs on other participants resume the same OUT.", affects=False)
+    session_label: tuple[str, ...] = opt((), "BIDS input: session to process, with or without 'ses-' (repeatable; default all).", affects=False)
+    bids_filter_file: Optional[Path] = opt(None, "BIDS input: fMRIPrep-style JSON filter, e.g. {\"t1w\": {\"session\": [\"01\"], \"acquisition\": \"mprage\", \"run\": 1}} (keys datatype, suffix, session, acquisition, ceagent, reconstruction, run; null = entity absent).", exists=True, affects=False)
     assume_orientation: Optional[str] = opt(None, "Orientation to assume for images whose header has none (sform_code = qform_code = 0), e.g. LAS or RAS: the direction each voxel axis points to. Without it such images are refused; images with an orientation keep their own.", parse=_orientation)

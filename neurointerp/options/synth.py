@@ -115,7 +115,7 @@ class SynthSpikeInOptions(Options):
 
     command: ClassVar[str] = "synth spike-in"
 
-    cohort: Path = c.input_file("Cohort table (CSV/TSV) of native T1 images: participant_id, image[, session_id], covariates (passed through; a 'label' column becomes 'source_label').")
+    cohort: Path = c.input_file("Cohort table (CSV/TSV) of native T1 images: participant_id, image[, session_id], covariates (passed through; a 'label' column becomes 'source_label'); or a raw BIDS dataset folder (T1w images, participants.tsv, sessions tables).")
     out: Path = c.output_folder(_OUT)
     atlas: str = opt("HarvardOxford", "Atlas of --region/--confounder-region: a registry name (AAL2, HarvardOxford, ...) or a label image in template space with --labels.")
     labels: Optional[Path] = c.path_option("Label table of a user --atlas image.")

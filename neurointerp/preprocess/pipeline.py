@@ -254,10 +254,25 @@ def _parse_shape(shape) -> tuple[int, int, int] | None:
     return tuple(shape)
 
 
-def _subjects(input_path: Path):
-    """``(subjects, cohort-or-None)`` for a NIfTI file or a cohort table."""
+def _subjects(input_path: Path, o: PreprocessOptions | None = None):
+    """``(subjects, cohort-or-None)`` for a NIfTI file, a cohort table or a raw BIDS dataset."""
     from neurointerp.io import is_nifti_path, read_cohort
+    from neurointerp.io.bids import is_bids_dataset, read_bids
 
+    bids_opts = {} if o is None else {"participant_label": o.participant_label, "session_label": o.session_label, "filter_file": o.bids_filter_file}
+    if input_path.is_dir():
+        if not is_bids_dataset(input_path):
+            raise InputError(f"{input_path}: a folder but not a BIDS dataset (no dataset_description.json, no sub-*/ folders)")
+        bids = read_bids(input_path, **bids_opts)
+        has_ses = "session_id" in bids.frame.columns
+        subjects = [
+            Subject(participant_id=str(rec["participant_id"]), session=(str(rec["session_id"]) or None) if has_ses else None, image=Path(rec["image"]))
+            for rec in bids.frame.to_dict("records")
+        ]
+        return subjects, bids
+    used = [f for f, v in (("--participant-label", bids_opts.get("participant_label")), ("--session-label", bids_opts.get("session_label")), ("--bids-filter-file", bids_opts.get("filter_file"))) if v]
+    if used:
+        raise InputError(f"{input_path}: {used[0]} needs a BIDS dataset folder as INPUT")
     name = input_path.name.lower()
     if name.endswith((".csv", ".tsv")):
         cohort = read_cohort(input_path, require_label=False)
@@ -294,7 +309,9 @@ def _ids_from_name(name: str) -> tuple[str, str | None]:
 
 @takes_options(PreprocessOptions)
 def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
-    """Preprocess one T1w NIfTI or every image of a cohort table into ``out``.
+    """Preprocess one T1w NIfTI, every image of a cohort table, or the T1w images of a raw BIDS
+    dataset (selected by ``participant_label``, ``session_label``, ``bids_filter_file``; see
+    :mod:`neurointerp.io.bids`) into ``out``.
 
     Same arguments as ``neurointerp preprocess``. Returns a :class:`PreprocessResult`. Runs
     through the per-subject runner (:mod:`neurointerp.runs`): finished subjects (same input
@@ -319,7 +336,7 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
     grid_shape_in = _parse_shape(o.shape)
     tpl = resolve_template(o.template, o.template_mask, o.space)
     grid_shape, grid_affine = tpl.grid(shape=grid_shape_in, voxel_size=o.voxel_size)
-    subjects, cohort = _subjects(input_path)
+    subjects, cohort = _subjects(input_path, o)
 
     steps = {
         "reorient": bool(o.reorient),
@@ -377,7 +394,7 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
             _process_item(item)
 
     def finalize(done):
-        _write_table(table_path, subjects, cohort, [it.share for it in done], tpl.space, o.qc)
+        _write_table(table_path, subjects, cohort, [it.share for it in done], tpl.space, o.qc, others=_done_elsewhere(out, items))
 
     if any(True for _ in subjects):
         info(f"preprocess: {len(resolve_share(items, o.array_index, o.array_size))} subject(s), {o.n_jobs} job(s) x {threads} thread(s), template {tpl.space}, grid {'x'.join(map(str, grid_shape))}")
@@ -403,13 +420,50 @@ def _fill(result: PreprocessResult, outcome, table_path: Path) -> None:
     result.table = table_path if table_path.exists() else None
 
 
-def _write_table(table: Path, subjects, cohort, done_rows, space: str, qc: bool) -> None:
-    """The output cohort table: every finished subject of the cohort, image paths relative to the table."""
+def _done_elsewhere(out: Path, items) -> set[tuple[str, str]]:
+    """(participant, session) done on disk by earlier invocations on other inputs (e.g. other
+    ``--participant-label``s resuming the same OUT) whose outputs all still exist."""
+    from neurointerp.runs.subjects import done_records
+
+    mine = {(it.participant_id, it.session_id) for it in items}
+    keep = set()
+    for rec in done_records(out, "preprocess"):
+        key = (str(rec.get("participant_id", "")), str(rec.get("session_id", "") or ""))
+        if key not in mine and all((out / p).exists() for p in rec.get("outputs", [])):
+            keep.add(key)
+    return keep
+
+
+def _earlier_rows(table: Path, others: set[tuple[str, str]]) -> list[dict]:
+    """Rows of the existing output table for ``others`` (image paths made absolute)."""
+    from neurointerp.io.cohort import read_table_keeping_ids
+
+    if not others or not table.exists():
+        return []
+    frame = read_table_keeping_ids(table)
+    if "image" not in frame.columns or "participant_id" not in frame.columns:
+        return []
+    rows = []
+    for rec in frame.to_dict("records"):
+        key = (str(rec["participant_id"]), str(rec.get("session_id", "") or ""))
+        if key in others:
+            rec["image"] = str((table.parent / str(rec["image"])).absolute())
+            rows.append(rec)
+    return rows
+
+
+def _write_table(table: Path, subjects, cohort, done_rows, space: str, qc: bool, others: set[tuple[str, str]] = frozenset()) -> None:
+    """The output cohort table: every finished subject on disk, image paths relative to the table.
+
+    ``others``: subjects finished by earlier invocations on other inputs (other participant
+    labels into the same OUT); their rows are kept from the table those invocations wrote.
+    """
     import pandas as pd
 
     from neurointerp.io import write_cohort
 
     out = table.parent
+    earlier = _earlier_rows(table, set(others))
     records = []
     for i in sorted(done_rows):
         subject = subjects[i]
@@ -424,7 +478,14 @@ def _write_table(table: Path, subjects, cohort, done_rows, space: str, qc: bool)
         records.append(rec)
     columns = list(cohort.frame.columns) if cohort is not None else None
     image_col = cohort.image_column if cohort is not None else "image"
-    if records:
+    if earlier and image_col == "image":
+        frame = pd.DataFrame.from_records(earlier + records)
+        if columns is not None:
+            frame = frame[columns + [c for c in frame.columns if c not in columns]]
+        keys = ["participant_id"] + (["session_id"] if "session_id" in frame.columns else [])
+        frame = frame.fillna("n/a").sort_values(keys, kind="stable").reset_index(drop=True)
+        write_cohort(table, frame, image_columns=(image_col,), force=True)
+    elif records:
         write_cohort(table, pd.DataFrame.from_records(records, columns=columns), image_columns=(image_col,), force=True)
     elif table.exists():
         table.unlink()

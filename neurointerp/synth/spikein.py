@@ -727,9 +727,23 @@ def spike_in(
 
 
 def spike_in_cohort(cohort: str | os.PathLike, out: str | os.PathLike, **kwargs) -> Path:
-    """:func:`spike_in` on a cohort table (``participant_id``, ``image``, optional ``session_id``, covariates)."""
+    """:func:`spike_in` on a cohort table (``participant_id``, ``image``, optional ``session_id``,
+    covariates) or a raw BIDS dataset folder (its T1w images with ``participants.tsv`` and the
+    sessions tables, as ``preprocess`` reads it)."""
     from neurointerp.io import read_cohort
+    from neurointerp.io.bids import is_bids_dataset, read_bids
 
+    if Path(cohort).is_dir():
+        if not is_bids_dataset(cohort):
+            raise InputError(f"{cohort}: a folder but not a BIDS dataset (no dataset_description.json, no sub-*/ folders)")
+        frame = read_bids(cohort).frame
+        has_ses = "session_id" in frame.columns
+        keep = [c for c in frame.columns if c not in ("participant_id", "session_id", "image")]
+        inputs = [
+            SpikeInput(str(rec["participant_id"]), (str(rec["session_id"]) or None) if has_ses else None, Path(rec["image"]), {c: rec[c] for c in keep}, None)
+            for rec in frame.to_dict("records")
+        ]
+        return spike_in(inputs, out, **kwargs)
     table = read_cohort(cohort, require_label=False)
     has_ses = "session_id" in table.frame.columns
     keep = [c for c in table.frame.columns if c not in ("participant_id", "session_id", table.image_column)]
