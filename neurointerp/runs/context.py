@@ -20,6 +20,14 @@ from typing import Any, Callable, Iterator
 
 _CURRENT: contextvars.ContextVar = contextvars.ContextVar("neurointerp_run", default=None)
 
+# what this process's runs did, for ``--json`` (cleared by the CLI before each command)
+RUNS: list = []  # the options of each run started (using_options)
+OUTCOMES: list = []  # the RunOutcome of each per-subject run (run_items)
+
+
+def note_outcome(outcome) -> None:
+    OUTCOMES.append(outcome)
+
 
 class _Run:
     def __init__(self, options) -> None:
@@ -36,6 +44,7 @@ def current():
 @contextlib.contextmanager
 def using_options(options) -> Iterator[_Run]:
     run = _Run(options)
+    RUNS.append(options)
     token = _CURRENT.set(run)
     try:
         with run.stack:
