@@ -302,6 +302,11 @@ def _scalar(value: Any, info: OptionInfo, name: str) -> Any:
             raise InputError(f"{name} {value}: expected a finite number")
         return v
     if base is Path:
+        if type(value).__name__ == "DataFrame":  # a table given as a pandas DataFrame (Python callers)
+            from neurointerp.io.cohort import dataframe_table, is_dataframe
+
+            if is_dataframe(value):
+                value = dataframe_table(value)
         if isinstance(value, (str, os.PathLike)):
             text = os.fspath(value)
             if not str(text).strip():
