@@ -309,3 +309,15 @@ def test_package_docstring_names_only_modules_that_exist():
     for module, *functions in pairs:
         for name in filter(None, functions):
             assert callable(getattr(importlib.import_module(module), name)), (module, name)
+
+
+def test_a_dataframe_reaches_the_functions_that_take_their_arguments_one_by_one(tiny, tmp_path):
+    """run_evaluate (like train_simulator, run_confound_test, ...) takes its arguments one by one,
+    not an options object: a DataFrame cohort gives the same metrics as the CSV."""
+    from neurointerp.evaluate.run import run_evaluate
+
+    frame = pd.read_csv(tiny / "cohort.csv")
+    kw = dict(method=["gradient"], n_subjects=3, samples=2, sensitivity_samples=2, atlas="none", allow_unvalidated=True, threads=1)
+    a = run_evaluate(tiny / "model.pt", tiny / "cohort.csv", tmp_path / "csv", **kw)
+    b = run_evaluate(tiny / "model.pt", frame, tmp_path / "df", **kw)
+    pd.testing.assert_frame_equal(pd.read_csv(a, sep="\t"), pd.read_csv(b, sep="\t"))

@@ -245,7 +245,7 @@ def coerce(value: Any, info: OptionInfo) -> Any:
             value = spec.parse(value, name) if _takes_name(spec.parse) else spec.parse(value)
             if value is None:
                 return None if info.optional else ()
-        if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, typing.Iterable):
+        if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, typing.Iterable) or type(value).__name__ == "DataFrame":
             value = (value,)
         items = tuple(_scalar(v, info, name) for v in value)
         for v in items:
