@@ -242,6 +242,10 @@ def test_config_with_a_repeated_option_matches_the_command_line(tiny, tmp_path):
     assert main(["-q", "saliency", *common, str(tmp_path / "b"), "--method", "gradient", "--method", "smoothgrad", "--samples", "2", "--threads", "1", "--atlas", "none", "--allow-unvalidated"]) == 0
     a, b = run_record(tmp_path / "a", "saliency"), run_record(tmp_path / "b", "saliency")
     assert a["fingerprint"] == b["fingerprint"] and a["options"]["method"] == ["gradient", "smoothgrad"]
+    # the run record replays (allow-unvalidated does not change the outputs, so it is given again)
+    record = tmp_path / "a" / ".neurointerp" / "saliency" / "run.json"
+    assert main(["-q", "saliency", *common, str(tmp_path / "c"), "--config", str(record), "--allow-unvalidated"]) == 0
+    assert run_record(tmp_path / "c", "saliency")["fingerprint"] == a["fingerprint"]
 
 
 # ------------------------------------------------------------------------------- Python
