@@ -37,8 +37,9 @@ def _click_command(command: str):
 def test_every_option_is_on_the_command_line_and_nothing_else(command):
     cls = options_class(command)
     click_cmd = _click_command(command)
-    params = {p.name: p for p in click_cmd.params if p.name != "help"}
+    params = {p.name: p for p in click_cmd.params if p.name not in ("help", "config")}  # --config FILE: every command's
     assert set(params) == {i.name for i in cls.infos()}, command
+    assert "--config" in next(p for p in click_cmd.params if p.name == "config").opts
     for name, spellings in flags_of(cls).items():
         p = params[name]
         if cls.info(name).spec.positional:

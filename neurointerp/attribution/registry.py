@@ -226,7 +226,7 @@ def attribute(
     reference_set=None,
     reference_choice=None,
     **params: Any,
-):
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Attribution maps of ``x`` (a ``(N, C, *spatial)`` tensor or array) for ``model``.
 
     ``target``: class index (or one per sample); None explains the predicted class.
@@ -242,6 +242,17 @@ def attribute(
     Other keyword arguments are the method's parameters (see :data:`methods`).
     ``record["Score"]`` is the score explained (a method that cannot explain the requested
     score refuses, see :func:`check_score`).
+
+    Returns
+    -------
+    maps : numpy.ndarray
+        ``float32``, shape ``(N, *spatial)``: one map per sample on the input grid, the
+        attribution summed over the input channels (signed unless ``record["Signed"]`` is False).
+    record : dict
+        What was computed, for the maps' JSON sidecars: ``Method``, ``Description``,
+        ``Parameters`` (every parameter, defaults filled in), ``Score``, ``Task``, ``Targets``
+        (the class explained per sample), ``TargetChoice``, ``Signed``; for swap-test also
+        ``References`` and ``ReferenceIndices``.
     """
     import torch
 

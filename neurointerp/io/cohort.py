@@ -15,6 +15,12 @@ any other column
 
 Row numbers in messages are the rows a spreadsheet shows: the header is row 1, the first
 subject is row 2. All problems are collected and reported at once (:class:`CohortError`).
+
+Python callers may pass a pandas DataFrame wherever a cohort table is taken (:func:`read_cohort`,
+``run_saliency(model, frame, out)``, ...): relative paths in it resolve from the current
+directory, and the table is written to a CSV file named by its content
+(:func:`dataframe_table`), which is then checked, read and fingerprinted like any table file --
+the run fingerprint covers the table's content.
 """
 
 from __future__ import annotations
@@ -163,8 +169,69 @@ def _sniff_delimiter(path: Path, header_line: str) -> str:
     return expected
 
 
+def is_dataframe(value) -> bool:
+    """A pandas DataFrame (checked without importing pandas)."""
+    return any(t.__name__ == "DataFrame" and t.__module__.startswith("pandas") for t in type(value).__mro__)
+
+
+_TABLES: list[Path] = []
+
+
+def _cleanup_tables() -> None:
+    for p in _TABLES:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+def _absolute_if_path(value):
+    """A relative path in a DataFrame cell, resolved from the current directory; other values unchanged."""
+    if not isinstance(value, str) or not value.strip() or os.path.isabs(value.strip()):
+        return value
+    text = value.strip()
+    if text.lower() in MISSING:
+        return value
+    if is_nifti_path(Path(text)) or os.path.exists(text):
+        return str(Path(text).absolute())
+    return value
+
+
+def dataframe_table(frame) -> Path:
+    """``frame`` (a pandas DataFrame) as a CSV file, for the functions that take a cohort table.
+
+    Relative paths in its cells (NIfTI file names, and names of files or folders that exist) are
+    made absolute from the current directory; the file is named by the sha256 of its content
+    (``dataframe-<12 hex>.csv`` in a private temporary folder, deleted when the process exits), so
+    the same table gives the same file, and the run fingerprint of a command hashes the table.
+    """
+    import atexit
+    import hashlib
+    import tempfile
+
+    table = frame.copy()
+    table.columns = [str(c) for c in table.columns]
+    for col in table.columns:
+        if getattr(table[col].dtype, "kind", "O") not in "biufcmM":  # text columns (object or str dtype)
+            table[col] = [_absolute_if_path(v) for v in table[col]]
+    text = table.to_csv(index=False, lineterminator="\n")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"neurointerp-tables-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"dataframe-{digest}.csv"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    if not _TABLES:
+        atexit.register(_cleanup_tables)
+    if path not in _TABLES:
+        _TABLES.append(path)
+    return path
+
+
 def read_cohort(
-    path: str | os.PathLike,
+    path,
     require_label: bool = True,
     numeric: Iterable[str] = (),
     required: Iterable[str] = (),
@@ -178,7 +245,8 @@ def read_cohort(
     Parameters
     ----------
     path
-        CSV (``.csv``) or TSV (``.tsv``) file.
+        CSV (``.csv``) or TSV (``.tsv``) file, or a pandas DataFrame with the same columns
+        (relative image paths resolve from the current directory; see :func:`dataframe_table`).
     require_label
         The ``label`` column must exist and be complete, with at least ``min_classes`` classes
         (``min_classes=0`` for regression targets).
@@ -193,7 +261,7 @@ def read_cohort(
     """
     import pandas as pd
 
-    path = Path(path)
+    path = dataframe_table(path) if is_dataframe(path) else Path(path)
     if not path.exists():
         raise InputError(f"{path}: cohort table not found")
     if path.is_dir():

@@ -4,6 +4,13 @@
 registers: its signature has one ``typer.Argument``/``typer.Option`` per field, with the field's
 help, default and spelling; the body builds (and so validates) the options object and calls
 ``run``. Booleans are flags (``--force``, ``--qc/--no-qc``) and show no ``<bool>`` value.
+
+Every command also takes ``--config FILE``: a TOML file of option values under the options'
+names (``method = ["gradient", "smoothgrad"]``, ``threads = 2``; ``noise-level`` and
+``noise_level`` both work), or the run record ``OUT/.neurointerp/<command>/run.json`` of an
+earlier run, whose ``"options"`` are replayed. Values given on the command line win over the
+file's; the file's win over the defaults; an unknown key is one line ``error: FILE: unknown
+key ...`` (exit 2). Positional arguments (MODEL, COHORT, OUT) always come from the command line.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ def _cli_type(info: OptionInfo) -> Any:
 
 def _default(info: OptionInfo) -> Any:
     if info.required:
-        return ...
+        # a required --option may come from --config: the options model names it when missing
+        return None if not info.spec.positional else ...
     d = info.default
     if isinstance(d, tuple):
         if info.spec.cli_type is str:  # e.g. channels "16,32,64"
@@ -56,7 +64,7 @@ def parameter(info: OptionInfo) -> inspect.Parameter:
     else:
         main = info.flag
         decls = [f"{main}/{s.negative}" if (info.is_bool and s.negative) else main, *s.aliases]
-        kw: dict[str, Any] = dict(help=s.help, hidden=s.hidden)
+        kw: dict[str, Any] = dict(help=s.help + (" [required]" if info.required else ""), hidden=s.hidden)
         if info.is_bool:
             kw["metavar"] = ""
         elif s.metavar:
@@ -68,17 +76,93 @@ def parameter(info: OptionInfo) -> inspect.Parameter:
     return inspect.Parameter(info.name, kind, default=value, annotation=_cli_type(info))
 
 
+CONFIG = "config"  # the parameter name of --config (no options class has a field of that name)
+
+
+def read_config(path: str | Path, cls: type[Options]) -> dict[str, Any]:
+    """The option values in a ``--config`` file, by field name (see the module docstring).
+
+    A ``.json`` file is a run record (``"command"`` and ``"options"``) or a plain object of
+    options; anything else is read as TOML. Positional arguments in a run record are skipped
+    (they are given on the command line); an unknown key, a positional in a TOML file or a run
+    record of another command raise :class:`InputError` naming the file and the key.
+    """
+    import json
+
+    from neurointerp.errors import InputError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"{p}: config file not found (--config)" if not p.exists() else f"{p}: is a folder, expected a TOML config file or a run.json (--config)")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot be read as text (--config): {exc}") from None
+    record = False
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"{p}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{p}: expected a JSON object of options or a run record")
+        if isinstance(data.get("options"), dict) and "command" in data:
+            if data["command"] != cls.command:
+                raise InputError(f"{p}: is the run record of `{data['command']}`, not of `{cls.command}`")
+            data, record = data["options"], True
+    else:
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{p}: not valid TOML ({exc})") from None
+    infos = {i.name: i for i in cls.infos()}
+    alias_of = {a.lstrip("-").replace("-", "_"): i.name for i in infos.values() for a in i.spec.aliases}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        name = name if name in infos else alias_of.get(name, "")
+        if not name:
+            raise InputError(f"{p}: unknown key '{key}' (not an option of `{cls.command}`)")
+        info = infos[name]
+        if info.spec.positional:
+            if record:
+                continue
+            raise InputError(f"{p}: key '{key}' is the positional argument {info.flag}: give it on the command line")
+        if isinstance(value, dict):
+            raise InputError(f"{p}: key '{key}' holds a table; expected a value")
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+CONTEXT = "_click_context"  # typer passes the click context to a parameter typed typer.Context
+
+
+def _from_command_line(ctx: Any, name: str) -> bool:
+    """Whether ``name`` was given on the command line (or in the environment), not defaulted."""
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is not None and getattr(source, "name", "") not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def command(cls: type[Options], run: Callable[[Options], Any], doc: str | None = None) -> Callable[..., None]:
     """The typer function of ``cls``: parse, build the options (exit 2 on a bad value), ``run``."""
     infos = cls.infos()
+    assert all(i.name != CONFIG for i in infos), f"{cls.__name__}: a field may not be named {CONFIG!r}"
 
     def callback(**values: Any) -> None:
+        config = values.pop(CONFIG, None)
+        ctx = values.pop(CONTEXT, None)
         given = {}
         for info in infos:
             v = values.get(info.name)
             if info.repeated and isinstance(v, list) and not v and info.optional:
                 v = None
             given[info.name] = v
+        if config is not None:
+            for name, v in read_config(config, cls).items():
+                if not _from_command_line(ctx, name):
+                    given[name] = v
         options = cls(**given)
         from neurointerp.runs.context import using_options
 
@@ -86,6 +170,15 @@ def command(cls: type[Options], run: Callable[[Options], Any], doc: str | None =
             run(options)
 
     params = [parameter(i) for i in infos]
+    params.append(inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+    params.append(
+        inspect.Parameter(
+            CONFIG,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, "--config", metavar="FILE", help="Option values from a TOML file (same names as the options), or an earlier run's OUT/.neurointerp/<command>/run.json to replay; command-line values win."),
+            annotation=Optional[str],
+        )
+    )
     callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     callback.__annotations__ = {p.name: p.annotation for p in params}
     callback.__doc__ = doc or (cls.__doc__ or "").strip()
@@ -107,4 +200,4 @@ def flags_of(cls: type[Options]) -> dict[str, list[str]]:
     return out
 
 
-__all__ = ["command", "flags_of", "parameter", "MISSING"]
+__all__ = ["command", "flags_of", "parameter", "read_config", "MISSING"]

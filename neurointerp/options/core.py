@@ -245,7 +245,7 @@ def coerce(value: Any, info: OptionInfo) -> Any:
             value = spec.parse(value, name) if _takes_name(spec.parse) else spec.parse(value)
             if value is None:
                 return None if info.optional else ()
-        if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, typing.Iterable):
+        if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, typing.Iterable) or type(value).__name__ == "DataFrame":
             value = (value,)
         items = tuple(_scalar(v, info, name) for v in value)
         for v in items:
@@ -302,6 +302,11 @@ def _scalar(value: Any, info: OptionInfo, name: str) -> Any:
             raise InputError(f"{name} {value}: expected a finite number")
         return v
     if base is Path:
+        if type(value).__name__ == "DataFrame":  # a table given as a pandas DataFrame (Python callers)
+            from neurointerp.io.cohort import dataframe_table, is_dataframe
+
+            if is_dataframe(value):
+                value = dataframe_table(value)
         if isinstance(value, (str, os.PathLike)):
             text = os.fspath(value)
             if not str(text).strip():

@@ -20,6 +20,14 @@ from typing import Any, Callable, Iterator
 
 _CURRENT: contextvars.ContextVar = contextvars.ContextVar("neurointerp_run", default=None)
 
+# what this process's runs did, for ``--json`` (cleared by the CLI before each command)
+RUNS: list = []  # the options of each run started (using_options)
+OUTCOMES: list = []  # the RunOutcome of each per-subject run (run_items)
+
+
+def note_outcome(outcome) -> None:
+    OUTCOMES.append(outcome)
+
 
 class _Run:
     def __init__(self, options) -> None:
@@ -36,6 +44,7 @@ def current():
 @contextlib.contextmanager
 def using_options(options) -> Iterator[_Run]:
     run = _Run(options)
+    RUNS.append(options)
     token = _CURRENT.set(run)
     try:
         with run.stack:
@@ -57,6 +66,7 @@ def runs_as(command: str, adapt: Callable[[dict], dict] | None = None) -> Callab
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any):
+            args, kwargs = _tables_as_files(args, kwargs)
             run = current()
             if run is not None and run.options.command == command and run.folder is None:
                 return fn(*args, **kwargs)
@@ -75,6 +85,20 @@ def runs_as(command: str, adapt: Callable[[dict], dict] | None = None) -> Callab
         return wrapper
 
     return decorate
+
+
+def _tables_as_files(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """pandas DataFrames among the arguments become the table files the function reads (named by
+    their content, see :func:`neurointerp.io.cohort.dataframe_table`)."""
+    values = list(args) + list(kwargs.values())
+    if not any(type(v).__name__ == "DataFrame" for v in values):
+        return args, kwargs
+    from neurointerp.io.cohort import dataframe_table, is_dataframe
+
+    def conv(v: Any) -> Any:
+        return dataframe_table(v) if is_dataframe(v) else v
+
+    return tuple(conv(a) for a in args), {k: conv(v) for k, v in kwargs.items()}
 
 
 def claim_current(out: Path, force: bool):

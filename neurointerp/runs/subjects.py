@@ -247,7 +247,9 @@ def run_items(
             failure = rec.write_failed(item, kind, _one_line(exc))
             outcome.failed.append(failure)
             who = f"{item.where} ({item.key})" if item.where else item.key
-            print(f"error: {who}: {failure['message']}", file=sys.stderr)
+            from neurointerp.progress import error
+
+            error(f"{who}: {failure['message']}")
 
     with folder.writing():
         if parallel > 1 and process_one is not None and len(todo) > 1:
@@ -284,6 +286,9 @@ def run_items(
             elif (read_json(folder.run_json) or {}).get("state") == "complete":
                 folder.mark("running")
 
+    from neurointerp.runs.context import note_outcome
+
+    note_outcome(outcome)
     if outcome.failed:
         n, m = len(outcome.failed), len(share)
         every_input = all(f["error_type"] == "input" for f in outcome.failed)
