@@ -144,7 +144,10 @@ def test_log_file_and_bad_log_file(tmp_path):
 
 
 def test_shell_completion_is_offered():
-    res = cli("--show-completion", "bash")
+    # the shell is named: typer's detection of the parent shell (shellingham) fails under a
+    # process without one (a batch job, a detached test run)
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    res = subprocess.run([sys.executable, "-m", "neurointerp", "--show-completion", "bash"], capture_output=True, text=True, env=env)
     assert res.returncode == 0 and "complete" in res.stdout and "neurointerp" in res.stdout.lower()
     assert "--install-completion" in cli("--help").stdout
 

@@ -38,8 +38,27 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+_IMPORTED_WITH: list[str | None] = []  # ITK's thread variable when ants was first imported by us
+
+
+def itk_threads_fixed_otherwise(threads: int) -> bool:
+    """True when ``ants`` is already imported in this process with another ITK thread count.
+
+    ITK reads its thread count once, when ``ants`` is imported: a later ``--threads`` cannot change
+    it in this process, and a multi-threaded registration is not repeatable run to run (the thread
+    pool splits the metric's work by timing). Callers then run each subject in a fresh process.
+    """
+    if "ants" not in sys.modules:
+        return False
+    if not _IMPORTED_WITH:  # imported by someone else: its thread count is unknown
+        return True
+    return _IMPORTED_WITH[0] != str(max(1, int(threads)))
+
+
 def import_ants(seed: int | None = None):
     """Import antspyx (after :func:`set_threads`) and fix the seed of its random sampling."""
+    if "ants" not in sys.modules and not _IMPORTED_WITH:
+        _IMPORTED_WITH.append(os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"))
     import ants
 
     if seed is not None:

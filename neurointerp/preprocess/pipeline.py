@@ -399,10 +399,18 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
     if any(True for _ in subjects):
         info(f"preprocess: {len(resolve_share(items, o.array_index, o.array_size))} subject(s), {o.n_jobs} job(s) x {threads} thread(s), template {tpl.space}, grid {'x'.join(map(str, grid_shape))}")
     set_threads(threads)
+    from neurointerp.preprocess.antsio import itk_threads_fixed_otherwise
+
+    # ants imported earlier in this process (a Python session, a notebook) keeps the ITK thread
+    # count of that import: each subject then runs in a fresh process, so --threads holds and the
+    # result is the one a fresh `neurointerp preprocess` gives
+    isolate = itk_threads_fixed_otherwise(threads)
+    if isolate:
+        info(f"preprocess: ants was imported earlier in this process with another thread count; each subject runs in its own process ({threads} thread(s))")
     result = PreprocessResult(out=out, table=None)
     try:
         outcome = run_items(folder, items, process, batch_size=1, array_index=o.array_index, array_size=o.array_size, finalize=finalize,
-                            finalize_partial=True, label="preprocess", parallel=o.n_jobs, process_one=_process_item)
+                            finalize_partial=True, label="preprocess", parallel=o.n_jobs, process_one=_process_item, isolate=isolate)
     except RunFailures as exc:
         _fill(result, exc.outcome, table_path)
         _cleanup_work(out)

@@ -194,6 +194,7 @@ def run_items(
     parallel: int = 1,
     process_one: Callable[[Item], Any] | None = None,
     noun: str = "subject",
+    isolate: bool = False,
 ) -> RunOutcome:
     """Process this task's share of ``items`` into ``folder`` (see the module docstring).
 
@@ -203,7 +204,8 @@ def run_items(
     the items of the whole cohort (all done); with ``finalize_partial`` it also runs on the done
     items while others are still missing or failed (e.g. preprocess's output cohort table).
     With ``parallel > 1``, ``process_one(item)`` (a picklable module-level function) runs in that
-    many worker processes, one item per process, and each item is recorded as soon as it ends.
+    many worker processes, one item per process, and each item is recorded as soon as it ends;
+    ``isolate`` runs every item in a fresh worker process even with ``parallel`` 1.
     Raises :class:`RunFailures` at the end when an item of this task failed.
     """
     from neurointerp.progress import info, track
@@ -252,8 +254,8 @@ def run_items(
             error(f"{who}: {failure['message']}")
 
     with folder.writing():
-        if parallel > 1 and process_one is not None and len(todo) > 1:
-            for item, exc in _parallel(process_one, todo, parallel, label if progress else None):
+        if process_one is not None and todo and (isolate or (parallel > 1 and len(todo) > 1)):
+            for item, exc in _parallel(process_one, todo, max(1, parallel), label if progress else None):
                 record(item, exc)
         else:
             batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
