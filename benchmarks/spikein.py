@@ -152,11 +152,11 @@ def run_chain(name: str, spec: dict, work: Path, args) -> dict:
     t = time.time()
     mask = run_confound_test(model, root / "train.csv", root / "confound", confounder=[spec["confounder"]], layer=args.layer, threads=args.threads, force=True, allow_unvalidated=True)
     conf_summary = json.loads((mask.parent / "summary.json").read_text())
-    cfree_dir = root / "saliency_cfree"
+    cfree_dir = root / "saliency_cfree"  # one run (one folder) per method: a method the gate refuses fails alone
     cfree_ok = {}
     for m in methods:
         try:
-            run_saliency(model, root / "test.csv", cfree_dir, method=[m], confounder_mask=mask, seed=args.seed, threads=args.threads, force=True, allow_unvalidated=True)
+            run_saliency(model, root / "test.csv", cfree_dir / m, method=[m], confounder_mask=mask, seed=args.seed, threads=args.threads, force=True, allow_unvalidated=True)
             cfree_ok[m] = True
         except Exception as exc:  # a method the gate does not support: reported, not hidden
             cfree_ok[m] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
@@ -181,7 +181,7 @@ def run_chain(name: str, spec: dict, work: Path, args) -> dict:
         row = {"method": m, "ncc_truth": float(summary.loc[desc, "ncc_mean"]), "mass_in_truth": float(summary.loc[desc, "mass_in_truth_mean"]),
                "confounder_ncc_full": float(ncc(full, tabs["confounder"], brain)), "disease_ncc_full": float(ncc(full, tabs["disease"], brain))}
         if cfree_ok[m] is True:
-            free = mean_abs(cfree_dir, desc + "cfree")
+            free = mean_abs(cfree_dir / m, desc + "cfree")
             row["confounder_ncc_cfree"] = float(ncc(free, tabs["confounder"], brain))
             row["disease_ncc_cfree"] = float(ncc(free, tabs["disease"], brain))
         else:
