@@ -225,3 +225,19 @@ def test_predictions_keep_ids_as_text(tmp_path):
     pd.DataFrame({"participant_id": ["007", "010"], "session_id": ["01", "02"], "label": ["1", "0"], "p_1": [0.2, 0.9]}).to_csv(path, sep="\t", index=False)
     p = read_predictions(path)
     assert list(p["participant_id"]) == ["007", "010"] and list(p["session_id"]) == ["01", "02"] and list(p["label"]) == ["1", "0"]
+
+
+def test_too_few_held_out_participants_are_named_in_the_refusal(tmp_path):
+    """3 + 3 validation participants: even a perfect AUC has exact p = 1/C(6,3) = 0.05, so the gate
+    refuses; the message says that more held-out participants are needed, not another model."""
+    from neurointerp.models.skill import require_skill
+    from neurointerp.train.evidence import too_few_hint
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    perfect = heldout_evidence(y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), "binary", [str(i) for i in range(6)], source="validation split", description="d")
+    assert perfect["auc"] == 1.0 and not perfect["beats_chance"]
+    with pytest.raises(InputError, match=r"with 3 \+ 3 held-out participants no result can reach p < 0.05: train with cross-validation"):
+        require_skill(_loaded(tmp_path, perfect), command="saliency")
+    y8 = np.array([0, 0, 0, 0, 1, 1, 1, 1])  # 1/C(8,4) = 0.014: a result could show skill
+    ev8 = heldout_evidence(y8, np.linspace(0, 1, 8), "binary", [str(i) for i in range(8)], source="validation split", description="d")
+    assert too_few_hint(ev8) == "" and ev8["beats_chance"]

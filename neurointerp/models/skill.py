@@ -74,7 +74,7 @@ def require_skill(clf: Any, allow_unvalidated: bool = False, command: str = "thi
     chance; otherwise raises :class:`InputError` naming the figure (or, with
     ``allow_unvalidated``, prints a one-line warning and returns the record)."""
     from neurointerp.progress import warn
-    from neurointerp.train.evidence import describe
+    from neurointerp.train.evidence import describe, too_few_hint
 
     where = str(path if path is not None else getattr(clf, "path", None) or "model")
     ev = checkpoint_evidence(clf)
@@ -82,7 +82,7 @@ def require_skill(clf: Any, allow_unvalidated: bool = False, command: str = "thi
         meta = getattr(clf, "meta", clf) if isinstance(getattr(clf, "meta", clf), dict) else {}
         problem = f"{where}: no held-out evidence that this model has any skill ({_why_missing(meta)})"
     elif not ev.get("beats_chance"):
-        problem = f"{where}: held-out {describe(ev)}: no evidence that the model beats chance, so its maps would explain noise"
+        problem = f"{where}: held-out {describe(ev)}: no evidence that the model beats chance, so its maps would explain noise{too_few_hint(ev)}"
     else:
         return skill_record(clf)
     if allow_unvalidated:

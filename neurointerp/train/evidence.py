@@ -302,6 +302,27 @@ def describe(ev: dict[str, Any]) -> str:
     return text + ")"
 
 
+def too_few_hint(ev: dict[str, Any]) -> str:
+    """``""``, or a clause saying that no result on so few held-out participants could beat chance.
+
+    Binary: the exact one-sided Mann-Whitney test on ``n1`` and ``n0`` participants cannot go
+    below ``1 / C(n1 + n0, n1)`` (6 participants, 3 + 3: p >= 0.05), so a perfect AUC still fails
+    the gate; the user needs more held-out participants, not another model.
+    """
+    import math
+
+    counts = ev.get("class_counts")
+    if ev.get("task") != "binary" or not counts or len(counts) != 2:
+        return ""
+    n1, n0 = (int(c) for c in counts)
+    if min(n1, n0) < 1 or 1.0 / math.comb(n1 + n0, n1) < float(ev.get("alpha", 0.05)):
+        return ""
+    return (
+        f"; with {n1} + {n0} held-out participants no result can reach p < {ev.get('alpha', 0.05):g}: "
+        "train with cross-validation (--folds 5) or a larger --validation-fraction"
+    )
+
+
 def describe_baseline(ev: dict[str, Any]) -> str | None:
     """One line comparing the model with its confounder-only baseline, or ``None``."""
     b = ev.get("baseline")

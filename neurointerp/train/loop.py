@@ -1009,7 +1009,7 @@ def _write_summaries(out: Path, data, units: list[Unit], config_hash: str, n_fol
 
 def _report_evidence(evidence: dict) -> None:
     """One line of held-out skill, and one-line warnings: no skill, or no gain over the confounders."""
-    from neurointerp.train.evidence import describe, describe_baseline
+    from neurointerp.train.evidence import describe, describe_baseline, too_few_hint
 
     if not evidence:
         return
@@ -1026,7 +1026,7 @@ def _report_evidence(evidence: dict) -> None:
             info(f"confounder baseline ({name}): {base}")
         if not ev.get("beats_chance"):
             warn(
-                f"{name}: no evidence that the model beats chance ({describe(ev)}); its maps would explain noise -- "
+                f"{name}: no evidence that the model beats chance ({describe(ev)}{too_few_hint(ev)}); its maps would explain noise -- "
                 "saliency, confound-test, simulate and evaluate refuse it without --allow-unvalidated"
             )
         b = ev.get("baseline")
