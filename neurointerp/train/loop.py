@@ -431,8 +431,6 @@ def _prepare_out(out: Path, config_hash: str, hyper: dict, protect: Sequence[Pat
     from neurointerp.io.atomic import write_json
     from neurointerp.runs.folder import claim_folder
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
     folder = claim_folder(out, "train", {"config_hash": config_hash, **hyper}, protect=protect, outputs=[out / MARKER], force=force)
     if force and folder.resumed:
         folder.restart()  # --force: start over, even with the same settings
