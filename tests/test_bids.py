@@ -150,8 +150,9 @@ def e2e(tmp_path_factory):
     fast = ["--brain-extraction", "none", "--threads", "2", "--voxel-size", "6", "--registration-resolution", "6", "--no-n4", "--no-qc"]
     pp = root / "pp"
     codes = [main(["preprocess", str(bids), str(pp), *fast, "--participant-label", "01", "--participant-label", "sub-02", "--participant-label", "03"])]
-    codes.append(main(["preprocess", str(bids), str(pp), *fast, "--participant-label", "04", "--participant-label", "05", "--participant-label", "06", "--session-label", "01"]))
-    codes.append(main(["preprocess", str(bids), str(pp), *fast, "--participant-label", "04", "--participant-label", "05", "--participant-label", "06", "--session-label", "ses-02"]))
+    # the BIDS-App form (fMRIPrep's): analysis level 'participant', space-separated labels
+    codes.append(main(["preprocess", str(bids), str(pp), "participant", "--participant-label", "04", "05", "06", "--session-label", "01", *fast]))
+    codes.append(main(["preprocess", str(bids), str(pp), "participant", *fast, "--participant-label", "04", "05", "sub-06", "--session-label", "ses-02"]))
     return root, bids, pp, codes
 
 
@@ -205,3 +206,27 @@ def test_e2e_train_saliency_group_map_count_participants(e2e, capsys):
     assert summary["n_maps"] == 11 and summary["n_participants"] == 6
     assert summary["glm"]["df"] == 6 - 3  # participants - rank (intercept, label, age)
     assert sum(summary["groups"].values()) == 6
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["preprocess", "b", "o", "participant", "--participant-label", "01", "02"],
+     ["preprocess", "b", "o", "--participant-label", "01", "--participant-label", "02"]),
+    (["--quiet", "preprocess", "b", "o", "--participant-label=01", "--no-qc", "--session-label", "1", "2", "--threads", "2"],
+     ["--quiet", "preprocess", "b", "o", "--participant-label=01", "--no-qc", "--session-label", "1", "--session-label", "2", "--threads", "2"]),
+    # before INPUT and OUT a label flag takes one value: the list never swallows a positional
+    (["preprocess", "--participant-label", "01", "b", "o"], ["preprocess", "--participant-label", "01", "b", "o"]),
+    # other commands are left alone ('participant' could be a folder name there)
+    (["group-map", "maps.csv", "participant"], ["group-map", "maps.csv", "participant"]),
+    (["preprocess", "participant", "o"], ["preprocess", "participant", "o"]),
+])
+def test_bids_app_command_line_is_rewritten_into_ours(argv, expected):
+    from neurointerp.cli.bidsapp import rewrite
+
+    assert rewrite(argv) == expected
+
+
+def test_bids_app_group_level_is_refused_in_one_line(tmp_path, capsys):
+    code = main(["preprocess", str(tmp_path), str(tmp_path / "out"), "group"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and "group-map" in err[0]
+    assert not (tmp_path / "out").exists()

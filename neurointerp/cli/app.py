@@ -182,8 +182,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     stack = ExitStack()
     stack.enter_context(watch_writes(written.append))
     try:
+        from neurointerp.cli.bidsapp import rewrite
+
         # standalone mode: typer/click print usage errors themselves and exit 2
-        app(args=args, prog_name="neurointerp")
+        app(args=rewrite(args), prog_name="neurointerp")
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
