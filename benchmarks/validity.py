@@ -13,8 +13,9 @@ end except where noted:
 3. ``train TRAIN --folds 0 --final --confounder age`` (one model: its own evidence is its
    validation split; the figures below are on the test participants, which it never saw;
    whether the skill gate passes it is recorded, and the maps are made either way);
-4. ``saliency`` with every method on the test participants (``occlusion`` on the first
-   ``--occlusion-subjects`` of them);
+4. ``saliency`` with every method on the test participants, one run per method (a method the
+   model does not support is recorded with its error); the costly perturbation methods (``COSTLY``)
+   on the first ``--costly-subjects`` of them;
 5. per method: NCC of the group mean |map| with |planted disease log-Jacobian| and with |planted
    age log-Jacobian| inside the brain, and the share of the group mean |map| inside the disease
    mask (mass-in-truth);
@@ -45,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+#: methods with hundreds of forward passes per subject: run on the first --costly-subjects test participants
+COSTLY = ("occlusion", "region-perturbation", "optimised-perturbation", "swap-test", "lime", "kernel-shap")
 LAYER = "encoder.stack2"  # spatially specific features of simnet3d (see benchmarks/confound.py)
 
 
@@ -165,7 +168,8 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
     ids = list(test["participant_id"])
 
     def do_train():
-        r = train(train_csv, folder / "train", folds=0, final=True, confounder=["age"], seed=args.seed, threads=args.threads, resume=True)
+        r = train(train_csv, folder / "train", folds=0, final=True, confounder=["age"], seed=args.seed, threads=args.threads, resume=True,
+                  **({} if args.steps is None else {"steps": args.steps}))
         ck = load_checkpoint(r.final_model)
         scores = ck.predict(np.stack([load_image(p).data for p in test["image"]]), batch_size=8)
         y = (test["label"].astype(str) == ck.classes[1]).to_numpy().astype(int)
@@ -200,25 +204,30 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
     dmask = (t_dis > MASK_THRESHOLD) & brain
     torch.set_num_threads(args.threads)
 
-    methods = [m for m in METHOD_NAMES if m not in ("occlusion",)]
+    k_costly = min(args.costly_subjects, len(test))
+    test.iloc[:k_costly].to_csv(folder / "test_costly.csv", index=False)
 
-    def do_saliency():
-        run_saliency(model, test_csv, folder / "saliency", method=methods, ground_truth=str(truth["disease"]), seed=args.seed, threads=args.threads, allow_unvalidated=True)
-        k = min(args.occlusion_subjects, len(test))
-        test.iloc[:k].to_csv(folder / "test_occlusion.csv", index=False)
-        run_saliency(model, folder / "test_occlusion.csv", folder / "saliency_occlusion", method=["occlusion"], ground_truth=str(truth["disease"]), seed=args.seed, threads=args.threads, allow_unvalidated=True)
-        rows = {}
-        for m in methods + ["occlusion"]:
-            d = method_desc(m)
-            src = folder / ("saliency_occlusion" if m == "occlusion" else "saliency")
-            ids_m = ids[:k] if m == "occlusion" else ids
-            g = mean_abs(src, d, ids_m)
-            if g is None:
-                continue
-            rows[m] = {"n_subjects": len(ids_m), "ncc_disease": ncc(g, t_dis, brain), "mass_in_disease": mass_in_mask(g, dmask, brain), "ncc_age": ncc(g, t_age, brain)}
-        return {"methods": rows}
+    def one_method(m: str) -> dict:
+        """One saliency run (one folder) per method: a method this model cannot be explained
+        with is recorded as such and does not stop the others."""
+        costly = m in COSTLY
+        src = folder / "saliency" / m
+        try:
+            run_saliency(model, folder / ("test_costly.csv" if costly else "test.csv"), src, method=[m], ground_truth=str(truth["disease"]),
+                         seed=args.seed, threads=args.threads, allow_unvalidated=True)
+        except Exception as exc:  # noqa: BLE001 - reported in the JSON, not hidden
+            return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+        ids_m = ids[:k_costly] if costly else ids
+        g = mean_abs(src, method_desc(m), ids_m)
+        if g is None:
+            return {"error": "no maps written"}
+        return {"n_subjects": len(ids_m), "ncc_disease": ncc(g, t_dis, brain), "mass_in_disease": mass_in_mask(g, dmask, brain),
+                "ncc_age": ncc(g, t_age, brain), "mass_share_of_brain": float(dmask.sum() / brain.sum())}
 
-    sal = _stage(res, "saliency", do_saliency, save)
+    sal_res = res.setdefault("saliency", {"methods": {}})
+    for m in METHOD_NAMES:
+        _stage(sal_res["methods"], m, lambda m=m: one_method(m), save)
+    sal = {"methods": {m: v for m, v in sal_res["methods"].items() if "error" not in v}}
 
     def do_confound():
         mask = run_confound_test(model, train_csv, folder / "confound", confounder=["age"], layer=LAYER, threads=args.threads, allow_unvalidated=True, force=True)
@@ -227,7 +236,7 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
         run_saliency(model, test_csv, folder / "saliency_cfree", method=grads, confounder_mask=mask, seed=args.seed, threads=args.threads, allow_unvalidated=True)
         rows = {}
         for m in grads:
-            full = mean_abs(folder / "saliency", method_desc(m), ids)
+            full = mean_abs(folder / "saliency" / m, method_desc(m), ids)
             free = mean_abs(folder / "saliency_cfree", method_desc(m, True), ids)
             if full is None or free is None:
                 continue
@@ -245,7 +254,7 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
         full = {m: v for m, v in sal["methods"].items() if v["n_subjects"] == len(ids) and v["ncc_disease"] is not None and v["ncc_disease"] == v["ncc_disease"]}
         best = max(full, key=lambda m: full[m]["ncc_disease"])
         d = method_desc(best)
-        src = folder / ("saliency_occlusion" if best == "occlusion" else "saliency")
+        src = folder / "saliency" / best
         maps = sorted(str(p.resolve()) for pid in ids for p in src.glob(f"sub-{pid}/anat/*_desc-{d}_attribution.nii.gz"))
         pd.DataFrame({"participant_id": [Path(p).name.split("_")[0][4:] for p in maps], "map": maps}).to_csv(folder / "group_maps.csv", index=False)
         group_map(str(folder / "group_maps.csv"), folder / "group_map", atlas="AAL2", figures=False, force=True)
@@ -263,6 +272,34 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
     _stage(res, "group_map", do_group, save)
 
 
+def table_text(results: dict) -> str:
+    """The markdown table of one JSON result (for the note and README)."""
+    lines = []
+    for key, res in results.items():
+        if not key.startswith("n") or "train" not in res:
+            continue
+        tr = res["train"]
+        t = tr["test"]
+        lines.append(f"### {key[1:]} subjects ({tr['n_train']} train / {tr['n_test']} test): test balanced accuracy "
+                     f"{t.get('balanced_accuracy', float('nan')):.2f}, AUC {t.get('auc', float('nan')):.2f} "
+                     f"(95% CI {t['ci'][0]:.2f}-{t['ci'][1]:.2f}), skill gate: {tr['gate'].split(':')[0]}\n")
+        conf = res.get("confound", {}).get("methods", {})
+        lines.append("| method | subjects | NCC disease | mass in disease | NCC age | age NCC before -> after cfree | disease NCC before -> after cfree |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for m, v in res.get("saliency", {}).get("methods", {}).items():
+            if "error" in v:
+                lines.append(f"| {m} | - | {v['error'][:90]} | | | | |")
+                continue
+            c = conf.get(m)
+            cf = (f"{c['ncc_age_before']:.3f} -> {c['ncc_age_after']:.3f}", f"{c['ncc_disease_before']:.3f} -> {c['ncc_disease_after']:.3f}") if c else ("", "")
+            lines.append(f"| {m} | {v['n_subjects']} | {v['ncc_disease']:.3f} | {v['mass_in_disease']:.3f} (chance {v.get('mass_share_of_brain', float('nan')):.3f}) | {v['ncc_age']:.3f} | {cf[0]} | {cf[1]} |")
+        g = res.get("group_map")
+        if g:
+            lines.append(f"\ngroup-map ({g['method']}, AAL2 mean |map|): planted regions ranked {g['planted_ranks']}; top regions {g['top_regions']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[200, 400])
@@ -273,7 +310,8 @@ def main(argv=None) -> int:
                     help="skip preprocess: train on each subject's anatomy on the synth template grid (--voxel-size; no pose, bias or noise)")
     ap.add_argument("--confound-strength", type=float, default=0.8)
     ap.add_argument("--confound-size", type=float, default=2.0)
-    ap.add_argument("--occlusion-subjects", type=int, default=8)
+    ap.add_argument("--costly-subjects", type=int, default=8, help="test participants explained by the costly methods (%s)" % ", ".join(COSTLY))
+    ap.add_argument("--steps", type=int, default=None, help="train --steps (default: train's default; smaller only for a smoke run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-only", action="store_true", help="stop after synth brain + preprocess")
@@ -303,6 +341,7 @@ def main(argv=None) -> int:
         return 0
     for n in args.sizes:
         run_size(args, args.work, Path(data["table"]), n, results, save)
+    print(table_text(results), flush=True)
     return 0
 
 
