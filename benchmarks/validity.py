@@ -147,6 +147,21 @@ def mean_abs(folder: Path, desc: str, ids) -> np.ndarray | None:
     return np.mean(maps, axis=0) if maps else None
 
 
+def balanced(frame, k: int):
+    """The first ``k`` rows of ``frame`` taking the classes in turn (order kept)."""
+    import pandas as pd
+
+    if k >= len(frame):
+        return frame
+    groups = [list(g.index) for _, g in frame.groupby("label")]
+    rows = []
+    while len(rows) < k:
+        for g in groups:
+            if g and len(rows) < k:
+                rows.append(g.pop(0))
+    return frame.loc[sorted(rows)]
+
+
 def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None:
     import pandas as pd
     import torch
@@ -193,6 +208,13 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
                 "test": ev, "validation": ck.meta["metrics"].get("evidence"), "training": {k: ck.meta["training"].get(k) for k in ("steps_budget", "steps_done", "stopped_early", "selected")}}
 
     tr = _stage(res, "train", do_train, save)
+    if args.saliency_subjects is not None and args.saliency_subjects < len(test):
+        # the maps of a class-balanced subset of the test participants (the first of each class)
+        test = balanced(test, args.saliency_subjects)
+        ids = list(test["participant_id"])
+    test_csv = folder / "test_saliency.csv"
+    test.to_csv(test_csv, index=False)
+    res["saliency_participants"] = ids
     model = Path(tr["model"])
     ck = load_checkpoint(model)
     truth = truth_on_grid(work, ck.spec.shape, ck.spec.affine, folder / "truth")
@@ -204,8 +226,8 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
     dmask = (t_dis > MASK_THRESHOLD) & brain
     torch.set_num_threads(args.threads)
 
-    k_costly = min(args.costly_subjects, len(test))
-    test.iloc[:k_costly].to_csv(folder / "test_costly.csv", index=False)
+    costly_test = balanced(test, args.costly_subjects)
+    costly_test.to_csv(folder / "test_costly.csv", index=False)
 
     def one_method(m: str) -> dict:
         """One saliency run (one folder) per method: a method this model cannot be explained
@@ -213,11 +235,11 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
         costly = m in COSTLY
         src = folder / "saliency" / m
         try:
-            run_saliency(model, folder / ("test_costly.csv" if costly else "test.csv"), src, method=[m], ground_truth=str(truth["disease"]),
+            run_saliency(model, test_csv if not costly else folder / "test_costly.csv", src, method=[m], ground_truth=str(truth["disease"]),
                          seed=args.seed, threads=args.threads, allow_unvalidated=True)
         except Exception as exc:  # noqa: BLE001 - reported in the JSON, not hidden
             return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
-        ids_m = ids[:k_costly] if costly else ids
+        ids_m = list(costly_test["participant_id"]) if costly else ids
         g = mean_abs(src, method_desc(m), ids_m)
         if g is None:
             return {"error": "no maps written"}
@@ -310,6 +332,7 @@ def main(argv=None) -> int:
                     help="skip preprocess: train on each subject's anatomy on the synth template grid (--voxel-size; no pose, bias or noise)")
     ap.add_argument("--confound-strength", type=float, default=0.8)
     ap.add_argument("--confound-size", type=float, default=2.0)
+    ap.add_argument("--saliency-subjects", type=int, default=None, help="test participants explained (class-balanced subset; default all)")
     ap.add_argument("--costly-subjects", type=int, default=8, help="test participants explained by the costly methods (%s)" % ", ".join(COSTLY))
     ap.add_argument("--steps", type=int, default=None, help="train --steps (default: train's default; smaller only for a smoke run)")
     ap.add_argument("--seed", type=int, default=0)
