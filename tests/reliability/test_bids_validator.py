@@ -56,6 +56,8 @@ def _commands(world, tmp: Path) -> dict[str, list[str]]:
         "synth-gaussians": _s("synth", "gaussians", tmp / "synth-gaussians", "--n-per-group", 2),
         "synth-lesions": _s("synth", "lesions", tmp / "synth-lesions", "--n-per-group", 2, "--size", 24),
         "synth-rodent": _s("synth", "rodent", tmp / "synth-rodent", "--n-animals", 2, "--shape", "16,16,12", "--max-shift", 1),
+        "synth-spikein": _s("synth", "spike-in", w.cohort, tmp / "synth-spikein", "--atlas", "AAL2", "--region", "Hippocampus L",
+                            "--registration", "identity", "--shape", 16),
         "preprocess": _s("preprocess", w.native_cohort, tmp / "preprocess", "--shape", 16, "--brain-extraction", "none", "--no-n4",
                          "--no-qc", "--threads", 1, "--registration-resolution", 8),
         "train": _s("train", w.cohort, tmp / "train", "--folds", 0, "--final", "--epochs", 1, "--threads", 1),
@@ -72,7 +74,7 @@ def _commands(world, tmp: Path) -> dict[str, list[str]]:
     }
 
 
-NAMES = ["synth-brain", "synth-gaussians", "synth-lesions", "synth-rodent", "preprocess", "saliency", "simulate-apply", "icam-apply",
+NAMES = ["synth-brain", "synth-gaussians", "synth-lesions", "synth-rodent", "synth-spikein", "preprocess", "saliency", "simulate-apply", "icam-apply",
          "vagan-apply", "jacobian", "group-map", "segment-bg-apply"]
 # folders of files about a model or a cohort, not BIDS datasets: they claim none (no dataset_description.json)
 NOT_BIDS = ["train", "confound-test", "evaluate"]
