@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     # same t map?
     import nibabel as nib
 
-    ours = nib.load(str(args.workdir / "out-neurointerp" / "group" / "space-MNI152NLin2009aSym_desc-patientVScontrol_stat-t_statmap.nii.gz")).get_fdata()
+    ours = nib.load(str(args.workdir / "out-neurointerp" / "group" / "space-MNI152NLin2009aSym_desc-patientVScontrolT_statmap.nii.gz")).get_fdata()
     ref = nib.load(str(args.workdir / "out-nilearn" / "nilearn_t.nii.gz")).get_fdata()
     m = nib.load(str(mask)).get_fdata() > 0
     max_diff = float(np.max(np.abs(ours[m] - ref[m])))

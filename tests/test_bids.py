@@ -186,7 +186,7 @@ def test_e2e_train_saliency_group_map_count_participants(e2e, capsys):
         found = sorted((root / "sal" / f"sub-{pid}" / f"ses-{ses}").rglob(f"sub-{pid}_ses-{ses}_*desc-gradient_attribution.nii.gz"))
         assert len(found) == 1, found
         maps[(pid, ses)] = np.asarray(nib.load(str(found[0])).dataobj, dtype=np.float64)
-    mean_file = sorted((root / "sal" / "group").glob("*desc-gradient_label-all_stat-mean_attribution.nii.gz"))
+    mean_file = sorted((root / "sal" / "group").glob("*label-all_desc-gradientMean_attribution.nii.gz"))
     assert len(mean_file) == 1
     got = np.asarray(nib.load(str(mean_file[0])).dataobj, dtype=np.float64)
     expected = np.mean([np.mean([v for (p2, _), v in maps.items() if p2 == p], axis=0) for p in PIDS], axis=0)

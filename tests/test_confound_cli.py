@@ -140,13 +140,13 @@ def test_group_difference_maps(setup, tmp_path):
     diff = np.stack([load_image(p, ndim=2, allow_empty=True).data for p in sorted(out.glob("sub-*/anat/*desc-saliencycdiff_attribution.nii.gz"))])
     free = np.stack([load_image(p, ndim=2, allow_empty=True).data for p in sorted(out.glob("sub-*/anat/*desc-saliencycfree_attribution.nii.gz"))])
     group = out / "group"
-    mean = load_image(group / "space-synthetic_desc-saliencycdiff_label-all_stat-mean_attribution.nii.gz", ndim=2, allow_empty=True).data
-    mean_abs = load_image(group / "space-synthetic_desc-saliencycdiff_label-all_stat-meanabs_attribution.nii.gz", ndim=2, allow_empty=True).data
+    mean = load_image(group / "space-synthetic_label-all_desc-saliencycdiffMean_attribution.nii.gz", ndim=2, allow_empty=True).data
+    mean_abs = load_image(group / "space-synthetic_label-all_desc-saliencycdiffMeanabs_attribution.nii.gz", ndim=2, allow_empty=True).data
     assert np.allclose(mean, diff.mean(0), atol=1e-6) and np.allclose(mean_abs, np.abs(diff).mean(0), atol=1e-6)
-    side = json.loads((group / "space-synthetic_desc-saliencycdiff_label-all_stat-meanabs_attribution.json").read_text())
+    side = json.loads((group / "space-synthetic_label-all_desc-saliencycdiffMeanabs_attribution.json").read_text())
     a, b = np.abs(diff).mean(0).sum(), np.abs(free).mean(0).sum()
     assert side["ConfounderShare"] == pytest.approx(a / (a + b), rel=1e-5) and side["NMaps"] == 16
-    assert (group / "space-synthetic_desc-saliencycdiff_label-1_stat-meanabs_attribution.nii.gz").exists()
+    assert (group / "space-synthetic_label-1_desc-saliencycdiffMeanabs_attribution.nii.gz").exists()
 
 
 def test_confounder_region_table_equals_an_explicit_loop():

@@ -27,7 +27,18 @@ def test_dataset_description_and_bidsignore(tmp_path):
         write_dataset_description(other, "x")
     add_bidsignore(tmp_path, ["*_attribution.nii.gz"])
     add_bidsignore(tmp_path, ["*_attribution.nii.gz", "truth/"])
-    assert (tmp_path / ".bidsignore").read_text().splitlines() == ["*_attribution.nii.gz", "truth/"]
+    assert (tmp_path / ".bidsignore").read_text().splitlines() == ["*_attribution.nii.gz", "truth"]
+    # the validator does not honour 'group/': an older file's folder lines are rewritten
+    (tmp_path / ".bidsignore").write_text("group/\n*_x.nii.gz\n")
+    add_bidsignore(tmp_path, ["group"])
+    assert (tmp_path / ".bidsignore").read_text().splitlines() == ["group", "*_x.nii.gz"]
+
+
+def test_group_statistics_are_folded_into_desc():
+    """BIDS has no stat- entity (pybids drops it): the statistic is part of desc."""
+    assert bids_name(None, "statmap", space="MNI152NLin2009aSym", desc="patient", stat="meanabs") == "space-MNI152NLin2009aSym_desc-patientMeanabs_statmap.nii.gz"
+    assert bids_name(None, "attribution", space="S", desc="gradient", label="all", stat="mean") == "space-S_label-all_desc-gradientMean_attribution.nii.gz"
+    assert bids_name(None, "statmap", desc="patient") == "desc-patient_statmap.nii.gz"
 
 
 def test_provenance_records_inputs_with_sha256(tmp_path):

@@ -31,12 +31,12 @@ def _load(out, name):
     return np.asarray(img.dataobj, dtype=np.float64), img.affine
 
 
-STEM = "space-MNI152NLin2009aSym_desc-patientVScontrol_stat-{}_statmap.nii.gz"
+STEM = "space-MNI152NLin2009aSym_desc-patientVScontrol{}_statmap.nii.gz"
 
 
 def test_significant_cluster_overlaps_planted_disease(cohort, result):
     out, summary = result
-    q, aff = _load(out, STEM.format("q"))
+    q, aff = _load(out, STEM.format("Q"))
     np.testing.assert_allclose(aff, cohort["affine"], atol=1e-5)
     assert q.shape == cohort["shape"]
     sig = q <= 0.05
@@ -49,13 +49,13 @@ def test_significant_cluster_overlaps_planted_disease(cohort, result):
     recall = (sig & truth).sum() / truth.sum()
     assert precision > 0.75 and recall > 0.5, (precision, recall)
     # permutation FWE: stricter than FDR, still inside the planted pattern
-    pfwe, _ = _load(out, STEM.format("pfwe"))
+    pfwe, _ = _load(out, STEM.format("Pfwe"))
     fwe = pfwe <= 0.05
     assert 0 < fwe.sum() <= sig.sum() and (fwe & near).sum() / fwe.sum() > 0.9
     g = summary["glm"]
     assert g["n_fdr_significant"] == int(sig.sum()) and g["n_perm"] == 200 and g["df"] == 30 - 4
     # hippocampal atrophy: negative t at the planted left hippocampus
-    t, _ = _load(out, STEM.format("t"))
+    t, _ = _load(out, STEM.format("T"))
     ijk = np.rint(np.linalg.solve(aff, [-26, -22, -14, 1])[:3]).astype(int)
     assert t[tuple(ijk)] < -4
 
@@ -66,15 +66,15 @@ def test_outputs_descriptive_maps_sidecars_and_region_table(cohort, result):
     tab = pd.read_csv(cohort["table"], sep="\t")
     maps = np.stack([nib.load(str(cohort["table"].parent / m)).get_fdata() for m in tab["map"]])
     pat = (tab["label"] == "patient").to_numpy()
-    mean, aff = _load(out, "space-MNI152NLin2009aSym_desc-patient_stat-mean_statmap.nii.gz")
+    mean, aff = _load(out, "space-MNI152NLin2009aSym_desc-patientMean_statmap.nii.gz")
     np.testing.assert_allclose(mean, maps[pat].mean(0), atol=1e-6)
-    sd, _ = _load(out, "space-MNI152NLin2009aSym_desc-control_stat-sd_statmap.nii.gz")
+    sd, _ = _load(out, "space-MNI152NLin2009aSym_desc-controlSd_statmap.nii.gz")
     np.testing.assert_allclose(sd, maps[~pat].std(0, ddof=1), atol=1e-6)
-    mabs, _ = _load(out, "space-MNI152NLin2009aSym_desc-control_stat-meanabs_statmap.nii.gz")
+    mabs, _ = _load(out, "space-MNI152NLin2009aSym_desc-controlMeanabs_statmap.nii.gz")
     np.testing.assert_allclose(mabs, np.abs(maps[~pat]).mean(0), atol=1e-6)
-    cnt, _ = _load(out, "space-MNI152NLin2009aSym_desc-patient_stat-count_statmap.nii.gz")
+    cnt, _ = _load(out, "space-MNI152NLin2009aSym_desc-patientCount_statmap.nii.gz")
     np.testing.assert_array_equal(cnt, (maps[pat] != 0).sum(0))
-    side = json.loads((out / "group" / STEM.format("t").replace(".nii.gz", ".json")).read_text())
+    side = json.loads((out / "group" / STEM.format("T").replace(".nii.gz", ".json")).read_text())
     assert side["GeneratedBy"]["Command"] == "group-map" and side["Seed"] == 3
     assert len(side["Inputs"]) == 30 and all(len(i["sha256"]) == 64 for i in side["Inputs"])
     assert side["Contrast"]["name"] == "patientVScontrol"
@@ -93,7 +93,7 @@ def test_t_map_equals_nilearn_second_level_model(cohort, tmp_path):
 
     out = tmp_path / "o"
     group_map(str(cohort["table"]), out, design="label,age", figures=False)
-    t, aff = _load(out, STEM.format("t"))
+    t, aff = _load(out, STEM.format("T"))
     mask_img = nib.load(str(out / "group" / "space-MNI152NLin2009aSym_desc-analysis_mask.nii.gz"))
     tab = pd.read_csv(cohort["table"], sep="\t")
     dm = pd.DataFrame({"intercept": 1.0, "patient": (tab["label"] == "patient").astype(float), "age": tab["age"] - tab["age"].mean()})
@@ -103,7 +103,7 @@ def test_t_map_equals_nilearn_second_level_model(cohort, tmp_path):
     m = np.asarray(mask_img.dataobj) > 0
     np.testing.assert_allclose(t[m], t_ref[m], atol=1e-6, rtol=1e-6)
     z_ref = slm.compute_contrast("patient", output_type="z_score").get_fdata()
-    z, _ = _load(out, STEM.format("z"))
+    z, _ = _load(out, STEM.format("Z"))
     ok = m & (np.abs(z_ref) < 7)  # nilearn clips tail probabilities
     np.testing.assert_allclose(z[ok], z_ref[ok], atol=1e-5)
 
@@ -150,7 +150,7 @@ def test_cli_runs_and_names_match_library(cohort, tmp_path):
     assert [p for p in inspect.signature(cli.group_map).parameters if p not in cli_only] == [p for p in inspect.signature(group_map).parameters if p != "options"]
     rc = main(["--quiet", "group-map", str(cohort["table"]), str(tmp_path / "o"), "--design", "label,age", "--no-figures", "--contrast", "control-patient"])
     assert rc == 0
-    assert (tmp_path / "o" / "group" / "space-MNI152NLin2009aSym_desc-controlVSpatient_stat-t_statmap.nii.gz").exists()
+    assert (tmp_path / "o" / "group" / "space-MNI152NLin2009aSym_desc-controlVSpatientT_statmap.nii.gz").exists()
     rc = main(["--quiet", "group-map", str(cohort["table"]), str(tmp_path / "o"), "--no-figures"])
     assert rc == 2  # not empty without --force
 

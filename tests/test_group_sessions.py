@@ -50,7 +50,7 @@ def _run(args, capsys):
 
 
 def _t(out):
-    t = sorted((out / "group").glob("*stat-t_statmap.nii.gz"))
+    t = sorted((out / "group").glob("*T_statmap.nii.gz"))
     assert len(t) == 1
     return np.asarray(nib.load(str(t[0])).dataobj, dtype=np.float64), json.loads((out / "group" / "group_map.json").read_text())
 
@@ -132,6 +132,6 @@ def test_subject_mean_with_unequal_sessions_weights_participants(longi, tmp_path
     X = sm.add_constant(np.array([float(k % 2) for k in range(N_SUB)]))
     expected = np.array([sm.OLS(Y[:, v], X).fit().tvalues[1] for v in range(Y.shape[1])])
     np.testing.assert_allclose(t.ravel(), expected, rtol=1e-4, atol=1e-4)
-    mean = sorted((tmp_path / "o" / "group").glob("*desc-control_stat-mean_statmap.nii.gz"))
+    mean = sorted((tmp_path / "o" / "group").glob("*desc-controlMean_statmap.nii.gz"))
     got = np.asarray(nib.load(str(mean[0])).dataobj, dtype=np.float64)
     np.testing.assert_allclose(got.ravel(), Y[[0, 2, 4]].mean(axis=0), rtol=1e-5, atol=1e-5)

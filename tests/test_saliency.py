@@ -57,7 +57,7 @@ def test_maps_keep_the_grid_and_score_against_truth(setup):
     summary = pd.read_csv(out / "group" / "scores_summary.tsv", sep="\t")
     assert summary["ncc_mean"].max() > 0.15, summary
     for label in ("all", "control", "patient"):
-        assert (out / "group" / f"space-{SPACE}_desc-occlusion_label-{label}_stat-meanabs_attribution.nii.gz").exists()
+        assert (out / "group" / f"space-{SPACE}_label-{label}_desc-occlusionMeanabs_attribution.nii.gz").exists()
     assert (out / "group" / "desc-gradxinput_meanabs.png").stat().st_size > 1000
     roi = pd.read_csv(out / "group" / f"space-{SPACE}_desc-occlusion_label-all_atlas-AAL2_roi-table.tsv", sep="\t")
     assert list(roi["rank"][:3]) == [1, 2, 3] and (roi["atlas"] == "AAL2").all()

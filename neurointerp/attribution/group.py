@@ -103,7 +103,7 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
 
     from neurointerp.attribution.pipeline import _map_path, _truth_for, method_desc
     from neurointerp.evaluate.metrics import mass_in_mask, ncc
-    from neurointerp.io import derivative_path, load_image, provenance, save_image, write_json, write_table
+    from neurointerp.io import bids_name, derivative_path, load_image, provenance, save_image, write_json, write_table
     from neurointerp.report.figures import ortho_figure
 
     group = out / "group"
@@ -152,7 +152,7 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
             mean, mean_abs = main.means(c)
             rec = provenance("saliency (group mean)", {"method": desc, "label": c}, Space=spec.space, Maps=main.members[c])
             for stat, data in (("mean", mean), ("meanabs", mean_abs)):
-                p = group / f"space-{spec.space}_desc-{desc}_label-{_safe(c)}_stat-{stat}_attribution.nii.gz"
+                p = group / bids_name(None, "attribution", space=spec.space, label=_safe(c), desc=desc, stat=stat)
                 save_image(data, affine, p, header=header, force=True, intent="estimate", intent_name=stat)
                 write_json(p.with_name(p.name.replace(".nii.gz", ".json")), {**rec, "Statistic": stat, "NMaps": n, "NParticipants": len(main.participants[c]),
                                                                               "Weighting": "participants: each participant's maps (sessions) averaged first"}, force=True)
@@ -168,7 +168,7 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
                 drec = provenance("saliency (group mean)", {"method": diff_desc, "label": c}, Space=spec.space, Maps=diff.members[c])
                 drec.update(Map="full minus confounder-free: where the confounder acted", ConfounderShare=share, ConfounderShareMeaning="sum of mean |difference| / (sum of mean |difference| + sum of mean |confounder-free map|) over the grid")
                 for stat, data in (("mean", dmean), ("meanabs", dmean_abs)):
-                    p = group / f"space-{spec.space}_desc-{diff_desc}_label-{_safe(c)}_stat-{stat}_attribution.nii.gz"
+                    p = group / bids_name(None, "attribution", space=spec.space, label=_safe(c), desc=diff_desc, stat=stat)
                     save_image(data, affine, p, header=header, force=True)
                     write_json(p.with_name(p.name.replace(".nii.gz", ".json")), {**drec, "Statistic": stat, "NMaps": diff.n[c]}, force=True)
                 diff_panels.append((f"{diff_desc} mean |full - confounder-free| ({c}, n={diff.n[c]})", background / len(table), affine, dmean_abs))

@@ -19,12 +19,29 @@ from neurointerp.errors import InputError
 from neurointerp.io.atomic import write_json, write_text
 
 # BIDS entity order (subset that we use), after sub and ses
-ENTITY_ORDER = ("task", "acq", "rec", "run", "hemi", "space", "cohort", "res", "den", "label", "roi", "method", "desc", "stat")
+ENTITY_ORDER = ("task", "acq", "rec", "run", "hemi", "space", "cohort", "res", "den", "label", "roi", "method", "desc")
 _VALUE_RE = re.compile(r"^[A-Za-z0-9.+]+$")
 
 
-def bids_name(participant_id: str | None, suffix: str, ext: str = ".nii.gz", session: str | None = None, **entities: Any) -> str:
-    """Compose a BIDS file name; entity values must be alphanumeric (``.``/``+`` allowed)."""
+def stat_desc(desc: str | None, stat: str | None) -> str | None:
+    """``desc`` with the statistic folded in: ``("gradient", "meanabs")`` -> ``"gradientMeanabs"``.
+
+    BIDS has no ``stat-`` entity (pybids drops it, so the mean and the mean |map| of one group
+    would get the same entities); group files carry their statistic in ``desc-`` instead.
+    """
+    if not stat:
+        return desc
+    stat = str(stat)
+    return f"{desc or ''}{stat[:1].upper()}{stat[1:]}" if desc else stat
+
+
+def bids_name(participant_id: str | None, suffix: str, ext: str = ".nii.gz", session: str | None = None, stat: str | None = None, **entities: Any) -> str:
+    """Compose a BIDS file name; entity values must be alphanumeric (``.``/``+`` allowed).
+
+    ``stat`` (a statistic of a group file) is folded into ``desc`` (:func:`stat_desc`).
+    """
+    if stat:
+        entities["desc"] = stat_desc(entities.get("desc"), stat)
     parts = []
     if participant_id:
         _check_id("participant_id", participant_id)
@@ -85,13 +102,110 @@ def sidecar_path(image_path: str | os.PathLike) -> Path:
     return p.with_name(name + ".json")
 
 
-def write_sidecar(image_path: str | os.PathLike, record: Mapping[str, Any], force: bool = False) -> Path:
-    """Write the JSON sidecar of ``image_path`` atomically."""
-    return write_json(sidecar_path(image_path), dict(record), force=force)
+# Template spaces named by a standard BIDS identifier (SpatialReference is then only recommended)
+STANDARD_SPACES = {"MNI152NLin2009aSym", "MNI152NLin2009cAsym", "MNI152NLin6Asym", "MNI152Lin", "MNI305", "fsaverage", "T1w", "T2w"}
+# where the images of those spaces come from (this tool never downloads: the templates ship with nilearn)
+TEMPLATE_REFERENCES = {
+    "MNI152NLin2009aSym": "https://www.bic.mni.mcgill.ca/ServicesAtlases/ICBM152NLin2009",
+}
+# suffixes of anatomical images for which a derivative sidecar needs SkullStripped
+ANAT_SUFFIXES = ("T1w", "T2w", "PDw", "T2starw", "FLAIR", "inplaneT1", "inplaneT2", "PDT2", "angio", "UNIT1")
 
 
-def write_dataset_description(root: str | os.PathLike, name: str, description: str = "", force: bool = False) -> Path:
-    """Write ``dataset_description.json`` of a derivatives folder (kept if already ours)."""
+def bids_uri(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """``bids::<path relative to root>`` for a file inside the dataset ``root``, else a ``file://`` URI."""
+    p = Path(path).absolute()
+    if root is not None:
+        try:
+            return "bids::" + p.relative_to(Path(root).absolute()).as_posix()
+        except ValueError:
+            pass
+    return p.as_uri()
+
+
+def bids_metadata(
+    image_path: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    sources: Any = (),
+    skull_stripped: bool | None = None,
+    spatial_reference: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """The BIDS-derivatives sidecar keys of ``image_path`` (a file under ``root``).
+
+    ``Sources``: URIs of the input files (``bids::`` inside ``root``, else ``file://``).
+    ``SkullStripped``: required for anatomical images (``_T1w`` ...) in derivatives.
+    ``SpatialReference``: required when the file's ``space-`` is not a standard template
+    identifier (then give the image whose grid the file shares, e.g. the input); for a standard
+    template it names where the template comes from.
+    """
+    name = Path(image_path).name
+    meta: dict[str, Any] = {}
+    srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources or ())
+    if srcs:
+        meta["Sources"] = [bids_uri(s, root) for s in srcs]
+    if skull_stripped is not None:
+        meta["SkullStripped"] = bool(skull_stripped)
+    space = re.search(r"(?:^|_)space-([A-Za-z0-9]+)", name)
+    if spatial_reference is not None:
+        meta["SpatialReference"] = spatial_reference if isinstance(spatial_reference, str) and ":" in spatial_reference else bids_uri(spatial_reference, root)
+    elif space and space.group(1) in TEMPLATE_REFERENCES:
+        meta["SpatialReference"] = TEMPLATE_REFERENCES[space.group(1)]
+    return meta
+
+
+def skull_stripped_of(image_path: str | os.PathLike, default: bool = False) -> bool:
+    """``SkullStripped`` of an input image, read from its JSON sidecar (``default`` when it has none)."""
+    try:
+        value = json.loads(sidecar_path(image_path).read_text()).get("SkullStripped")
+    except (OSError, ValueError, AttributeError):
+        return default
+    return value if isinstance(value, bool) else default
+
+
+def write_sidecar(
+    image_path: str | os.PathLike,
+    record: Mapping[str, Any],
+    force: bool = False,
+    *,
+    root: str | os.PathLike | None = None,
+    sources: Any = (),
+    skull_stripped: bool | None = None,
+    spatial_reference: str | os.PathLike | None = None,
+) -> Path:
+    """Write the JSON sidecar of ``image_path`` atomically, with its BIDS keys (:func:`bids_metadata`).
+
+    An anatomical image (``_T1w`` ...) in a derivative dataset must say whether it is skull-stripped,
+    and a file in a ``space-`` that is not a standard template must name its ``SpatialReference``:
+    a call that omits them is a programming error (``ValueError``), caught by the tests.
+    """
+    meta = bids_metadata(image_path, root, sources, skull_stripped, spatial_reference)
+    record = {**meta, **dict(record)}
+    name = Path(image_path).name
+    stem = re.sub(r"\.(nii\.gz|nii)$", "", name)
+    if root is not None and _is_derivative(root):
+        if stem.rsplit("_", 1)[-1] in ANAT_SUFFIXES and "SkullStripped" not in record:
+            raise ValueError(f"{name}: an anatomical derivative needs SkullStripped")
+        space = re.search(r"(?:^|_)space-([A-Za-z0-9]+)", name)
+        if space and space.group(1) not in STANDARD_SPACES and "SpatialReference" not in record:
+            raise ValueError(f"{name}: space-{space.group(1)} is not a standard template: give its SpatialReference")
+    return write_json(sidecar_path(image_path), record, force=force)
+
+
+def _is_derivative(root: str | os.PathLike) -> bool:
+    try:
+        return json.loads((Path(root) / "dataset_description.json").read_text()).get("DatasetType") == "derivative"
+    except (OSError, ValueError):
+        return False
+
+
+def write_dataset_description(
+    root: str | os.PathLike, name: str, description: str = "", force: bool = False, dataset_type: str = "derivative"
+) -> Path:
+    """Write ``dataset_description.json`` of a derivatives folder (kept if already ours).
+
+    ``dataset_type="raw"`` for a dataset of acquired-like images (``synth brain``): BIDS raw,
+    with ``participants.tsv`` (:func:`write_participants`).
+    """
     path = Path(root) / "dataset_description.json"
     if path.exists() and not force:
         try:
@@ -104,20 +218,66 @@ def write_dataset_description(root: str | os.PathLike, name: str, description: s
     desc = {
         "Name": name,
         "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
+        "DatasetType": dataset_type,
         "GeneratedBy": [{"Name": "neurointerp", "Version": __version__, "Description": description}],
     }
     return write_json(path, desc, force=True)
 
 
 def add_bidsignore(root: str | os.PathLike, patterns: list[str]) -> Path:
-    """Add ``patterns`` to ``<root>/.bidsignore`` (idempotent)."""
+    """Add ``patterns`` to ``<root>/.bidsignore`` (idempotent).
+
+    A folder is ignored by its name without a trailing slash (``group``, not ``group/``: the
+    validator does not honour ``group/``); such lines of an older file are rewritten.
+    """
     path = Path(root) / ".bidsignore"
-    lines = path.read_text().splitlines() if path.exists() else []
+    old = path.read_text().splitlines() if path.exists() else []
+    lines: list[str] = []
+    for p in old:
+        p = p.rstrip("/") if p.endswith("/") and p.strip("/") else p
+        if p not in lines:
+            lines.append(p)
+    patterns = [p.rstrip("/") if p.endswith("/") and p.strip("/") else p for p in patterns]
     new = lines + [p for p in patterns if p not in lines]
+    lines = old
     if new != lines or not path.exists():
         write_text(path, "\n".join(new) + "\n", force=True)
     return path
+
+
+def write_participants(root: str | os.PathLike, frame: Any, columns: Mapping[str, Any], force: bool = False) -> Path:
+    """``participants.tsv`` (one row per participant, ids as ``sub-<id>``) and ``participants.json``.
+
+    ``columns`` maps each column to its description (a string, or a BIDS column dict with
+    ``Description``, ``Levels``, ``Units``); only those columns are written.
+    """
+    import pandas as pd
+
+    table = pd.DataFrame(frame).drop_duplicates("participant_id")
+    table = table[["participant_id", *[c for c in columns if c != "participant_id"]]].copy()
+    table["participant_id"] = ["sub-" + str(p).removeprefix("sub-") for p in table["participant_id"]]
+    text = table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+    path = write_text(Path(root) / "participants.tsv", text, force=force)
+    meta = {"participant_id": {"Description": "participant identifier"}}
+    for col, d in columns.items():
+        if col != "participant_id":
+            meta[col] = {"Description": d} if isinstance(d, str) else dict(d)
+    write_json(Path(root) / "participants.json", meta, force=force)
+    return path
+
+
+def write_dseg_tsv(root: str | os.PathLike, labels: Mapping[int, str], force: bool = True, **entities: Any) -> Path:
+    """The look-up table of segmentations (``index``, ``name``) at the dataset root.
+
+    BIDS derivatives: ``_dseg`` images have a ``dseg.tsv`` naming their integer labels; written
+    once at the root (``[desc-<d>_]dseg.tsv``), it applies to every ``..._[desc-<d>_]dseg.nii.gz``
+    below by the inheritance principle.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame({"index": [int(k) for k in labels], "name": [str(v) for v in labels.values()]})
+    text = frame.to_csv(sep="\t", index=False, lineterminator="\n")
+    return write_text(Path(root) / bids_name(None, "dseg", ext=".tsv", **entities), text, force=force)
 
 
 def prepare_output_dir(out: str | os.PathLike, force: bool = False, marker: str | None = None) -> Path:

@@ -207,7 +207,8 @@ def preprocess_subject(subject: Subject, out: Path, settings: dict[str, Any]) ->
         Timings=timings,
     )
     record["InputSha256"] = record["Inputs"][0]["sha256"]
-    write_sidecar(paths.image, record, force=True)
+    # SkullStripped: non-brain voxels are zero after a brain extraction ('none' keeps the head's foreground)
+    write_sidecar(paths.image, record, force=True, root=out, sources=[subject.image], skull_stripped=settings["brain_extraction"] != "none")
     return {"qc": metrics, "seconds": timings["total"]}
 
 
@@ -323,7 +324,7 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
     CPUs divided by ``n_jobs``. The working grid is 64^3 over the template brain by default (about
     2.9 mm); a voxel size alone gives the shape that covers the brain.
     """
-    from neurointerp.io import write_dataset_description, write_json
+    from neurointerp.io import add_bidsignore, write_dataset_description, write_json
     from neurointerp.preprocess.antsio import default_threads, set_threads
     from neurointerp.preprocess.brain_extraction import resolve_method
     from neurointerp.preprocess.template import resolve_template
@@ -388,6 +389,8 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
         if not (out / RUN_MARKER).exists() or not folder.resumed:
             write_json(out / RUN_MARKER, {"Command": "preprocess", "Input": str(input_path.resolve()), "Parameters": parameters}, force=True)
         write_dataset_description(out, "neurointerp preprocess", f"T1w images affinely registered to {tpl.space}, {grid_shape} grid, z-scored in the brain", force=False)
+        # not BIDS: the cohort table, the run marker, ANTs .h5 transforms, QC figures
+        add_bidsignore(out, ["cohort.*", RUN_MARKER, "failures.tsv", "*_xfm.h5", "figures"])
 
     def process(batch):
         for item in batch:

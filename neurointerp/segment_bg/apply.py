@@ -198,7 +198,7 @@ def run_apply(o: SegmentBgApplyOptions) -> Path:
     animals that fail while the others finish, and the metrics tables rebuilt under the folder
     lock from every finished animal.
     """
-    from neurointerp.io import add_bidsignore, provenance, save_image, sha256, sidecar_path, write_dataset_description, write_sidecar
+    from neurointerp.io import add_bidsignore, provenance, save_image, sha256, sidecar_path, write_dataset_description, write_dseg_tsv, write_sidecar
     from neurointerp.runs import Item, RunFailures, claim_folder, run_items
     from neurointerp.runs.subjects import pending_items
     from neurointerp.segment_bg.checkpoint import load_segmenter
@@ -250,13 +250,13 @@ def run_apply(o: SegmentBgApplyOptions) -> Path:
             if save_intermediates:
                 for key in STEPS + ("correlation", "masked"):
                     save_image(res[key], vol.affine, paths[key], header=vol.header, force=True)
-                    write_sidecar(paths[key], {**record, "Step": key}, force=True)
+                    write_sidecar(paths[key], {**record, "Step": key}, force=True, root=out, sources=[job.image])
             save_image(res["labels_raw"], vol.affine, paths["firstpass"], header=vol.header, force=True, dtype=np.uint8)
-            write_sidecar(paths["firstpass"], {**record, "BackgroundRemoval": False}, force=True)
+            write_sidecar(paths["firstpass"], {**record, "BackgroundRemoval": False}, force=True, root=out, sources=[job.image])
             save_image(res["mask"], vol.affine, paths["mask"], header=vol.header, force=True, dtype=np.uint8)
-            write_sidecar(paths["mask"], {**record, "Type": "Brain", "Positioning": positioning}, force=True)
+            write_sidecar(paths["mask"], {**record, "Type": "Brain", "Positioning": positioning}, force=True, root=out, sources=[job.image])
             save_image(res["labels"], vol.affine, paths["final"], header=vol.header, force=True, dtype=np.uint8)
-            write_sidecar(paths["final"], {**record, "BackgroundRemoval": True, "Truth": [str(p) for p in files[1:]], "Metrics": metrics}, force=True)
+            write_sidecar(paths["final"], {**record, "BackgroundRemoval": True, "Truth": [str(p) for p in files[1:]], "Metrics": metrics}, force=True, root=out, sources=[job.image])
         return {}
 
     def finalize(done: list[Item]) -> None:
@@ -265,6 +265,8 @@ def run_apply(o: SegmentBgApplyOptions) -> Path:
     with folder.writing():
         write_dataset_description(out, "neurointerp segment-bg", "Tissue segmentation with guided-backprop background removal")
         add_bidsignore(out, ["*_gbp.nii.gz", "*_gbp.json", "*_input.nii.gz", "*_input.json", "metrics*", "failures*"])
+        for desc in ("firstpass", "bgremoved"):  # the labels of every sub-*_desc-<desc>_dseg.nii.gz
+            write_dseg_tsv(out, {0: "background", 1: "WM", 2: "GM", 3: "CSF"}, desc=desc)
     try:
         run_items(folder, items, process, batch_size=1, array_index=o.array_index, array_size=o.array_size, finalize=finalize,
                   finalize_partial=True, label="segment-bg apply", noun="animal")

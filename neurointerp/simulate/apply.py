@@ -139,6 +139,7 @@ def _apply_simulator(o) -> Path:
         sidecar_path,
         write_dataset_description,
         write_sidecar,
+        skull_stripped_of,
         write_table,
     )
     from neurointerp.models.checkpoint import load_checkpoint
@@ -234,12 +235,14 @@ def _apply_simulator(o) -> Path:
                 fld = np.zeros((sim.spec.ndim,) + tuple(sim.spec.shape), dtype=np.float32)
                 fld[(slice(None),) + tuple(slice(a, b) for a, b in sim.spec.crop)] = res["field"][k]
                 save_field(fld, vol.affine, p["field"], force=True)
-                write_sidecar(p["field"], {**record, "FieldConvention": "ITK displacement field: LPS physical displacement (mm), T(p) = p + d(p) maps the output grid into the input image"}, force=True)
+                write_sidecar(p["field"], {**record, "FieldConvention": "ITK displacement field: LPS physical displacement (mm), T(p) = p + d(p) maps the output grid into the input image"}, force=True,
+                              root=out, sources=[coh.images[i]], spatial_reference=coh.images[i])
+            bids = dict(root=out, sources=[coh.images[i]], spatial_reference=coh.images[i], skull_stripped=skull_stripped_of(coh.images[i]))
             for key, arr in (("cycled", cycled), ("difference", raw_full - simulated)):
                 _save(arr, vol, p[key], sim.spec.ndim)
-                write_sidecar(p[key], record, force=True)
+                write_sidecar(p[key], record, force=True, **bids)
             _save(simulated, vol, p["simulated"], sim.spec.ndim)  # written last
-            write_sidecar(p["simulated"], record, force=True)
+            write_sidecar(p["simulated"], record, force=True, **bids)
         return {}
 
     def finalize(done: list[Item]) -> None:
@@ -261,7 +264,7 @@ def _apply_simulator(o) -> Path:
 
     with folder.writing():
         write_dataset_description(out, "neurointerp simulate", "Simulated disease injection/removal (cycle-consistent simulators)", force=False)
-        add_bidsignore(out, ["*_difference.nii.gz", "*_xfm.nii.gz", "logits*", "fields*", "failures*"])
+        add_bidsignore(out, ["*_difference.nii.gz", "*_difference.json", "*_xfm.nii.gz", "*_xfm.json", "logits*", "fields*", "failures*"])
     run_items(folder, items, process, batch_size=batch_size, array_index=o.array_index, array_size=o.array_size, finalize=finalize, label="simulate apply", noun="simulation")
     return out / "logits.tsv"
 

@@ -225,9 +225,10 @@ def synth_brain(
     """Write a synthetic 3D cohort with planted disease and confounder effects.
 
     Writes ``sub-<id>/anat/sub-<id>_T1w.nii.gz`` (native, posed), ``cohort.csv``
-    (participant_id, image, label, age, sex) and ``truth/`` (template-space ground truth,
-    ``subjects.tsv``). With ``template_space`` also the unposed, bias- and noise-free anatomy
-    of each subject on the template grid (``..._space-<tpl>_desc-anatomy_T1w.nii.gz``).
+    (participant_id, image, label, age, sex), ``participants.tsv``/``.json`` (a raw BIDS dataset)
+    and ``truth/`` (template-space ground truth, ``subjects.tsv``). With ``template_space`` also
+    the unposed, bias- and noise-free anatomy of each subject on the template grid, a derivative
+    dataset of its own (``derivatives/anatomy/sub-<id>/anat/..._space-<tpl>_desc-anatomy_T1w.nii.gz``).
     Returns the cohort table path. Same arguments as ``neurointerp synth brain``.
 
     ``effect_size``, ``confound_strength`` and ``confound_size`` left at ``None`` take their
@@ -248,6 +249,7 @@ def synth_brain(
         write_cohort,
         write_dataset_description,
         write_json,
+        write_participants,
         write_sidecar,
         write_table,
     )
@@ -273,8 +275,13 @@ def synth_brain(
     subjects = draw_subjects(n_subjects, rng, patient_fraction, confound_strength, age_mean, age_sd, max_rotation, max_translation, bias, box)
 
     out = prepare_output_dir(out, force=force)
-    write_dataset_description(out, "neurointerp synth brain", "3D synthetic cohort with planted disease and confounder effects", force=force)
-    add_bidsignore(out, ["truth/", "*_logjacobian.nii.gz"])
+    # a raw BIDS dataset (the native images stand for acquisitions); the ground truth and the
+    # cohort table are not BIDS; the template-space anatomy is a derivative under derivatives/anatomy
+    write_dataset_description(out, "neurointerp synth brain", "3D synthetic cohort with planted disease and confounder effects", force=force, dataset_type="raw")
+    add_bidsignore(out, ["truth", "cohort.*"])
+    anatomy_root = out / "derivatives" / "anatomy"
+    if template_space:
+        write_dataset_description(anatomy_root, "neurointerp synth brain (template-space anatomy)", "each subject's unposed, bias- and noise-free anatomy on the template grid", force=force)
     rows, truth_rows = [], []
     for spec in track(subjects, description="synth brain", total=len(subjects)):
         sub_rng = np.random.default_rng([seed, int(spec.participant_id[3:])])
@@ -284,8 +291,10 @@ def synth_brain(
         row = {"participant_id": spec.participant_id, "image": str(img_path), "label": spec.label, "age": spec.age, "sex": spec.sex}
         if template_space:
             anat = render_subject(spec, disease, age, source, t_aff, tpl_points, centre, box, 0.0, sub_rng, posed=False)
-            anat_path = derivative_path(out, spec.participant_id, "T1w", space=SPACE, desc="anatomy")
+            anat_path = derivative_path(anatomy_root, spec.participant_id, "T1w", space=SPACE, desc="anatomy")
             save_image(anat.reshape(shape), grid_affine, anat_path, force=force)
+            write_sidecar(anat_path, {"Description": "unposed, bias- and noise-free anatomy of the subject on the template grid (ground truth of registration)"},
+                          force=force, root=anatomy_root, sources=[img_path], skull_stripped=True)
             row["template_image"] = str(anat_path)
         rows.append(row)
         truth_rows.append(
@@ -314,6 +323,11 @@ def synth_brain(
         save_image((np.abs(logj) > MASK_THRESHOLD) & tpl_mask, grid_affine, truth / f"{stem}_desc-{name}_mask.nii.gz", force=force, dtype=None)
     write_table(truth / "subjects.tsv", pd.DataFrame(truth_rows), force=force)
     frame = pd.DataFrame(rows)
+    write_participants(out, frame, {
+        "label": {"Description": "diagnosis", "Levels": {"control": "healthy control", "patient": "planted disease deformation"}},
+        "age": {"Description": "age at scan (drives the planted age deformation)", "Units": "year"},
+        "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
+    }, force=force)
     table = write_cohort(out / "cohort.csv", frame, image_columns=("image", "template_image"), force=force)
     record = provenance(
         "synth brain",

@@ -163,7 +163,7 @@ def synth_gaussians(
     cohort = make_gaussians(variant=variant, n_per_group=n_per_group, seed=seed, noise=noise)
     out = prepare_output_dir(out, force=force)
     write_dataset_description(out, f"neurointerp synth gaussians ({variant})", "four-Gaussian synthetic cohort", force=force)
-    add_bidsignore(out, ["*_gaussians.nii.gz", "*_truth.nii.gz", "truth/"])
+    add_bidsignore(out, ["*_gaussians.nii.gz", "*_truth.nii.gz", "truth", "cohort.*"])
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     n = len(cohort.labels)
     width = len(str(n))

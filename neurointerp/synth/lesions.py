@@ -340,7 +340,7 @@ def synth_lesions(
         coh = make_lesion_ages(n=2 * n_per_group, size=size, polarity=polarity, contrast=contrast, noise=noise, voxel_size=voxel_size, seed=seed)
     out = prepare_output_dir(out, force=force)
     write_dataset_description(out, "neurointerp synth lesions", "2D brain-slice phantoms: healthy vs small lesions, with lesion masks", force=force)
-    add_bidsignore(out, ["*_lesions.nii.gz", "*_mask.nii.gz", "truth/"])
+    add_bidsignore(out, ["*_lesions.nii.gz", "*_mask.nii.gz", "truth", "cohort.*"])
     n = len(coh.labels)
     width = len(str(n))
     rows, truth_rows = [], []

@@ -220,7 +220,17 @@ def synth_rodent(
     """
     import pandas as pd
 
-    from neurointerp.io import derivative_path, prepare_output_dir, provenance, save_image, write_cohort, write_sidecar
+    from neurointerp.io import (
+        add_bidsignore,
+        derivative_path,
+        prepare_output_dir,
+        provenance,
+        save_image,
+        write_cohort,
+        write_dataset_description,
+        write_dseg_tsv,
+        write_sidecar,
+    )
 
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape[:2]) < 16 or shape[2] < 1:
@@ -232,6 +242,10 @@ def synth_rodent(
     if max_shift < 0 or max_shift > min(shape[:2]) / 6:
         raise InputError(f"synth rodent: max-shift {max_shift}: must be in [0, {min(shape[:2]) / 6:g}] voxels for a {shape[0]}x{shape[1]} grid")
     out = prepare_output_dir(out, force=force)
+    # a BIDS derivative dataset (images with their truth: tissue labels, brain masks); the tables are not BIDS
+    write_dataset_description(out, "neurointerp synth rodent", "2D-slice rodent T2w phantoms with tissue labels and brain masks", force=force)
+    add_bidsignore(out, ["cohort.*", "train.*", "test.*"])
+    write_dseg_tsv(out, dict(enumerate(CLASSES)), force=force)  # the labels of every sub-*_dseg.nii.gz
     affine = grid_affine(shape, voxel_size)
     rng = np.random.default_rng(seed)
     params = dict(n_animals=n_animals, shape=list(shape), voxel_size=list(voxel_size), max_shift=max_shift, artefacts=artefacts, noise=noise, test_fraction=test_fraction)
@@ -251,7 +265,9 @@ def synth_rodent(
         save_image(a.labels, affine, paths["labels"], force=force, dtype=np.uint8)
         save_image(a.mask, affine, paths["mask"], force=force, dtype=np.uint8)
         rec = provenance("synth rodent", params, seed=seed, Animal=pid, ShiftVoxels=list(a.shift), Scale=a.scale, Classes={str(k): v for k, v in enumerate(CLASSES)})
-        write_sidecar(paths["image"], rec, force=force)
+        write_sidecar(paths["image"], rec, force=force, root=out, skull_stripped=False)
+        write_sidecar(paths["masked"], {"Description": "the T2w image with everything outside the brain mask set to zero"}, force=force, root=out,
+                      sources=[paths["image"], paths["mask"]], skull_stripped=True)
         rows.append({"participant_id": pid, **{k: str(v) for k, v in paths.items()}, "shift_x": round(a.shift[0], 4), "shift_y": round(a.shift[1], 4), "scale": round(a.scale, 4)})
     frame = pd.DataFrame(rows)
     n_test = max(1, int(round(test_fraction * n_animals)))

@@ -591,6 +591,7 @@ def spike_in(
         write_dataset_description,
         write_json,
         write_sidecar,
+        skull_stripped_of,
         write_table,
     )
     from neurointerp.progress import info, track
@@ -650,7 +651,7 @@ def spike_in(
         transforms, pre_params, grid, run = _registrations(inputs, out, *reg_args)
     space = pre_params["space"]
     write_dataset_description(out, "neurointerp synth spike-in", "Native T1 images with a planted deformation (known ground truth)", force=force)
-    add_bidsignore(out, ["truth/", "registration/", "source_cohort.csv", "*_logjacobian.nii.gz", "*_logjacobian.json", "*_desc-spikein_T1w.json"])
+    add_bidsignore(out, ["truth", "registration", "source_cohort.csv", "cohort.*", "*_logjacobian.nii.gz", "*_logjacobian.json"])
 
     import nibabel as nib
 
@@ -675,7 +676,7 @@ def spike_in(
             Changes=stats, PlantedLogJacobian={"file": lj_path.name, "meaning": "log det of the template-space deformation at each voxel's template position"
                                                + (" (exact: the registration is affine)" if tf.affine else " (approximate: the registration is nonlinear)")},
         )
-        write_sidecar(img_path, record, force=force)
+        write_sidecar(img_path, record, force=force, root=out, sources=[s.image], skull_stripped=skull_stripped_of(s.image))
         write_sidecar(lj_path, record, force=force)
         row = {"participant_id": s.participant_id, **({"session_id": s.session or ""} if any(i.session for i in inputs) else {}), "image": str(img_path), "label": d["label"]}
         if has_conf:

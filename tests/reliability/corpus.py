@@ -662,7 +662,7 @@ COMMANDS: list[Command] = [
                              "--no-qc", "--threads", 1, "--registration-resolution", 8, "--force"),
         columns=("participant_id", "image", "label", "age", "sex", "template_image"),
         image_as_argument=True,
-        bookkeeping=("dataset_description.json", "preprocess.json", "failures.tsv", ".neurointerp/*"),
+        bookkeeping=("dataset_description.json", ".bidsignore", "preprocess.json", "failures.tsv", ".neurointerp/*"),
         summary_line=True,
     ),
     Command(
@@ -729,7 +729,7 @@ COMMANDS: list[Command] = [
         columns=("participant_id", "image", "masked", "labels", "mask"),
         label_column="labels",
         label_volumes=True,  # truth for the metrics: checked like training labels
-        bookkeeping=DERIVATIVES_METADATA,
+        bookkeeping=DERIVATIVES_METADATA + ("desc-*_dseg.tsv",),  # the label look-up tables, beside the description
     ),
     Command(
         "icam-train", ("image", "table"), lambda w: w.lesions_cohort, "image",

@@ -248,7 +248,7 @@ def test_no_output_header_carries_an_input_extension_or_description(world, name,
         intent = int(hdr["intent_code"])
         if p.name.endswith("_xfm.nii.gz"):
             assert intent == 1007, p.name  # a displacement field says it is one
-        elif "/group/" in str(p) and ("stat-" in p.name or "_statmap" in p.name):
+        elif "/group/" in str(p) and (p.name.endswith("_attribution.nii.gz") or "_statmap" in p.name):
             assert intent in (0, 2, 3, 5, 22, 1001), (p.name, intent)  # ours: t, z, p, estimate
         else:
             assert intent == 0, (p.name, intent)
@@ -266,7 +266,7 @@ def test_group_statistics_carry_their_nifti_intents(world, tmp_path, capsys):
     df = summary["glm"]["df"]
 
     def header(stat):
-        return nib.load(str(next(group.glob(f"*_stat-{stat}_statmap.nii.gz")))).header
+        return nib.load(str(next(group.glob(f"*_desc-*{stat[:1].upper()}{stat[1:]}_statmap.nii.gz")))).header
 
     t = header("t")
     assert int(t["intent_code"]) == 3 and float(t["intent_p1"]) == float(df) == len(pd.read_csv(world.maps_table)) - 3
