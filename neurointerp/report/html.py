@@ -47,7 +47,7 @@ section{scroll-margin-top:2.8em}
 table{border-collapse:collapse;font-size:.88em;margin:.6em 0}
 td,th{border:1px solid #ccc;padding:.22em .55em;text-align:right;vertical-align:top}
 td.l,th.l{text-align:left}
-th{background:#eef1f6}
+th{background:#eef1f6;text-align:left}
 tr.flag td{background:#fde2e2}
 table.kv td:first-child{text-align:left;font-weight:600;background:#f6f7f9;white-space:nowrap}
 table.kv td{text-align:left}
@@ -169,10 +169,30 @@ def section_html(sec: Section, page_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def nav_label(sec: Section) -> str:
+    """The navigation bar's label of a section: ``nav``, else a short form of the title (the
+    command in a trailing parenthesis, the part before a colon)."""
+    if sec.nav:
+        return sec.nav
+    t = sec.title.split(":")[0] if ":" in sec.title else sec.title
+    m = re.search(r"\(([^()]*)\)\s*$", t)
+    if m:
+        t = m.group(1).split(",")[0].strip()
+    return t if len(t) <= 28 else t[:26] + "..."
+
+
 def render_page(path: str | os.PathLike, title: str, sections: Sequence[Section], intro: str = "", footer: str = "", brand: str = "neurointerp") -> str:
     """The HTML of a page at ``path`` (figures are linked relative to its folder)."""
     page_dir = Path(path).parent
-    links = "".join(f"<a href='#{esc(s.anchor or anchor_of(s.title))}'>{esc(s.nav or s.title)}</a>" for s in sections)
+    seen: set[str] = set()
+    for sec in sections:  # unique anchors: the navigation bar links to each section
+        base = sec.anchor or anchor_of(sec.title)
+        a, k = base, 2
+        while a in seen:
+            a, k = f"{base}-{k}", k + 1
+        seen.add(a)
+        sec.anchor = a
+    links = "".join(f"<a href='#{esc(s.anchor or anchor_of(s.title))}'>{esc(nav_label(s))}</a>" for s in sections)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",

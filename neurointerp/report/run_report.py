@@ -304,7 +304,8 @@ def _provenance(view: RunView) -> Section:
     rec = view.record
     parts = ["<p>Everything needed to repeat this run: the options (those that change the outputs make the run's fingerprint), "
              "the input files with their sha256, the software versions, and every file written. "
-             f"Replay with <code>neurointerp {esc(view.command)} --config {esc(view.rel(view.out / '.neurointerp' / _slug(view.command) / 'run.json'))} ...</code>.</p>"]
+             f"To repeat it: the command line above, or <code>neurointerp {esc(view.command)} ARGUMENTS --config "
+             f"{esc(str((view.out / '.neurointerp' / _slug(view.command) / 'run.json').absolute()))}</code> with the same positional arguments.</p>"]
     opts = rec.get("options") or {}
     if opts:
         rows = [{"option": "--" + k.replace("_", "-"), "value": json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else str(v))} for k, v in opts.items()]

@@ -297,11 +297,25 @@ def _saliency(view: RunView) -> list[Section]:
         out.append(Section("Scores against the ground truth", "Per-subject NCC of each map with the ground truth and the share of its mass inside the truth mask "
                            "(mean and sd over subjects; the per-subject values are in the scores table).", table=scores, anchor="truth", nav="Truth scores"))
     out += _figures_section(view, "Group mean maps", "group/*.png", f"{n_maps} per-subject maps written. Group means (|map|) of each method.", anchor="group", limit=12)
-    for p in sorted(view.find("*roi*.tsv"))[:2]:
-        t = _read_table(p)
-        if t is not None:
-            out.append(Section(f"Regions ({p.name})", "Top rows of the atlas region table.", table=t.head(15), anchor=f"roi-{p.stem[:20]}", nav="Regions"))
+    out += _roi_section(view, "Atlas regions")
     return out
+
+
+def _roi_section(view: RunView, title: str, rows: int = 15, tables: int = 8) -> list[Section]:
+    """The top rows of each atlas region table the run wrote: the first open, the others folded."""
+    found = sorted(view.find("*roi*.tsv"), key=lambda p: (0 if "all" in p.name else 1, view.rel(p)))
+    parts = []
+    for k, p in enumerate(found[:tables]):
+        t = _read_table(p)
+        if t is None:
+            continue
+        head = f"{esc(view.rel(p))}: the first {min(rows, len(t))} of {len(t)} rows (ranked as written)"
+        body = table_html(t.head(rows))
+        parts.append(f"<h3>{head}</h3>{body}" if k == 0 else f"<details><summary>{head}</summary>{body}</details>")
+    if not parts:
+        return []
+    more = f"<p class='note'>{len(found) - tables} more region tables in the folder.</p>" if len(found) > tables else ""
+    return [Section(title, html="".join(parts) + more, anchor="regions", nav="Regions")]
 
 
 @register_methods("saliency")
@@ -412,10 +426,7 @@ def _group_map(view: RunView) -> list[Section]:
                     pairs.append((k.replace("_", " "), json.dumps(glm[k]) if isinstance(glm[k], (list, dict)) else glm[k]))
         out.append(Section("Statistics summary", html=kv_html(pairs), anchor="stats", nav="Statistics"))
     out += _figures_section(view, "Group maps", "*.png", "", anchor="figures", limit=16)
-    for p in sorted(view.find("*roi*.tsv"))[:2]:
-        t = _read_table(p)
-        if t is not None:
-            out.append(Section("Atlas regions", f"The first 15 of {len(t)} rows of {view.rel(p)} (ranked as written).", table=t.head(15), anchor="regions", nav="Regions"))
+    out += _roi_section(view, "Atlas regions")
     return out
 
 
