@@ -119,18 +119,25 @@ def _preprocess(view: RunView) -> list[Section]:
     if not len(frame):
         return [Section("Cohort QC", "No subject has finished yet.", status="skipped", anchor="qc")]
     frame["flagged because"] = qc_flags(frame)
+    n_done, n_qc = len(frame), sum(1 for r in frame["flagged because"] if r)
+    if view.failures is not None and len(view.failures):  # failed subjects: in the table too, red
+        import pandas as pd
+
+        failed = pd.DataFrame({"participant_id": view.failures.get("participant_id", ""), "session_id": view.failures.get("session_id", ""),
+                               "flagged because": ["failed: " + str(m) for m in view.failures.get("message", [""] * len(view.failures))], "_key": ""})
+        frame = pd.concat([frame, failed], ignore_index=True)
     flagged = [i for i, r in enumerate(frame["flagged because"]) if r]
     shown = frame.drop(columns=["_key"] + (["session_id"] if not (frame["session_id"] != "").any() else []))
     shown = shown.rename(columns=QC_NAMES)
     stats = "; ".join(f"{QC_NAMES[c]}: median {_fmt(frame[c].median())}, range {_fmt(frame[c].min())}-{_fmt(frame[c].max())}" for c in QC_FLOORS if frame[c].notna().any())
     text = (
-        f"{len(frame)} subject(s) preprocessed. Dice: overlap of each subject's brain mask, carried to the template grid, with the "
+        f"{n_done} subject(s) preprocessed{f' ({len(frame) - n_done} failed: red rows at the end)' if len(frame) > n_done else ''}. Dice: overlap of each subject's brain mask, carried to the template grid, with the "
         f"template's brain mask; NCC: normalised cross-correlation of the registered, z-scored image with the template inside the "
         f"template's brain. {stats}.\n\n"
         f"Flagged (red rows): a value below {QC_FLOORS['dice_brain_mask']:g} (Dice) or {QC_FLOORS['ncc_template']:g} (NCC), where registration "
         f"or masking has failed outright, or a cohort outlier (robust z < {QC_ROBUST_Z:g} from the median and MAD, and at least "
         f"{QC_MIN_GAP:g} below the median). "
-        + (f"{len(flagged)} subject(s) flagged: look at their figures below first." if flagged else "No subject is flagged.")
+        + (f"{n_qc} subject(s) flagged: look at their figures below first." if n_qc else "No finished subject is flagged.")
     )
     out = [Section("Cohort QC", text, table=shown, flag_rows=flagged, anchor="qc", nav="QC table", max_rows=2000)]
     if figs:
