@@ -291,7 +291,7 @@ def _skill_section(view: RunView, model_key: str = "model") -> list[Section]:
                 f"{esc(describe(ev))}.{(' ' + esc(base) + '.') if base else ''}</p>")
         if not ok:
             html += "<p class='failed'>The maps below explain a model without evidence of skill (the run used --allow-unvalidated): they may explain noise.</p>"
-    html += f"<p class='note'>Checkpoint: <code>{esc(path)}</code> (sha256 {esc(str((view.record.get('inputs') or {}).get(model_key, ''))[:16])}...). Read it before any map: a map of a model that learned nothing looks just like a map.</p>"
+    html += f"<p class='note'>Checkpoint: <code>{esc(path)}</code> (sha256 {esc(str((view.record.get('inputs') or {}).get(model_key, ''))[:16])}...). Read it first: maps and tests of a model that learned nothing look just like the real thing.</p>"
     return [Section("Held-out skill of the model", html=html, anchor="skill", nav="Model skill")]
 
 
@@ -503,7 +503,9 @@ def _tables_and_figures(view: RunView) -> list[Section]:
             t = t.tail(20) if "loss" in " ".join(map(str, t.columns)).lower() else t.head(20)
         else:
             text = view.rel(p)
-        out.append(Section(f"Table: {p.stem}", text, table=t, anchor=f"t-{p.stem}", nav=p.stem[:18]))
+        losses = any("loss" in str(c).lower() for c in t.columns)
+        title = "Training losses" if losses else p.stem.replace("_", " ").capitalize()
+        out.append(Section(f"{title} ({p.name})", text, table=t, anchor=f"t-{p.stem}", nav=title[:18]))
     out += _figures_section(view, "Figures", "*.png", anchor="figures", limit=12)
     return out
 

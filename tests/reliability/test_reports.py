@@ -205,3 +205,19 @@ def test_reports_render_in_headless_chromium(world, tmp_path):
     for section in ("summary", "skill", "failures", "methods", "provenance"):
         assert f'id="{section}"' in dom, section
     assert dom.count("<img") == len(page.imgs) > 0
+
+
+def test_report_name_beside_another_commands_run(tmp_path):
+    from neurointerp.report.run_report import report_path
+
+    out = tmp_path / "out"
+    (out / ".neurointerp" / "train").mkdir(parents=True)
+    assert report_path(out, "train") == out / "report.html"
+    (out / ".neurointerp" / "train" / "run.json").write_text(json.dumps({"command": "train"}))
+    (out / ".neurointerp" / "train" / "written.txt").write_text("report.html\n")
+    (out / "report.html").write_text("train's")
+    assert report_path(out, "train") == out / "report.html"  # its own: rebuilt in place
+    assert report_path(out, "saliency") == out / "saliency_report.html"  # never over another run's page
+    (out / ".neurointerp" / "train").rename(out / ".neurointerp" / "x")
+    (out / "report.html").write_text("a user's file")
+    assert report_path(out, "train") == out / "train_report.html"
