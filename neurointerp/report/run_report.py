@@ -168,6 +168,10 @@ def build_run_report(folder, counts: dict | None = None, extra: Sequence[Section
     write_text(path, page, force=True)
     if _resolved(path) not in {_resolved(p) for p in written_by(out, folder.command)}:
         folder.note(path)
+    if (out / ".bidsignore").is_file():  # a BIDS derivatives folder: the page is not a BIDS file
+        from neurointerp.io.derivatives import add_bidsignore
+
+        add_bidsignore(out, [path.name])
     return path
 
 
