@@ -36,15 +36,16 @@ _CSS = """
 *{box-sizing:border-box}
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#222;line-height:1.45;background:#fff}
 main{max-width:1100px;margin:0 auto;padding:0 1.2em 3em}
-nav.top{position:sticky;top:0;z-index:10;background:#23395d;color:#fff;padding:.45em 1.2em;font-size:.92em;box-shadow:0 1px 4px rgba(0,0,0,.25)}
-nav.top a{color:#fff;text-decoration:none;margin-right:1.1em;white-space:nowrap}
+nav.top{position:sticky;top:0;z-index:10;background:#23395d;color:#fff;padding:.45em 1.2em;font-size:.92em;box-shadow:0 1px 4px rgba(0,0,0,.25);display:flex;flex-wrap:wrap;column-gap:1.1em;row-gap:.2em}
+nav.top a{color:#fff;text-decoration:none;white-space:nowrap}
 nav.top a:hover{text-decoration:underline}
-nav.top .brand{font-weight:600;margin-right:1.6em}
+nav.top .brand{font-weight:600;margin-right:.6em}
 h1{font-size:1.6em;margin:.9em 0 .3em}
-h2{font-size:1.25em;border-bottom:2px solid #23395d;padding-bottom:.2em;margin-top:1.8em;scroll-margin-top:2.8em}
+h2{font-size:1.25em;border-bottom:2px solid #23395d;padding-bottom:.2em;margin-top:1.8em;scroll-margin-top:4.5em}
 h3{font-size:1.05em;margin-top:1.3em}
-section{scroll-margin-top:2.8em}
+section{scroll-margin-top:4.5em}
 table{border-collapse:collapse;font-size:.88em;margin:.6em 0}
+.tw{overflow-x:auto;max-width:100%}
 td,th{border:1px solid #ccc;padding:.22em .55em;text-align:right;vertical-align:top}
 td.l,th.l{text-align:left}
 th{background:#eef1f6;text-align:left}
@@ -111,7 +112,7 @@ def table_html(frame, flag_rows: Iterable[int] = (), max_rows: int = 200, css: s
     flags = set(flag_rows)
     cols = [str(c) for c in frame.columns]
     rows = frame.itertuples(index=False, name=None)
-    out = [f"<table class='{esc(css)}'><thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr></thead><tbody>"]
+    out = [f"<div class='tw'><table class='{esc(css)}'><thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr></thead><tbody>"]
     n = 0
     for i, row in enumerate(rows):
         if i >= max_rows:
@@ -120,7 +121,7 @@ def table_html(frame, flag_rows: Iterable[int] = (), max_rows: int = 200, css: s
         cls = " class='flag'" if i in flags else ""
         cells = "".join(f"<td>{esc(_cell(v))}</td>" if _numeric(v) else f"<td class='l'>{esc(_cell(v))}</td>" for v in row)
         out.append(f"<tr{cls}>{cells}</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     if len(frame) > n:
         out.append(f"<p class='note'>{len(frame) - n} more rows not shown.</p>")
     return "".join(out)
@@ -192,7 +193,7 @@ def render_page(path: str | os.PathLike, title: str, sections: Sequence[Section]
             a, k = f"{base}-{k}", k + 1
         seen.add(a)
         sec.anchor = a
-    links = "".join(f"<a href='#{esc(s.anchor or anchor_of(s.title))}'>{esc(nav_label(s))}</a>" for s in sections)
+    links = " ".join(f"<a href='#{esc(s.anchor or anchor_of(s.title))}'>{esc(nav_label(s))}</a>" for s in sections)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",

@@ -34,7 +34,7 @@ CITATIONS: dict[str, tuple[str, str]] = {
     "liu2021": ("Liu et al. 2021", "Liu Z, Adeli E, Pohl KM, Zhao Q. Going beyond saliency maps: training deep models to interpret deep models. Information Processing in Medical Imaging (IPMI), 2021 (shared/papers/simulator-networks-jacobian)."),
     "bass2020": ("Bass et al. 2020", "Bass C, da Silva M, Sudre C, Tudosiu PD, Smith SM, Robinson EC. ICAM: interpretable classification via disentangled representations and feature attribution mapping. NeurIPS, 2020 (shared/papers/icam-vae-gan-attribution)."),
     "baumgartner2018": ("Baumgartner et al. 2018", "Baumgartner CF, Koch LM, Tezcan KC, Ang JX, Konukoglu E. Visual feature attribution using Wasserstein GANs. CVPR, 2018."),
-    "gbp_rodent": ("guided-backprop background removal", "Improving a rodent brain tissue segmentation U-Net by interpreting it: guided back-propagation to remove background (shared/papers/gbp-background-removal-segmentation)."),
+    "gbp_rodent": ("the guided-backprop background-removal paper", "Improving a rodent brain tissue segmentation U-Net by interpreting it: guided back-propagation to remove background (shared/papers/gbp-background-removal-segmentation)."),
     "ronneberger2015": ("Ronneberger et al. 2015", "Ronneberger O, Fischer P, Brox T. U-Net: convolutional networks for biomedical image segmentation. MICCAI, 2015."),
     "adebayo2018": ("Adebayo et al. 2018", "Adebayo J, Gilmer J, Muelly M, Goodfellow I, Hardt M, Kim B. Sanity checks for saliency maps. NeurIPS, 2018."),
     "yeh2019": ("Yeh et al. 2019", "Yeh CK, Hsieh CY, Suggala AS, Inouye DI, Ravikumar P. On the (in)fidelity and sensitivity of explanations. NeurIPS, 2019."),
@@ -76,7 +76,13 @@ def versions() -> dict[str, str]:
 
 
 def cite(*keys: str) -> str:
-    return "(" + "; ".join(CITATIONS[k][0] for k in keys if k in CITATIONS) + ")"
+    """``(Selvaraju et al. 2017; Bach et al. 2015)``."""
+    return "(" + citet(*keys) + ")"
+
+
+def citet(*keys: str) -> str:
+    """``Selvaraju et al. 2017`` (in running text)."""
+    return "; ".join(CITATIONS[k][0] for k in keys if k in CITATIONS)
 
 
 def methods_section(view, fn: Callable | None) -> Section:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from neurointerp.report.html import Markup, Section, esc, kv_html, table_html
-from neurointerp.report.methods import METHOD_CITATIONS, cite, method_list
+from neurointerp.report.html import Section, esc, kv_html, table_html
+from neurointerp.report.methods import METHOD_CITATIONS, cite, citet, method_list
 from neurointerp.report.run_report import RunView, register, register_methods
 
 
@@ -224,7 +224,7 @@ def _train(view: RunView) -> list[Section]:
         base = describe_baseline(main)
         frame = _evidence_rows(ev)
         bad = [i for i, v in enumerate(frame.get("beats chance", [])) if not v]
-        text = (f"<p>{badge} {esc(line)}.{(' ' + esc(base) + '.') if base else ''}</p><p class='note'>Each row: a model and the participants it never saw "
+        text = (f"<p>{badge} {esc(line)}.{(' ' + esc(base[:1].upper() + base[1:]) + '.') if base else ''}</p><p class='note'>Each row: a model and the participants it never saw "
                 "(a fold model: its own held-out fold; the final model: the pooled cross-validation). AUC with a 95% bootstrap CI, "
                 "balanced accuracy, and a one-sided test against chance; rows without evidence of skill are red: saliency, confound-test, "
                 "simulate and evaluate refuse those models without --allow-unvalidated.</p>")
@@ -288,7 +288,7 @@ def _skill_section(view: RunView, model_key: str = "model") -> list[Section]:
         ok = bool(ev.get("beats_chance"))
         base = describe_baseline(ev)
         html = (f"<p><span class='badge {'ok' if ok else 'bad'}'>{'evidence of skill' if ok else 'no evidence that it beats chance'}</span> "
-                f"{esc(describe(ev))}.{(' ' + esc(base) + '.') if base else ''}</p>")
+                f"{esc(describe(ev))}.{(' ' + esc(base[:1].upper() + base[1:]) + '.') if base else ''}</p>")
         if not ok:
             html += "<p class='failed'>The maps below explain a model without evidence of skill (the run used --allow-unvalidated): they may explain noise.</p>"
     html += f"<p class='note'>Checkpoint: <code>{esc(path)}</code> (sha256 {esc(str((view.record.get('inputs') or {}).get(model_key, ''))[:16])}...). Read it first: maps and tests of a model that learned nothing look just like the real thing.</p>"
@@ -345,7 +345,7 @@ def _saliency_methods(view: RunView) -> tuple[str, list[str]]:
         named.append(f"{m}{extra} {cite(*k)}" if k else m + extra)
     target = f"class '{o['target']}'" if o.get("target") else "each subject's predicted class"
     text = (f"Per-subject attribution maps were computed with neurointerp saliency: {'; '.join(named)}. Each map explains the {o.get('score', 'logit')} "
-            f"of {target} on the model's input grid (seed {o.get('seed')}), and group means were computed per label. The methods are reviewed in {cite('review')}.")
+            f"of {target} on the model's input grid (seed {o.get('seed')}), and group means were computed per label. The methods are reviewed in {citet('review')}.")
     keys.append("review")
     if o.get("confounder_mask") or (view.record.get("inputs") or {}).get("confounder_mask"):
         text += f" Confounder-free maps: back-propagation through the features not confounded per confound-test's mask only {cite('zhao2019')}."
@@ -534,10 +534,7 @@ def _jacobian_methods(view: RunView) -> tuple[str, list[str]]:
 def _segment_bg_methods(view: RunView) -> tuple[str, list[str]]:
     return (f"Rodent brain tissue was segmented slice by slice with a 2D U-Net {cite('ronneberger2015')}; guided back-propagation "
             f"{cite('springenberg2015')} of the background class finds the voxels the network treats as background and removes them "
-            f"({CITATIONS_GBP})."), ["ronneberger2015", "springenberg2015", "gbp_rodent"]
-
-
-CITATIONS_GBP = "shared/papers/gbp-background-removal-segmentation"
+            f"{cite('gbp_rodent')}."), ["ronneberger2015", "springenberg2015", "gbp_rodent"]
 
 
 # --------------------------------------------------------------------------- demo
@@ -545,16 +542,19 @@ CITATIONS_GBP = "shared/papers/gbp-background-removal-segmentation"
 
 @register_methods("demo")
 def _demo_methods(view: RunView) -> tuple[str, list[str]]:
-    keys = ["avants2011", "tustison2010", "fonov2011", "hanley1982", "zhao2019", "liu2021", "bass2020", "ronneberger2015", "springenberg2015", "review", "yeh2019", "adebayo2018"]
     from neurointerp.demo import DEMO_METHODS
 
+    keys = ["avants2011", "tustison2010", "fonov2011", "zhao2019", "liu2021", "bass2020", "ronneberger2015", "springenberg2015", "gbp_rodent",
+            "review", "yeh2019", "adebayo2018"]
     for m in DEMO_METHODS:
         keys += list(METHOD_CITATIONS.get(m, ()))
-    text = (f"A synthetic brain cohort with planted disease and age effects was preprocessed with ANTs {cite('avants2011')} (N4 {cite('tustison2010')}, "
-            f"affine registration to MNI152NLin2009aSym {cite('fonov2011')}); a 3D CNN was trained with subject-level cross-validation and its "
-            f"held-out skill tested against chance; the attribution methods {', '.join(f'{m} {cite(*METHOD_CITATIONS[m])}' for m in DEMO_METHODS if m in METHOD_CITATIONS)} "
-            f"were scored against the planted truth (review: {cite('review')}); confounded features were found and gated out as in {cite('zhao2019')}; "
-            f"a warp simulator {cite('liu2021')} gave log-Jacobian maps; map quality was evaluated by infidelity/sensitivity {cite('yeh2019')} and "
-            f"model randomisation {cite('adebayo2018')}; ICAM {cite('bass2020')} ran on 2D lesions and guided back-propagation background removal "
-            f"on a synthetic rodent cohort. Each step's own report (report.html in its folder) has its methods paragraph.")
+    maps = ", ".join(f"{m} {cite(*METHOD_CITATIONS[m])}" for m in DEMO_METHODS if m in METHOD_CITATIONS)
+    text = (f"A synthetic brain cohort with planted disease and age effects was preprocessed with ANTs {cite('avants2011')}: N4 bias "
+            f"correction {cite('tustison2010')} and affine registration to MNI152NLin2009aSym {cite('fonov2011')}. A 3D CNN was trained with "
+            f"subject-level cross-validation and its held-out skill tested against chance. The attribution maps of {maps} were scored "
+            f"against the planted truth (review: {citet('review')}); confounded features were found and gated out as in {citet('zhao2019')}; "
+            f"a warp simulator {cite('liu2021')} gave log-Jacobian maps; map quality was evaluated by infidelity and sensitivity "
+            f"{cite('yeh2019')} and model randomisation {cite('adebayo2018')}. ICAM {cite('bass2020')} ran on 2D lesions, and a U-Net "
+            f"{cite('ronneberger2015')} with guided back-propagation {cite('springenberg2015')} background removal "
+            f"{cite('gbp_rodent')} on a synthetic rodent cohort. Each step's own report (report.html in its folder) has its methods paragraph.")
     return text, keys
