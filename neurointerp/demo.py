@@ -7,6 +7,7 @@ to what the steps recover, so a user sees at a glance whether a map can be trust
 
 from __future__ import annotations
 
+import html
 import os
 import time
 from pathlib import Path
@@ -47,8 +48,13 @@ def run_demo(
 
     if n_subjects < 16:
         raise InputError(f"the demo needs at least 16 subjects (got {n_subjects})")
+    from neurointerp.runs.context import current
+
     out = prepare_output_dir(out, force=force)
     sections: list[Section] = []
+    run = current()
+    if run is not None:  # the demo's steps become sections of its run report
+        run.report_sections = sections
     timings: dict[str, float] = {}
     state: dict = {}
     steps = [
@@ -70,7 +76,16 @@ def run_demo(
         timings[name] = time.perf_counter() - t0
     summary = "\n".join(f"{k}: {v:.1f} s" for k, v in timings.items()) + f"\ntotal: {sum(timings.values()):.1f} s"
     sections.append(Section("Timings", summary))
-    report = write_report(out / "report.html", "neurointerp demo", sections, footer=f"neurointerp {__version__}; seed {seed}")
+    steps_html = "".join(
+        f"<li><a href='{html.escape(p.relative_to(out).as_posix())}'>{html.escape(p.parent.name)}/{html.escape(p.name)}</a></li>"
+        for p in sorted(out.glob("*/*report.html"))
+    )
+    if steps_html:
+        sections.append(Section("Each step's own report", "Every command the demo ran wrote its own report into its folder: its options, methods and provenance.",
+                                html=f"<ul>{steps_html}</ul>", nav="Step reports"))
+    report = run.folder.write_report() if run is not None and run.folder is not None else None
+    if report is None:  # no run record (a bare call): the sections alone
+        report = write_report(out / "report.html", "neurointerp demo", sections, footer=f"neurointerp {__version__}; seed {seed}")
     return report
 
 

@@ -11,7 +11,7 @@ With a ``label`` column (and unless ``model_tests=False``) the model-level tests
 :mod:`neurointerp.confound.model_tests` run too, on the cohort's subjects the model was not
 trained on: does the score carry label information beyond the confounders, and does it depend
 on a confounder within a class. They go to ``model_tests.tsv``, ``summary.json``
-(``ModelTests``), ``report.html`` and the console, in words.
+(``ModelTests``), the run's ``report.html`` and the console, in words.
 """
 
 from __future__ import annotations
@@ -165,39 +165,14 @@ def run_confound_test(
 
 
 def _write_model_test_outputs(out: Path, tests, tests_json: dict, summary: dict, layer, threshold: float, fdr: bool, names, force: bool) -> None:
-    """``model_tests.tsv`` and ``report.html`` (findings in words, the tests, the GLM counts)."""
+    """``model_tests.tsv``. The findings in words, the tests and the GLM counts go into the run's
+    ``report.html`` (:mod:`neurointerp.report.sections`, written when the run completes)."""
     import pandas as pd
 
     from neurointerp.io import write_table
-    from neurointerp.report.html import Section, write_report
 
     table = tests.table() if tests is not None else pd.DataFrame(columns=["test", "stratum", "confounder", "n", "statistic", "value", "r", "p", "p_perm", "p_holm", "significant", "note"])
     write_table(out / "model_tests.tsv", table, force=force)
-    sections = []
-    if tests is not None:
-        sections.append(Section("Is the model right for the wrong reason?", "\n\n".join(tests.conclusions)))
-        sections.append(
-            Section(
-                "Model-level tests",
-                f"Score: {tests.score}. Subjects: {tests.subjects.note}. (a) label ~ confounders + score against label ~ confounders, "
-                f"likelihood-ratio test. (b) partial correlation of the score with each confounder given the others, within each class; "
-                f"p from {max([w.get('n_perm', 0) for w in tests.within] or [0])} Freedman-Lane permutations (p_perm), "
-                f"Holm-corrected over the {len(tests.within)} tests (p_holm); significant at p < {threshold:g}.",
-                table=table,
-            )
-        )
-    else:
-        sections.append(Section("Model-level tests", f"Not run: {tests_json['NotRun']}.", status="skipped"))
-    crit = f"q < {threshold:g} (Benjamini-Hochberg)" if fdr else f"p < {threshold:g}"
-    sections.append(
-        Section(
-            "Per-feature GLM (confounder-aware saliency, step 1)",
-            f"{summary['NConfounded']} of {summary['NFeatures']} features at {layer or 'the encoder output'} carry {', '.join(names)} ({crit}; "
-            f"{summary['NConstant']} constant), tested on {summary['NSubjects']} subjects. mask.json gates them out in "
-            "`saliency --confounder-mask`; confound_glm.tsv has every feature's coefficients.",
-        )
-    )
-    write_report(out / "report.html", "confound-test", sections, footer=f"neurointerp {summary['GeneratedBy']['Version']} confound-test")
 
 
 def _is_missing(v) -> bool:

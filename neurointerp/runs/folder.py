@@ -151,7 +151,9 @@ class RunFolder:
         rec = read_json(self.run_json)
         return bool(rec) and rec.get("fingerprint") == self.fingerprint
 
-    def mark(self, state: str, **extra: Any) -> None:
+    def mark(self, state: str, report: bool = True, **extra: Any) -> None:
+        """Record the run's state; a run marked complete (the end of a whole-run command) also
+        writes its HTML report (:mod:`neurointerp.report.run_report`, never failing the run)."""
         from neurointerp.io.atomic import write_json
 
         rec = dict(read_json(self.run_json) or self.record)
@@ -160,6 +162,14 @@ class RunFolder:
         rec["state"] = state
         rec.update(extra)
         write_json(self.run_json, rec, force=True)
+        if state == "complete" and report:
+            self.write_report()
+
+    def write_report(self, counts: dict | None = None):
+        """Build ``OUT/report.html`` for this run; returns its path, or ``None`` (a warning said why)."""
+        from neurointerp.report.run_report import write_run_report
+
+        return write_run_report(self, counts=counts)
 
 
 def _written(out: Path, command_slug: str) -> list[Path]:

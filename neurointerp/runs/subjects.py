@@ -284,9 +284,16 @@ def run_items(
                 outcome.final_outputs = [_rel(p, folder.out) for p in written]
                 write_json(folder.dir / "final.json", {"fingerprint": final_fp, "items": len(done_items), "complete": outcome.complete, "outputs": outcome.final_outputs}, force=True)
             if outcome.complete:
-                folder.mark("complete")
+                folder.mark("complete", report=False)
             elif (read_json(folder.run_json) or {}).get("state") == "complete":
                 folder.mark("running")
+            # every task rebuilds the run's report from what is on disk (never fails the run)
+            n_failed = sum(1 for it, st in zip(items, states) if st != "done" and rec.failed_path(it).exists())
+            folder.write_report(counts={
+                "total": len(items), "done": len(done_items), "failed": n_failed, "pending": outcome.pending,
+                "done_keys": [it.key for it in done_items],
+                "task": {"share": len(share), "done": len(outcome.done), "skipped": len(outcome.skipped), "failed": len(outcome.failed)},
+            })
 
     from neurointerp.runs.context import note_outcome
 

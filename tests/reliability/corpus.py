@@ -638,7 +638,7 @@ class Command:
     image_ndim: int = 3  # spatial dimensions of the good images (2: S x S x 1 slices)
     label_column: str = "label"
     label_volumes: bool = False  # the label column holds tissue label volumes (segment-bg)
-    # files a failed run may leave (bookkeeping of batch commands, never outputs)
+    # files a failed run may leave (bookkeeping of batch commands, never outputs; the report lists the failures)
     bookkeeping: tuple = ()
     summary_line: bool = False  # a batch command ends with one more line pointing at failures.tsv
 
@@ -662,7 +662,7 @@ COMMANDS: list[Command] = [
                              "--no-qc", "--threads", 1, "--registration-resolution", 8, "--force"),
         columns=("participant_id", "image", "label", "age", "sex", "template_image"),
         image_as_argument=True,
-        bookkeeping=("dataset_description.json", ".bidsignore", "preprocess.json", "failures.tsv", ".neurointerp/*"),
+        bookkeeping=("dataset_description.json", ".bidsignore", "preprocess.json", "failures.tsv", "report.html", ".neurointerp/*"),
         summary_line=True,
     ),
     Command(
