@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import nibabel as nib
 import numpy as np
@@ -108,6 +109,9 @@ def test_single_nifti_with_a_template_file(mixed_cohort, tmp_path, capsys):
     table = pd.read_csv(out / "cohort.csv")
     assert list(table["participant_id"]) == ["syn002"]
     assert not (out / "sub-syn002" / "figures").exists()
+    # a space that is not a standard template names its reference: the template file
+    sidecar = json.loads((out / "sub-syn002" / "anat" / "sub-syn002_space-synthTpl_desc-preproc_T1w.json").read_text())
+    assert sidecar["SpatialReference"] == tpl.absolute().as_uri()
 
 
 def test_bad_options(tmp_path, capsys):

@@ -175,8 +175,9 @@ def write_sidecar(
     """Write the JSON sidecar of ``image_path`` atomically, with its BIDS keys (:func:`bids_metadata`).
 
     An anatomical image (``_T1w`` ...) in a derivative dataset must say whether it is skull-stripped,
-    and a file in a ``space-`` that is not a standard template must name its ``SpatialReference``:
-    a call that omits them is a programming error (``ValueError``), caught by the tests.
+    a call that omits it is a programming error (``ValueError``), caught by the tests. A file in a
+    ``space-`` that is not a standard template should name its ``SpatialReference`` (the callers
+    pass the template file or the image whose grid the file shares); a run is never stopped for it.
     """
     meta = bids_metadata(image_path, root, sources, skull_stripped, spatial_reference)
     record = {**meta, **dict(record)}
@@ -185,9 +186,6 @@ def write_sidecar(
     if root is not None and _is_derivative(root):
         if stem.rsplit("_", 1)[-1] in ANAT_SUFFIXES and "SkullStripped" not in record:
             raise ValueError(f"{name}: an anatomical derivative needs SkullStripped")
-        space = re.search(r"(?:^|_)space-([A-Za-z0-9]+)", name)
-        if space and space.group(1) not in STANDARD_SPACES and "SpatialReference" not in record:
-            raise ValueError(f"{name}: space-{space.group(1)} is not a standard template: give its SpatialReference")
     return write_json(sidecar_path(image_path), record, force=force)
 
 

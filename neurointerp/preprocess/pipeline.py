@@ -208,7 +208,14 @@ def preprocess_subject(subject: Subject, out: Path, settings: dict[str, Any]) ->
     )
     record["InputSha256"] = record["Inputs"][0]["sha256"]
     # SkullStripped: non-brain voxels are zero after a brain extraction ('none' keeps the head's foreground)
-    write_sidecar(paths.image, record, force=True, root=out, sources=[subject.image], skull_stripped=settings["brain_extraction"] != "none")
+    # SpatialReference: the template file (a user's template, or a registry one under another --space name)
+    from neurointerp.io.derivatives import STANDARD_SPACES, TEMPLATE_REFERENCES
+
+    reference = None
+    if template.space not in STANDARD_SPACES:
+        reference = TEMPLATE_REFERENCES.get(template.source) if template.registered else Path(template.source)
+    write_sidecar(paths.image, record, force=True, root=out, sources=[subject.image], skull_stripped=settings["brain_extraction"] != "none",
+                  spatial_reference=reference)
     return {"qc": metrics, "seconds": timings["total"]}
 
 

@@ -55,10 +55,10 @@ def _install(spec: str) -> None:
     elif kind == "sidecar":
         original_sidecar = derivatives.write_sidecar
 
-        def write_sidecar(image_path, record, force=False):
+        def write_sidecar(image_path, record, force=False, **kwargs):
             if hit(image_path):
                 die()
-            return original_sidecar(image_path, record, force=force)
+            return original_sidecar(image_path, record, force=force, **kwargs)
 
         for module in (derivatives, io_pkg):
             module.write_sidecar = write_sidecar
