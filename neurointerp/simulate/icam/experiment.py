@@ -139,7 +139,7 @@ def demo_step(out_dir, seed: int = 0, *, n_per_group: int = 96, epochs: int = 25
     """
     import pandas as pd
 
-    from neurointerp.io import load_image, read_cohort, write_cohort, write_json
+    from neurointerp.io import add_bidsignore, load_image, read_cohort, write_cohort, write_json
     from neurointerp.io.cohort import read_table_keeping_ids
     from neurointerp.simulate.icam.apply import apply_icam
     from neurointerp.simulate.icam.checkpoint import load_icam
@@ -159,6 +159,7 @@ def demo_step(out_dir, seed: int = 0, *, n_per_group: int = 96, epochs: int = 25
     frame["mask"] = [str(base / p) for p in frame["mask"]]
     train_csv = write_cohort(out_dir / "lesions" / "train.csv", frame[~is_test], image_columns=("image", "mask"), force=True)
     test_csv = write_cohort(out_dir / "lesions" / "test.csv", frame[is_test], image_columns=("image", "mask"), force=True)
+    add_bidsignore(out_dir / "lesions", ["train.csv", "test.csv"])  # the split tables are not BIDS files of that dataset
     ckpt = train_icam(train_csv, out_dir / "icam", space="synthetic", epochs=epochs, seed=seed, threads=None, device="cpu", force=True)
     preds = apply_icam(test_csv, ckpt, out_dir / "icam-apply", n_samples=n_samples, seed=seed, device="cpu", force=True)
     # score the written maps, and the baselines on the same model
