@@ -162,6 +162,19 @@ def skull_stripped_of(image_path: str | os.PathLike, default: bool = False) -> b
     return value if isinstance(value, bool) else default
 
 
+def is_anatomical(image_path: str | os.PathLike) -> bool:
+    """Whether the file's suffix is an anatomical one (``_T1w`` ...: its derivative sidecar needs ``SkullStripped``)."""
+    stem = re.sub(r"\.(nii\.gz|nii)$", "", Path(image_path).name)
+    return stem.rsplit("_", 1)[-1] in ANAT_SUFFIXES
+
+
+def derived_from(image: str | os.PathLike, root: str | os.PathLike, anatomical: bool = True) -> dict[str, Any]:
+    """:func:`write_sidecar` keywords of a file derived from one input ``image`` on its grid (a
+    simulated or translated image, a map): ``Sources`` and ``SpatialReference`` name the input;
+    ``SkullStripped`` is the input's (:func:`skull_stripped_of`), given when ``anatomical``."""
+    return {"root": root, "sources": [image], "spatial_reference": image, "skull_stripped": skull_stripped_of(image) if anatomical else None}
+
+
 def write_sidecar(
     image_path: str | os.PathLike,
     record: Mapping[str, Any],
@@ -181,11 +194,8 @@ def write_sidecar(
     """
     meta = bids_metadata(image_path, root, sources, skull_stripped, spatial_reference)
     record = {**meta, **dict(record)}
-    name = Path(image_path).name
-    stem = re.sub(r"\.(nii\.gz|nii)$", "", name)
-    if root is not None and _is_derivative(root):
-        if stem.rsplit("_", 1)[-1] in ANAT_SUFFIXES and "SkullStripped" not in record:
-            raise ValueError(f"{name}: an anatomical derivative needs SkullStripped")
+    if root is not None and _is_derivative(root) and is_anatomical(image_path) and "SkullStripped" not in record:
+        raise ValueError(f"{Path(image_path).name}: an anatomical derivative needs SkullStripped")
     return write_json(sidecar_path(image_path), record, force=force)
 
 
@@ -230,15 +240,12 @@ def add_bidsignore(root: str | os.PathLike, patterns: list[str]) -> Path:
     """
     path = Path(root) / ".bidsignore"
     old = path.read_text().splitlines() if path.exists() else []
-    lines: list[str] = []
-    for p in old:
-        p = p.rstrip("/") if p.endswith("/") and p.strip("/") else p
-        if p not in lines:
-            lines.append(p)
-    patterns = [p.rstrip("/") if p.endswith("/") and p.strip("/") else p for p in patterns]
-    new = lines + [p for p in patterns if p not in lines]
-    lines = old
-    if new != lines or not path.exists():
+    new: list[str] = []
+    for p in old + list(patterns):
+        p = p.rstrip("/") if p.endswith("/") and p.strip("/") else p  # 'group/' -> 'group'
+        if p not in new:
+            new.append(p)
+    if new != old or not path.exists():
         write_text(path, "\n".join(new) + "\n", force=True)
     return path
 

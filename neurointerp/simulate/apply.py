@@ -133,13 +133,13 @@ def _apply_simulator(o) -> Path:
     from neurointerp.io import (
         add_bidsignore,
         derivative_path,
+        derived_from,
         provenance,
         read_cohort,
         sha256,
         sidecar_path,
         write_dataset_description,
         write_sidecar,
-        skull_stripped_of,
         write_table,
     )
     from neurointerp.models.checkpoint import load_checkpoint
@@ -236,8 +236,8 @@ def _apply_simulator(o) -> Path:
                 fld[(slice(None),) + tuple(slice(a, b) for a, b in sim.spec.crop)] = res["field"][k]
                 save_field(fld, vol.affine, p["field"], force=True)
                 write_sidecar(p["field"], {**record, "FieldConvention": "ITK displacement field: LPS physical displacement (mm), T(p) = p + d(p) maps the output grid into the input image"}, force=True,
-                              root=out, sources=[coh.images[i]], spatial_reference=coh.images[i])
-            bids = dict(root=out, sources=[coh.images[i]], spatial_reference=coh.images[i], skull_stripped=skull_stripped_of(coh.images[i]))
+                              **derived_from(coh.images[i], out, anatomical=False))
+            bids = derived_from(coh.images[i], out)
             for key, arr in (("cycled", cycled), ("difference", raw_full - simulated)):
                 _save(arr, vol, p[key], sim.spec.ndim)
                 write_sidecar(p[key], record, force=True, **bids)

@@ -67,7 +67,7 @@ def apply_vagan(cohort=None, checkpoint=None, out=None, *, options=None, **kwarg
 def _apply_vagan(o) -> Path:
     import pandas as pd
 
-    from neurointerp.io import add_bidsignore, derivative_path, provenance, read_cohort, sha256, sidecar_path, skull_stripped_of, write_dataset_description, write_sidecar, write_table
+    from neurointerp.io import add_bidsignore, derivative_path, derived_from, is_anatomical, provenance, read_cohort, sha256, sidecar_path, write_dataset_description, write_sidecar, write_table
     from neurointerp.runs import Item, claim_folder, run_items
     from neurointerp.runs.subjects import pending_items
     from neurointerp.simulate.icam.apply import _save
@@ -131,8 +131,7 @@ def _apply_vagan(o) -> Path:
             maps = {"translated": res["translated"][k], "map": res["map"][k]}
             for key in p:
                 _save(maps[key], vol, spec, p[key])
-                write_sidecar(p[key], record, force=True, root=out, sources=[coh.images[i]], spatial_reference=coh.images[i],
-                              skull_stripped=skull_stripped_of(coh.images[i]) if p[key].name.endswith("_T1w.nii.gz") else None)
+                write_sidecar(p[key], record, force=True, **derived_from(coh.images[i], out, anatomical=is_anatomical(p[key])))
         return {}
 
     def finalize(done: list[Item]) -> None:
