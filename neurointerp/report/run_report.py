@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from neurointerp.report.html import Markup, Section, esc, kv_html, render_page, table_html
+from neurointerp.runs.folder import slug
 
 #: commands without a report: they write data sets (inputs of other commands), not analyses
 NO_REPORT_PREFIXES = ("synth",)
@@ -115,7 +116,7 @@ class RunView:
 def report_path(out: str | os.PathLike, command: str) -> Path | None:
     """``OUT/report.html``, or ``OUT/<command>_report.html`` when another command's run shares the
     folder or ``report.html`` is someone else's file; ``None`` when both names are taken."""
-    from neurointerp.runs.folder import _resolved, owners, slug, written_by
+    from neurointerp.runs.folder import _resolved, owners, written_by
 
     out = Path(out)
     me = slug(command)
@@ -232,14 +233,8 @@ def render_run_page(view: RunView, extra: Sequence[Section] = ()) -> str:
     sections.append(_provenance(view))
     title = f"neurointerp {view.command}: {view.out.name}"
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    footer = f"Written {now} by neurointerp {view.record.get('version', '')} from {view.out}/.neurointerp/{_slug(view.command)}/ (run.json, written.txt). Rebuilt at the end of every run or resubmission."
+    footer = f"Written {now} by neurointerp {view.record.get('version', '')} from {view.out}/.neurointerp/{slug(view.command)}/ (run.json, written.txt). Rebuilt at the end of every run or resubmission."
     return render_page(view.page or view.out / "report.html", title, sections, footer=footer)
-
-
-def _slug(command: str) -> str:
-    from neurointerp.runs.folder import slug
-
-    return slug(command)
 
 
 def _state(view: RunView) -> tuple[str, str]:
@@ -309,7 +304,7 @@ def _provenance(view: RunView) -> Section:
     parts = ["<p>Everything needed to repeat this run: the options (those that change the outputs make the run's fingerprint), "
              "the input files with their sha256, the software versions, and every file written. "
              f"To repeat it: the command line above, or <code>neurointerp {esc(view.command)} ARGUMENTS --config "
-             f"{esc(str((view.out / '.neurointerp' / _slug(view.command) / 'run.json').absolute()))}</code> with the same positional arguments.</p>"]
+             f"{esc(str((view.out / '.neurointerp' / slug(view.command) / 'run.json').absolute()))}</code> with the same positional arguments.</p>"]
     opts = rec.get("options") or {}
     if opts:
         rows = [{"option": "--" + k.replace("_", "-"), "value": json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else str(v))} for k, v in opts.items()]
