@@ -220,6 +220,13 @@ def test_one_failure_does_not_stop_the_others(case, capsys, monkeypatch):
         return original(wrapped, batch)
 
     monkeypatch.setattr(subjects, "_process", inject_first)
+    if cmd.name == "preprocess":
+        # after another test imported ants with another thread count, preprocess runs each subject in
+        # a fresh process (runs/subjects._parallel), where this in-process injection cannot reach:
+        # keep it in this process (only the ITK thread count differs)
+        import neurointerp.preprocess.antsio as antsio
+
+        monkeypatch.setattr(antsio, "itk_threads_fixed_otherwise", lambda threads: False)
     assert run(cmd, table, ckpt, out) == 1
     err = capsys.readouterr().err
     assert "injected failure" in err and "failures.tsv" in err
