@@ -69,10 +69,13 @@ def one_run(root: Path, scenario: str, seed: int, args) -> dict:
     times["saliency"] = time.time() - t
     truth = root / "data" / "truth"
     brain = load_image(truth / f"space-{SPACE}_desc-brain_mask.nii.gz").data > 0
-    diff = load_image(sal / "group" / f"space-{SPACE}_label-all_desc-gradientcdiffMeanabs_attribution.nii.gz").data
-    free = load_image(sal / "group" / f"space-{SPACE}_label-all_desc-gradientcfreeMeanabs_attribution.nii.gz").data
+    from neurointerp.io import resolution_label
+
+    stem = f"space-{SPACE}_res-{resolution_label(np.diag([args.voxel_size] * 3 + [1.0]))}_label-all"  # synth brain's grid label
+    diff = load_image(sal / "group" / f"{stem}_desc-gradientcdiffMeanabs_attribution.nii.gz").data
+    free = load_image(sal / "group" / f"{stem}_desc-gradientcfreeMeanabs_attribution.nii.gz").data
     truths = {n: np.abs(load_image(truth / f"space-{SPACE}_desc-{n}_logjacobian.nii.gz", allow_empty=True).data) for n in ("disease", "confounder")}
-    side = json.loads((sal / "group" / f"space-{SPACE}_label-all_desc-gradientcdiffMeanabs_attribution.json").read_text())
+    side = json.loads((sal / "group" / f"{stem}_desc-gradientcdiffMeanabs_attribution.json").read_text())
     roi = pd.read_csv(sal / "group" / f"space-{SPACE}_desc-gradientcdiff_label-all_atlas-AAL2_roi-table.tsv", sep="\t")
 
     from neurointerp.models.checkpoint import load_checkpoint

@@ -127,8 +127,11 @@ def brain(args) -> dict:
             "raw_logit_mean": float(sub["logit_raw"].mean()),
             **_field_sizes(fields.loc[fields["direction"] == d, "field"]),
         }
-        path = root / "jac" / "group" / f"space-{SPACE}_desc-{d}mean_logjacobian.nii.gz"
-        if path.exists():
+        found = sorted((root / "jac" / "group").glob(f"space-{SPACE}*_desc-{d}mean_logjacobian.nii.gz"))  # [_res-<grid>]
+        if len(sub) and len(found) != 1:
+            raise SystemExit(f"{root / 'jac' / 'group'}: expected one {d} mean log-Jacobian, found {len(found)}")
+        path = found[0] if len(found) == 1 else None
+        if path is not None:
             m = nib.load(str(path)).get_fdata()
             res[d]["r_with_planted_logjacobian"] = float(np.corrcoef(sign * m[mask], truth[mask])[0, 1])
             # mean simulated log-Jacobian where the disease shrinks / expands tissue and elsewhere

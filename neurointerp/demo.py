@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurointerp.errors import InputError
+from neurointerp.errors import InputError, NeurointerpError
 from neurointerp.io.cohort import read_table_keeping_ids
 from neurointerp.report.html import Section
 from neurointerp.runs.context import runs_as
@@ -408,9 +408,12 @@ def _step_simulate(out: Path, seed: int, force: bool, sections: list[Section], s
     rows, panels = [], []
     for direction, sign in (("inject", 1.0), ("remove", -1.0)):
         sub = logits[logits["direction"] == direction]
-        path = Path(jac) / "group" / f"space-{SPACE}_desc-{direction}mean_logjacobian.nii.gz"
+        found = sorted((Path(jac) / "group").glob(f"space-{SPACE}*_desc-{direction}mean_logjacobian.nii.gz"))  # [res-<grid>_]
+        if len(sub) and len(found) != 1:  # maps were made: their group mean must be there, once
+            raise NeurointerpError(f"{Path(jac) / 'group'}: expected one {direction} mean log-Jacobian, found {len(found)}")
+        path = found[0] if len(found) == 1 else None
         r = float("nan")
-        if path.exists():
+        if path is not None:
             mean = load_image(path, allow_empty=True).data
             r = float(np.corrcoef(sign * mean[brain], truth.data[brain])[0, 1])
             panels.append((f"mean log-Jacobian, {direction}", state["template_on_grid"], truth.affine, mean))

@@ -285,7 +285,7 @@ def test_train_and_saliency_with_the_new_architectures(tmp_path):
         assert clf.model.head == arch[:-2] and clf.meta["architecture"]["name"] == arch
         out = run_saliency(res.final_model, tmp_path / "test.csv", tmp_path / f"sal-{arch}", method=[method], atlas="none", allow_unvalidated=True)
         for pid, img in zip(frame["participant_id"][8:], frame["image"][8:]):
-            path = out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_desc-{method}_attribution.nii.gz"
+            path = out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_res-8mm_desc-{method}_attribution.nii.gz"
             m, src = load_image(path, allow_empty=True), load_image(img)
             assert m.shape == src.shape and np.array_equal(m.affine, src.affine)
             assert np.any(m.data != 0)

@@ -68,7 +68,7 @@ def test_age_confounded_model_uses_age_within_class_and_the_difference_map_is_fr
     # where the confounder acts: the group-mean difference map is the planted frontal age pattern
     sal = run_saliency(model, tmp_path / "test.csv", tmp_path / "sal", method=["gradient"], confounder_mask=mask)
     group = sal / "group"
-    diff = load_image(group / f"space-{SPACE}_label-all_desc-gradientcdiffMeanabs_attribution.nii.gz").data
+    diff = load_image(group / f"space-{SPACE}_res-6mm_label-all_desc-gradientcdiffMeanabs_attribution.nii.gz").data
     truth = tmp_path / "data" / "truth"
     brain = load_image(truth / f"space-{SPACE}_desc-brain_mask.nii.gz").data > 0
     age_ncc = ncc(diff, np.abs(load_image(truth / f"space-{SPACE}_desc-confounder_logjacobian.nii.gz", allow_empty=True).data), brain)

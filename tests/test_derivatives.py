@@ -15,6 +15,32 @@ def test_bids_names_follow_entity_order(tmp_path):
         bids_name("01", "T1w", desc="a_b")
 
 
+def test_res_label_names_a_grid_that_is_not_the_templates(tmp_path):
+    """BIDS res-: the voxel size of a grid off the template's own; derived files keep their input's label."""
+    import numpy as np
+
+    from neurointerp.atlases import load_template, working_grid
+    from neurointerp.io import res_of, resolution_label
+
+    _, mask, tpl_affine = load_template()
+    assert resolution_label(tpl_affine, mask.shape, reference=(mask.shape, tpl_affine)) is None  # the template's own grid
+    cropped = tpl_affine.copy()
+    cropped[:3, 3] += 4.0
+    assert resolution_label(cropped, (150, 180, 150), reference=(mask.shape, tpl_affine)) == "1mm"  # same voxels, another grid
+    shape, affine = working_grid(shape=(64, 64, 64))
+    assert resolution_label(affine, shape, reference=(mask.shape, tpl_affine)) == "2p98mm"
+    assert resolution_label(np.diag([-1.5, 1.5, 1.5, 1.0])) == "1p5mm"  # a flip is not a size
+    assert resolution_label(np.diag([1.0, 1.0, 2.5, 1.0])) == "1x1x2p5mm"
+    name = bids_name("01", "T1w", space="MNI152NLin2009aSym", res="2p98mm", desc="preproc")
+    assert name == "sub-01_space-MNI152NLin2009aSym_res-2p98mm_desc-preproc_T1w.nii.gz"
+    assert res_of(name) == "2p98mm" and res_of("sub-01_space-MNI_desc-x_attribution.nii.gz") is None
+    # a file with res- says what the label means (BIDS: Resolution is required with res-)
+    (tmp_path / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0", "DatasetType": "derivative"}')
+    side = json.loads(write_sidecar(tmp_path / name, {}, root=tmp_path, skull_stripped=True).read_text())
+    assert side["Resolution"] == {"2p98mm": "2.98 mm isotropic voxels in MNI152NLin2009aSym (the grid's shape and affine are those of the image header)"}
+    assert "Resolution" not in json.loads(write_sidecar(tmp_path / "sub-01_space-MNI_desc-x_attribution.nii.gz", {}).read_text())
+
+
 def test_dataset_description_and_bidsignore(tmp_path):
     path = write_dataset_description(tmp_path, "x")
     desc = json.loads(path.read_text())

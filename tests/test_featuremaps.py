@@ -264,32 +264,32 @@ def test_saliency_writes_feature_outputs_as_their_own_kinds(tmp_path):
         anat = out / f"sub-{pid}" / "anat"
         import nibabel as nib
 
-        img = nib.load(str(anat / f"sub-{pid}_space-{SPACE}_desc-encoderstack2act_featuremaps.nii.gz"))
+        img = nib.load(str(anat / f"sub-{pid}_space-{SPACE}_res-8mm_desc-encoderstack2act_featuremaps.nii.gz"))
         assert img.shape == (*vol.shape, 2) and np.allclose(img.affine, vol.affine)
-        side = json.loads((anat / f"sub-{pid}_space-{SPACE}_desc-encoderstack2act_featuremaps.json").read_text())
+        side = json.loads((anat / f"sub-{pid}_space-{SPACE}_res-8mm_desc-encoderstack2act_featuremaps.json").read_text())
         assert side["Layer"] == "encoder.stack2.act" and side["Channels"] == [0, 3] and side["Axis4"] == "channel"
         assert side["Checkpoint"]["sha256"] and side["Inputs"][0]["sha256"]
         # the volumes are the layer's channels 0 and 3, upsampled and uncropped
         ref, _ = feature_maps(model, spec.prepare(vol.data), "encoder.stack2.act")
         assert np.allclose(np.asarray(img.dataobj)[..., 1], ref[0, 3].numpy(), atol=1e-5)
-        table = pd.read_csv(anat / f"sub-{pid}_space-{SPACE}_desc-encoderstack2act_atlas-AAL2_featuremaps.tsv", sep="\t")
+        table = pd.read_csv(anat / f"sub-{pid}_space-{SPACE}_res-8mm_desc-encoderstack2act_atlas-AAL2_featuremaps.tsv", sep="\t")
         assert set(table["channel"]) == {0, 3} and (table["atlas"] == "AAL2").all() and table["n_voxels"].min() > 0  # the layer's numbers
-        assert (anat / f"sub-{pid}_space-{SPACE}_desc-gradient_attribution.nii.gz").exists()
+        assert (anat / f"sub-{pid}_space-{SPACE}_res-8mm_desc-gradient_attribution.nii.gz").exists()
         assert not list(anat.glob("*featuremaps*attribution*"))
     filt = nib.load(str(out / "group" / "desc-encoderstack1conv_filters.nii.gz"))
     assert filt.shape == (3, 3, 3, 4) and np.allclose(filt.affine[:3, :3], vols[0].affine[:3, :3], atol=1e-5)
     assert len(pd.read_csv(out / "group" / "desc-encoderstack1conv_filters.tsv", sep="\t")) == 4
-    opt = nib.load(str(out / "group" / f"space-{SPACE}_desc-encoderstack2act_optimisedinput.nii.gz"))
-    start = load_image(out / "group" / f"space-{SPACE}_desc-start_optimisedinput.nii.gz", allow_empty=True)
+    opt = nib.load(str(out / "group" / f"space-{SPACE}_res-8mm_desc-encoderstack2act_optimisedinput.nii.gz"))
+    start = load_image(out / "group" / f"space-{SPACE}_res-8mm_desc-start_optimisedinput.nii.gz", allow_empty=True)
     assert opt.shape == (*vols[0].shape, 2) and np.allclose(opt.affine, vols[0].affine)
-    rec = json.loads((out / "group" / f"space-{SPACE}_desc-encoderstack2act_optimisedinput.json").read_text())
+    rec = json.loads((out / "group" / f"space-{SPACE}_res-8mm_desc-encoderstack2act_optimisedinput.json").read_text())
     assert rec["Units"] == [0, 3] and all(e > s for s, e in zip(rec["ObjectiveAtStart"], rec["ObjectiveAtEnd"]))
     assert np.all(np.asarray(opt.dataobj)[start.data == 0] == 0)  # outside the brain: unchanged (0)
     # the path helpers a per-subject runner uses name exactly the files written
     from neurointerp.attribution.featureoutputs import feature_map_outputs, model_level_outputs
 
     written = {p for p in (out / "group").iterdir() if "optimisedinput" in p.name or "filters" in p.name}
-    assert set(model_level_outputs(out, SPACE, ["first-layer-filters", "input-optimisation"], "encoder.stack2.act", "encoder.stack1.conv")) == written
+    assert set(model_level_outputs(out, SPACE, ["first-layer-filters", "input-optimisation"], "encoder.stack2.act", "encoder.stack1.conv", res="8mm")) == written
     for i, pid in enumerate(cohort.participant_ids):
         assert set(feature_map_outputs(out, cohort, i, SPACE, "encoder.stack2.act", "AAL2")) == set((out / f"sub-{pid}" / "anat").glob("*featuremaps*"))
     groups = [p.name for p in (out / "group").glob("*_attribution.nii.gz")]

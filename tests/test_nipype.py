@@ -145,7 +145,9 @@ def test_workflow_preprocess_saliency_group_map_multiproc(tmp_path, monkeypatch)
     grp_out = results["group_map"]
     assert Path(grp_out.summary).exists() and grp_out.stat_maps
     for label, arrays in by_label.items():
-        mean = nib.load(str(Path(grp_out.group_dir) / f"space-{tpl.space}_desc-{label}Mean_statmap.nii.gz"))
+        from neurointerp.io import resolution_label
+
+        mean = nib.load(str(Path(grp_out.group_dir) / f"space-{tpl.space}_res-{resolution_label(affine)}_desc-{label}Mean_statmap.nii.gz"))
         assert np.allclose(mean.affine, affine)
         expected = np.mean(arrays, axis=0)
         nz = expected != 0

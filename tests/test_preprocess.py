@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from neurointerp.atlases import DEFAULT_TEMPLATE, resample_template, working_grid
+from neurointerp.io import resolution_label
 
 SPACE = DEFAULT_TEMPLATE
 THREADS = 2
+RES = resolution_label(working_grid(shape=(64, 64, 64))[1])  # the default grid's BIDS res- label
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -41,7 +43,7 @@ def test_synth_subjects_land_in_template_space(synth_run):
     assert len(out_table) == 3
     for pid, rel in zip(out_table["participant_id"], out_table["image"]):
         img = nib.load(str(result.table.parent / rel))
-        mask_path = root / "out" / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_desc-brain_mask.nii.gz"
+        mask_path = root / "out" / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz"
         mask_img = nib.load(str(mask_path))
         assert img.shape == shape and mask_img.shape == shape
         np.testing.assert_allclose(img.affine, grid_affine, atol=1e-4)
@@ -104,7 +106,7 @@ def test_mask_goes_back_to_native(synth_run):
     pid = "syn001"
     folder = root / "out" / f"sub-{pid}" / "anat"
     native = load_image(folder / f"sub-{pid}_desc-brain_mask.nii.gz")
-    grid = load_image(folder / f"sub-{pid}_space-{SPACE}_desc-brain_mask.nii.gz")
+    grid = load_image(folder / f"sub-{pid}_space-{SPACE}_res-{RES}_desc-brain_mask.nii.gz")
     back = to_native(grid.data, grid.affine, str(folder / f"sub-{pid}_from-{SPACE}_to-T1w_mode-image_xfm.h5"), native.shape, native.affine) > 0.5
     assert dice(back, native.data > 0) >= 0.9
 
@@ -116,13 +118,15 @@ def test_sidecar_qc_and_layout(synth_run):
     out = root / "out"
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
-    side = json.loads((out / "sub-syn002" / "anat" / f"sub-syn002_space-{SPACE}_desc-preproc_T1w.json").read_text())
+    side = json.loads((out / "sub-syn002" / "anat" / f"sub-syn002_space-{SPACE}_res-{RES}_desc-preproc_T1w.json").read_text())
     src = root / "syn" / "sub-syn002" / "anat" / "sub-syn002_T1w.nii.gz"
     assert side["Inputs"][0]["sha256"] == sha256(src)
     assert side["Space"] == SPACE and side["Parameters"]["brain_extraction"] == "none"
     assert side["Parameters"]["shape"] == [64, 64, 64]
+    # BIDS: the 64^3 working grid is not the template's own 1 mm grid -> res-<voxel size>, explained in the sidecar
+    assert RES == "2p98mm" and side["Parameters"]["res"] == RES and RES in side["Resolution"] and "2.98 mm isotropic" in side["Resolution"][RES]
     assert side["QC"]["dice_brain_mask"] >= 0.9 and side["QC"]["ncc_template"] > 0.8
-    png = out / "sub-syn002" / "figures" / f"sub-syn002_space-{SPACE}_desc-qc_T1w.png"
+    png = out / "sub-syn002" / "figures" / f"sub-syn002_space-{SPACE}_res-{RES}_desc-qc_T1w.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / ".work").exists() and not (out / "failures.tsv").exists()
     assert not list(out.rglob("*.tmp*"))
@@ -133,7 +137,7 @@ def test_rerun_skips_and_force_redoes(synth_run):
 
     root, table, _ = synth_run
     out = root / "out"
-    image = out / "sub-syn001" / "anat" / f"sub-syn001_space-{SPACE}_desc-preproc_T1w.nii.gz"
+    image = out / "sub-syn001" / "anat" / f"sub-syn001_space-{SPACE}_res-{RES}_desc-preproc_T1w.nii.gz"
     before = image.stat().st_mtime_ns
     again = run_preprocess(table, out, brain_extraction="none", threads=THREADS)
     assert sorted(again.skipped) == ["sub-syn001", "sub-syn002", "sub-syn003"] and not again.done
@@ -198,7 +202,7 @@ def test_syn_option_and_transforms_with_a_warp(synth_run, tmp_path):
     folder = tmp_path / "syn" / "sub-syn003" / "anat"
     shape, grid_affine = working_grid(shape=(48, 48, 48))
     _, tpl_mask = resample_template(shape, grid_affine)
-    mask_img = nib.load(str(folder / f"sub-syn003_space-{SPACE}_desc-brain_mask.nii.gz"))
+    mask_img = nib.load(str(folder / f"sub-syn003_space-{SPACE}_res-{resolution_label(grid_affine)}_desc-brain_mask.nii.gz"))
     np.testing.assert_allclose(mask_img.affine, grid_affine, atol=1e-4)
     assert dice(np.asarray(mask_img.dataobj) > 0, tpl_mask) >= 0.9
     pts = np.random.default_rng(1).uniform(-40, 40, size=(200, 3))

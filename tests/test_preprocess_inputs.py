@@ -94,6 +94,7 @@ def test_missing_file_in_table_is_refused_before_any_work(tmp_path, capsys):
 def test_single_nifti_with_a_template_file(mixed_cohort, tmp_path, capsys):
     """One NIfTI in, a skull-stripped template file, a 32^3 grid, no N4."""
     from neurointerp.atlases import grid_from_mask
+    from neurointerp.io import resolution_label
 
     root, _ = mixed_cohort
     image = root / "syn" / "sub-syn002" / "anat" / "sub-syn002_T1w.nii.gz"
@@ -101,16 +102,17 @@ def test_single_nifti_with_a_template_file(mixed_cohort, tmp_path, capsys):
     out = tmp_path / "single"
     code = main(["preprocess", str(image), str(out), "--template", str(tpl), "--space", "synthTpl", "--shape", "32", "--brain-extraction", "none", "--no-n4", "--no-qc", "--threads", "2"])
     assert code == 0, capsys.readouterr().err
-    result = nib.load(str(out / "sub-syn002" / "anat" / "sub-syn002_space-synthTpl_desc-preproc_T1w.nii.gz"))
     tpl_img = nib.load(str(tpl))
     shape, affine = grid_from_mask(np.asarray(tpl_img.dataobj) > 0, tpl_img.affine, shape=(32, 32, 32))
+    res = resolution_label(affine)  # the 32^3 grid is not the template file's own: BIDS res-
+    result = nib.load(str(out / "sub-syn002" / "anat" / f"sub-syn002_space-synthTpl_res-{res}_desc-preproc_T1w.nii.gz"))
     assert result.shape == shape == (32, 32, 32)
     np.testing.assert_allclose(result.affine, affine, atol=1e-4)
     table = pd.read_csv(out / "cohort.csv")
     assert list(table["participant_id"]) == ["syn002"]
     assert not (out / "sub-syn002" / "figures").exists()
     # a space that is not a standard template names its reference: the template file
-    sidecar = json.loads((out / "sub-syn002" / "anat" / "sub-syn002_space-synthTpl_desc-preproc_T1w.json").read_text())
+    sidecar = json.loads((out / "sub-syn002" / "anat" / f"sub-syn002_space-synthTpl_res-{res}_desc-preproc_T1w.json").read_text())
     assert sidecar["SpatialReference"] == tpl.absolute().as_uri()
 
 

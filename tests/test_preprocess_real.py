@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 from neurointerp.atlases import DEFAULT_TEMPLATE, resample_template, working_grid
+from neurointerp.io import resolution_label
+
+RES = resolution_label(working_grid(shape=(64, 64, 64))[1])  # the default grid's BIDS res- label
 
 pytestmark = pytest.mark.slow
 
@@ -45,15 +48,15 @@ def test_whole_head_default_pipeline_with_deepbet(tmp_path):
     result = run_preprocess(head, tmp_path / "out", threads=2)
     assert result.done == ["sub-head"]
     folder = tmp_path / "out" / "sub-head" / "anat"
-    side = json.loads((folder / f"sub-head_space-{DEFAULT_TEMPLATE}_desc-preproc_T1w.json").read_text())
+    side = json.loads((folder / f"sub-head_space-{DEFAULT_TEMPLATE}_res-{RES}_desc-preproc_T1w.json").read_text())
     assert side["Parameters"]["brain_extraction"] == "deepbet"
     shape, grid_affine = working_grid(shape=(64, 64, 64))
     tpl, tpl_mask = resample_template(shape, grid_affine)
-    mask_img = nib.load(str(folder / f"sub-head_space-{DEFAULT_TEMPLATE}_desc-brain_mask.nii.gz"))
+    mask_img = nib.load(str(folder / f"sub-head_space-{DEFAULT_TEMPLATE}_res-{RES}_desc-brain_mask.nii.gz"))
     np.testing.assert_allclose(mask_img.affine, grid_affine, atol=1e-4)
     mask = np.asarray(mask_img.dataobj) > 0
     assert _dice(mask, tpl_mask) >= 0.9
-    img = nib.load(str(folder / f"sub-head_space-{DEFAULT_TEMPLATE}_desc-preproc_T1w.nii.gz")).get_fdata()
+    img = nib.load(str(folder / f"sub-head_space-{DEFAULT_TEMPLATE}_res-{RES}_desc-preproc_T1w.nii.gz")).get_fdata()
     both = mask & tpl_mask
     assert np.corrcoef(img[both], tpl[both])[0, 1] > 0.7
     # the native brain (deepbet) is a plausible brain: 1.1-1.9 litres
@@ -75,5 +78,5 @@ def test_template_mask_fallback_on_a_whole_head(tmp_path):
     folder = tmp_path / "out" / "sub-low" / "anat"
     shape, grid_affine = working_grid(shape=(64, 64, 64))
     _, tpl_mask = resample_template(shape, grid_affine)
-    mask = np.asarray(nib.load(str(folder / f"sub-low_space-{DEFAULT_TEMPLATE}_desc-brain_mask.nii.gz")).dataobj) > 0
+    mask = np.asarray(nib.load(str(folder / f"sub-low_space-{DEFAULT_TEMPLATE}_res-{RES}_desc-brain_mask.nii.gz")).dataobj) > 0
     assert _dice(mask, tpl_mask) >= 0.85

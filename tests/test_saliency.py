@@ -48,7 +48,7 @@ def test_maps_keep_the_grid_and_score_against_truth(setup):
     for pid, img in zip(test.participant_ids, test.images):
         src = load_image(img)
         for desc in ("gradxinput", "integratedgradients", "occlusion", "regionperturbation"):
-            path = out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_desc-{desc}_attribution.nii.gz"
+            path = out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_res-6mm_desc-{desc}_attribution.nii.gz"
             m = load_image(path, allow_empty=True)
             assert m.shape == src.shape and np.array_equal(m.affine, src.affine)
             side = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
@@ -57,7 +57,7 @@ def test_maps_keep_the_grid_and_score_against_truth(setup):
     summary = pd.read_csv(out / "group" / "scores_summary.tsv", sep="\t")
     assert summary["ncc_mean"].max() > 0.15, summary
     for label in ("all", "control", "patient"):
-        assert (out / "group" / f"space-{SPACE}_label-{label}_desc-occlusionMeanabs_attribution.nii.gz").exists()
+        assert (out / "group" / f"space-{SPACE}_res-6mm_label-{label}_desc-occlusionMeanabs_attribution.nii.gz").exists()
     assert (out / "group" / "desc-gradxinput_meanabs.png").stat().st_size > 1000
     roi = pd.read_csv(out / "group" / f"space-{SPACE}_desc-occlusion_label-all_atlas-AAL2_roi-table.tsv", sep="\t")
     assert list(roi["rank"][:3]) == [1, 2, 3] and (roi["atlas"] == "AAL2").all()
@@ -126,3 +126,12 @@ def test_maps_back_in_native_space_and_on_another_grid(tmp_path):
         ref = load_image(target)
         res = load_image(next((out / f"sub-{pid}" / "anat").glob("*_res-6mm_desc-gradient_attribution.nii.gz")), allow_empty=True)
         assert res.shape == ref.shape and np.array_equal(res.affine, ref.affine)
+        # BIDS res-: the map on the model's grid keeps the preprocessed image's label, the copy is named after its grid
+        from neurointerp.io import res_of, resolution_label
+
+        grid_res = res_of(read_cohort(result.table).images[0])
+        assert grid_res == resolution_label(first.affine) != "6mm"
+        on_grid = out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_res-{grid_res}_desc-gradient_attribution.json"
+        copy = out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_res-6mm_desc-gradient_attribution.json"
+        assert grid_res in json.loads(on_grid.read_text())["Resolution"]
+        assert "6mm" in json.loads(copy.read_text())["Resolution"] and "ResampledTo" in json.loads(copy.read_text())

@@ -192,7 +192,7 @@ def test_3d_warp_pipeline_on_synth_brain(tmp_path):
     inner = (slice(2, -2),) * 3
     assert np.abs(ref - ours)[inner].max() < 1e-3 * max(1.0, np.abs(raw).max())
     out = jacobian_maps(tmp_path / "apply" / "fields.tsv", tmp_path / "jac", inverse=True)
-    mean = nib.load(str(out / "group" / f"space-{SPACE}_desc-injectmean_logjacobian.nii.gz"))
+    mean = nib.load(str(out / "group" / f"space-{SPACE}_res-8mm_desc-injectmean_logjacobian.nii.gz"))
     assert mean.shape == vols[0].shape and np.allclose(mean.affine, vols[0].affine)
     assert np.isfinite(mean.get_fdata()).all()
 
@@ -236,7 +236,7 @@ def test_section_4_2_injected_log_jacobian_follows_the_planted_disease(tmp_path)
     mask = nib.load(str(tmp_path / "data" / "truth" / f"space-{SPACE}_desc-brain_mask.nii.gz")).get_fdata() > 0
     logits = pd.read_csv(tmp_path / "apply" / "logits.tsv", sep="\t")
     for direction, sign in (("inject", 1.0), ("remove", -1.0)):
-        mean = nib.load(str(tmp_path / "jac" / "group" / f"space-{SPACE}_desc-{direction}mean_logjacobian.nii.gz")).get_fdata()
+        mean = nib.load(str(tmp_path / "jac" / "group" / f"space-{SPACE}_res-6mm_desc-{direction}mean_logjacobian.nii.gz")).get_fdata()
         r = float(np.corrcoef(sign * mean[mask], truth[mask])[0, 1])
         assert r > 0.12, (direction, r)  # benchmarks/simulate.py: 0.21 / 0.22 (paper's U-Net alone: 0.09 / -0.01)
         sub = logits[logits["direction"] == direction]

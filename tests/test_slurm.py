@@ -32,8 +32,16 @@ SPACE = "MNI152NLin2009aSym"
 pytestmark = pytest.mark.slow
 
 
+def _res() -> str:
+    """The BIDS res- label of PREPROCESS_OPTIONS' 16^3 grid (preprocess names its outputs with it, group-map keeps it)."""
+    from neurointerp.atlases import working_grid
+    from neurointerp.io import resolution_label
+
+    return resolution_label(working_grid(shape=(16, 16, 16))[1])
+
+
 def _preprocessed(deriv: Path, pid: str) -> Path:
-    return deriv / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_desc-preproc_T1w.nii.gz"
+    return deriv / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_res-{_res()}_desc-preproc_T1w.nii.gz"
 
 
 def _log(work: Path, name: str) -> str:
@@ -93,7 +101,7 @@ def test_preprocess_array_then_dependent_group_map(cluster, work):
     env = _job_env()
     array = cluster.sbatch(["--array=0-1", "--cpus-per-task=1", "--mem=1G", str(SCRIPTS / "preprocess.sbatch"), "data/cohort.csv", "deriv", *PREPROCESS_OPTIONS], cwd=work, env=env)
     group = cluster.sbatch(
-        ["--dependency=afterok:" + array, "--cpus-per-task=1", "--mem=1G", str(SCRIPTS / "group_map.sbatch"), f"deriv/sub-*/anat/*_space-{SPACE}_desc-preproc_T1w.nii.gz", "group", "--covariates", "deriv/cohort.csv", "--no-figures"],
+        ["--dependency=afterok:" + array, "--cpus-per-task=1", "--mem=1G", str(SCRIPTS / "group_map.sbatch"), f"deriv/sub-*/anat/*_space-{SPACE}_res-*_desc-preproc_T1w.nii.gz", "group", "--covariates", "deriv/cohort.csv", "--no-figures"],
         cwd=work,
         env=env,
     )
@@ -122,14 +130,14 @@ def test_preprocess_array_then_dependent_group_map(cluster, work):
     assert all(img.shape == (16, 16, 16) and np.allclose(img.affine, affine) for img in imgs.values())
 
     # the group map: patient mean equals the hand-computed mean, in the images' space
-    mean = nib.load(str(work / "group" / "group" / f"space-{SPACE}_desc-patientMean_statmap.nii.gz"))
+    mean = nib.load(str(work / "group" / "group" / f"space-{SPACE}_res-{_res()}_desc-patientMean_statmap.nii.gz"))
     assert np.allclose(mean.affine, affine) and mean.shape == (16, 16, 16)
     patients = [pid for pid, lab in zip(data["participant_id"], data["label"]) if lab == "patient"]
     assert patients
     expected = np.mean([imgs[p].get_fdata() for p in patients], axis=0)
     brain = nib.load(str(work / "group" / "group" / f"space-{SPACE}_desc-analysis_mask.nii.gz")).get_fdata() > 0
     assert brain.sum() > 100 and np.allclose(mean.get_fdata()[brain], expected[brain], atol=1e-4)
-    assert (work / "group" / "group" / f"space-{SPACE}_desc-patientVScontrolT_statmap.nii.gz").exists()
+    assert (work / "group" / "group" / f"space-{SPACE}_res-{_res()}_desc-patientVScontrolT_statmap.nii.gz").exists()
 
 
 def test_resubmitted_array_redoes_only_missing_subject_then_saliency(cluster, work):

@@ -154,7 +154,11 @@ def test_preprocess_of_a_spiked_image_shows_the_planted_change(spiked, tmp_path)
     one = tmp_path / "one.csv"
     pd.DataFrame([{"participant_id": pid, "image": str(out / row["image"])}]).to_csv(one, index=False)
     run_preprocess(one, tmp_path / "pre", qc=False, threads=2)
-    name = f"sub-{pid}/anat/sub-{pid}_space-{SPACE}_desc-preproc_T1w.nii.gz"
+    from neurointerp.atlases import working_grid
+    from neurointerp.io import resolution_label
+
+    res = resolution_label(working_grid(shape=(64, 64, 64))[1])  # both runs on the default grid
+    name = f"sub-{pid}/anat/sub-{pid}_space-{SPACE}_res-{res}_desc-preproc_T1w.nii.gz"
     after_img = nib.load(str(tmp_path / "pre" / name))
     after, before = after_img.get_fdata(), nib.load(str(out / "registration" / name)).get_fdata()
     rec = subjects.set_index("participant_id").loc[pid]

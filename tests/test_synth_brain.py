@@ -125,7 +125,7 @@ def test_scenario_cohort_equals_the_explicit_options(tmp_path):
     b = synth_brain(tmp_path / "b", n_subjects=6, voxel_size=10.0, template_space=True, seed=2, effect_size=0.5, confound_strength=0.8, confound_size=3.0)
     fa, fb = pd.read_csv(a), pd.read_csv(b)
     assert fa[["label", "age", "sex"]].equals(fb[["label", "age", "sex"]])
-    img = "derivatives/anatomy/sub-syn003/anat/sub-syn003_space-MNI152NLin2009aSym_desc-anatomy_T1w.nii.gz"
+    img = "derivatives/anatomy/sub-syn003/anat/sub-syn003_space-MNI152NLin2009aSym_res-10mm_desc-anatomy_T1w.nii.gz"
     assert np.array_equal(load_image(tmp_path / "a" / img).data, load_image(tmp_path / "b" / img).data)
     pa = json.loads((tmp_path / "a" / "truth" / "truth.json").read_text())["Parameters"]
     pb = json.loads((tmp_path / "b" / "truth" / "truth.json").read_text())["Parameters"]

@@ -43,6 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.io.derivatives import res_of
 
 BIDSIGNORE = ["*_featuremaps.nii.gz", "*_featuremaps.json", "*_featuremaps.tsv"]
 
@@ -54,10 +55,11 @@ def layer_desc(layer: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", str(layer)) or "layer"
 
 
-def feature_map_path(out: Path, pid: str, session: str | None, space: str, layer: str) -> Path:
+def feature_map_path(out: Path, pid: str, session: str | None, space: str, layer: str, res: str | None = None) -> Path:
+    """``res``: the input image's ``res-`` label (the maps are on its grid)."""
     from neurointerp.io import derivative_path
 
-    return derivative_path(out, pid, "featuremaps", session=session, space=space, desc=layer_desc(layer))
+    return derivative_path(out, pid, "featuremaps", session=session, space=space, res=res, desc=layer_desc(layer))
 
 
 def region_table_path(fm_path: Path, atlas_name: str) -> Path:
@@ -146,7 +148,7 @@ def _subject_feature_maps(out, clf, table, rows, checkpoint, ckpt_sha, layer, at
     pending, keys = [], {}
     for i in rows:
         ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
-        path = feature_map_path(out, table.participant_ids[i], ses, spec.space, resolved)
+        path = feature_map_path(out, table.participant_ids[i], ses, spec.space, resolved, res_of(table.images[i]))
         key = {"input_sha256": sha256(table.images[i]), "checkpoint_sha256": ckpt_sha, "layer": resolved, "channels": None if channels is None else [int(c) for c in channels]}
         if not _done(path, key, force):
             pending.append(i)
@@ -165,7 +167,7 @@ def feature_map_outputs(out: Path, table, i: int, space: str, layer: str, atlas_
 
     has_ses = "session_id" in table.frame.columns
     ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
-    path = feature_map_path(out, table.participant_ids[i], ses, space, layer)
+    path = feature_map_path(out, table.participant_ids[i], ses, space, layer, res_of(table.images[i]))
     return [path, sidecar_path(path)] + ([region_table_path(path, atlas_name)] if atlas_name else [])
 
 
@@ -185,7 +187,7 @@ def write_feature_maps_batch(out, clf, table, rows, vols, layer: str, channels, 
     written: list[Path] = []
     for j, i in enumerate(rows):
         ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
-        path = feature_map_path(out, table.participant_ids[i], ses, spec.space, layer)
+        path = feature_map_path(out, table.participant_ids[i], ses, spec.space, layer, res_of(table.images[i]))
         full = spec.uncrop(to_input_grid(acts[j : j + 1, chans], x.shape[2:])[0].numpy())  # (C, *grid)
         vol = vols[j]
         rec = provenance(
@@ -214,8 +216,14 @@ def write_feature_maps_batch(out, clf, table, rows, vols, layer: str, channels, 
     return written
 
 
-def model_level_outputs(out: Path, space: str, kinds: Sequence[str], layer: str | None, first_conv_layer: str) -> list[Path]:
-    """Files the model-level kinds write (``group/``), for a runner's finalize outputs."""
+def _optimised_input(group: Path, space: str, res: str | None, desc: str) -> Path:
+    from neurointerp.io import bids_name
+
+    return group / bids_name(None, "optimisedinput", space=space, res=res, desc=desc)
+
+
+def model_level_outputs(out: Path, space: str, kinds: Sequence[str], layer: str | None, first_conv_layer: str, res: str | None = None) -> list[Path]:
+    """Files the model-level kinds write (``group/``), for a runner's finalize outputs; ``res``: the inputs' grid label."""
     paths: list[Path] = []
     group = Path(out) / "group"
     if "first-layer-filters" in kinds:
@@ -223,7 +231,8 @@ def model_level_outputs(out: Path, space: str, kinds: Sequence[str], layer: str 
         paths += [group / f"{stem}.nii.gz", group / f"{stem}.tsv", group / f"{stem}.json"]
     if "input-optimisation" in kinds:
         for d in (layer_desc(layer), "start"):
-            paths += [group / f"space-{space}_desc-{d}_optimisedinput.nii.gz", group / f"space-{space}_desc-{d}_optimisedinput.json"]
+            img = _optimised_input(group, space, res, d)
+            paths += [img, img.with_name(img.name.replace(".nii.gz", ".json"))]
     return paths
 
 
@@ -294,8 +303,10 @@ def _input_optimisation(out, clf, table, checkpoint, ckpt_sha, layer, target_ind
 
     spec = clf.spec
     params = {k: options[k] if options.get(k) is not None else v for k, v in DEFAULTS.items()}
-    path = out / "group" / f"space-{spec.space}_desc-{layer_desc(layer)}_optimisedinput.nii.gz"
-    start_path = out / "group" / f"space-{spec.space}_desc-start_optimisedinput.nii.gz"
+    labels = {res_of(p) for p in table.images}
+    res = labels.pop() if len(labels) == 1 else None  # on the model's (the inputs') grid
+    path = _optimised_input(out / "group", spec.space, res, layer_desc(layer))
+    start_path = _optimised_input(out / "group", spec.space, res, "start")
     inputs_sha = [sha256(p) for p in table.images]
     channels = options.get("channels")
     key = {"checkpoint_sha256": ckpt_sha, "layer": layer, "target": target_index, "channels": None if channels is None else [int(c) for c in channels], "inputs_sha256": inputs_sha, "seed": int(seed), **params}

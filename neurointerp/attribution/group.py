@@ -101,12 +101,14 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
     """
     import pandas as pd
 
-    from neurointerp.attribution.pipeline import _map_path, _truth_for, method_desc
+    from neurointerp.attribution.pipeline import _map_path, _res, _truth_for, method_desc
     from neurointerp.evaluate.metrics import mass_in_mask, ncc
     from neurointerp.io import bids_name, derivative_path, load_image, provenance, save_image, write_json, write_table
     from neurointerp.report.figures import ortho_figure
 
     group = out / "group"
+    res_labels = {_res(table, i) for i in range(len(table))}
+    grid_res = res_labels.pop() if len(res_labels) == 1 else None  # the grid label of the maps (one model grid)
     labels = [str(v) for v in table.frame["label"]] if "label" in table.frame.columns else ["all"] * len(table)
     classes = sorted(set(labels))
     keys = classes + ["all"]
@@ -131,7 +133,7 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
             main.add((labels[i], "all"), vol.data, path, pids[i], weights[i])
             if diff is not None:
                 ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
-                dpath = derivative_path(out, table.participant_ids[i], "attribution", session=ses, space=spec.space, desc=diff_desc)
+                dpath = derivative_path(out, table.participant_ids[i], "attribution", session=ses, space=spec.space, res=_res(table, i), desc=diff_desc)
                 diff.add((labels[i], "all"), load_image(dpath, ndim=spec.ndim, allow_empty=True).data, dpath, pids[i], weights[i])
             truth = _truth_for(ground_truth, table, i, vol.shape)
             if truth is not None:
@@ -152,7 +154,7 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
             mean, mean_abs = main.means(c)
             rec = provenance("saliency (group mean)", {"method": desc, "label": c}, Space=spec.space, Maps=main.members[c])
             for stat, data in (("mean", mean), ("meanabs", mean_abs)):
-                p = group / bids_name(None, "attribution", space=spec.space, label=_safe(c), desc=desc, stat=stat)
+                p = group / bids_name(None, "attribution", space=spec.space, res=grid_res, label=_safe(c), desc=desc, stat=stat)
                 save_image(data, affine, p, header=header, force=True, intent="estimate", intent_name=stat)
                 write_json(p.with_name(p.name.replace(".nii.gz", ".json")), {**rec, "Statistic": stat, "NMaps": n, "NParticipants": len(main.participants[c]),
                                                                               "Weighting": "participants: each participant's maps (sessions) averaged first"}, force=True)
@@ -168,7 +170,7 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
                 drec = provenance("saliency (group mean)", {"method": diff_desc, "label": c}, Space=spec.space, Maps=diff.members[c])
                 drec.update(Map="full minus confounder-free: where the confounder acted", ConfounderShare=share, ConfounderShareMeaning="sum of mean |difference| / (sum of mean |difference| + sum of mean |confounder-free map|) over the grid")
                 for stat, data in (("mean", dmean), ("meanabs", dmean_abs)):
-                    p = group / bids_name(None, "attribution", space=spec.space, label=_safe(c), desc=diff_desc, stat=stat)
+                    p = group / bids_name(None, "attribution", space=spec.space, res=grid_res, label=_safe(c), desc=diff_desc, stat=stat)
                     save_image(data, affine, p, header=header, force=True)
                     write_json(p.with_name(p.name.replace(".nii.gz", ".json")), {**drec, "Statistic": stat, "NMaps": diff.n[c]}, force=True)
                 diff_panels.append((f"{diff_desc} mean |full - confounder-free| ({c}, n={diff.n[c]})", background / len(table), affine, dmean_abs))

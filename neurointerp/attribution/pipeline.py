@@ -209,10 +209,13 @@ def run_saliency(o: SaliencyOptions) -> Path:
     has_ses = "session_id" in table.frame.columns
     # None (an option left unset) is the method's default, recorded as such
     method_params = {m: {k: (get_method(m).defaults[k] if v is None else v) for k, v in params_all.items() if k in get_method(m).defaults} for m in methods}
-    res_entity = None
+    res_entity = None  # --resample-to: the label of that grid (never the one of the model's grid)
     if target_grid is not None:
-        taff = target_grid[1]
-        res_entity = f"{float(np.mean(np.sqrt((taff[:3, :3] ** 2).sum(axis=0)))):g}mm"
+        from neurointerp.io import resolution_label
+
+        res_entity = resolution_label(target_grid[1]) or ""
+        if res_entity in {_res(table, i) for i in range(len(table))}:  # same voxel size, another grid: the names must differ
+            res_entity += "x".join(str(int(k)) for k in target_grid[0])
 
     items = []
     for i in range(len(table)):
@@ -225,7 +228,7 @@ def run_saliency(o: SaliencyOptions) -> Path:
             outputs += [main, sidecar_path(main)]
             desc = method_desc(m, cfree)
             if cfree:
-                diff = _derivative(out, pid, ses, spec.space, method_desc(m, suffix="cdiff"))
+                diff = _derivative(out, pid, ses, spec.space, method_desc(m, suffix="cdiff"), res=_res(table, i))
                 outputs += [diff, sidecar_path(diff)]
             if res_entity is not None:
                 rp = _derivative(out, pid, ses, spec.space, desc, res=res_entity)
@@ -234,7 +237,7 @@ def run_saliency(o: SaliencyOptions) -> Path:
                 npath = _derivative(out, pid, ses, None, desc)
                 outputs += [npath, sidecar_path(npath)]
         if "feature-maps" in feature_kinds:
-            fm = feature_map_path(out, pid, ses, spec.space, feature_layer)
+            fm = feature_map_path(out, pid, ses, spec.space, feature_layer, _res(table, i))
             outputs += [fm, sidecar_path(fm)] + ([region_table_path(fm, atlas_data[2])] if atlas_data is not None and spec.ndim == 3 else [])
         inputs = [table.images[i]]
         if o.ground_truth is not None and truth_file is None:
@@ -319,6 +322,13 @@ def _derivative(out: Path, pid: str, ses, space, desc: str, res: str | None = No
     return derivative_path(out, pid, "attribution", session=ses, space=space, res=res, desc=desc)
 
 
+def _res(table, i: int) -> str | None:
+    """The ``res-`` label of subject ``i``'s input image: its maps are on that grid and keep it."""
+    from neurointerp.io import res_of
+
+    return res_of(table.images[i])
+
+
 def _truth_path(column: str, table, i: int) -> Path:
     p = Path(str(table.frame.loc[i, column]))
     return p if p.is_absolute() else table.path.parent / p
@@ -346,13 +356,13 @@ def _write_subject_maps(o, out, table, i, m, vol, full, cfree_map, record, j, cl
     ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
     pid = table.participant_ids[i]
     if cfree_map is None:
-        path = _derivative(out, pid, ses, spec.space, method_desc(m))
+        path = _derivative(out, pid, ses, spec.space, method_desc(m), res=_res(table, i))
         save_image(full, vol.affine, path, header=vol.header, force=True)
         write_sidecar(path, rec, force=True)
         main_map = full
     else:
-        path = _derivative(out, pid, ses, spec.space, method_desc(m, True))
-        diff_path = _derivative(out, pid, ses, spec.space, method_desc(m, suffix="cdiff"))
+        path = _derivative(out, pid, ses, spec.space, method_desc(m, True), res=_res(table, i))
+        diff_path = _derivative(out, pid, ses, spec.space, method_desc(m, suffix="cdiff"), res=_res(table, i))
         rec["ConfounderMask"] = {"path": str(Path(o.confounder_mask).resolve()), "kept": int(gate_mask.sum()), "features": int(gate_mask.size)}
         save_image(full - cfree_map, vol.affine, diff_path, header=vol.header, force=True)
         write_sidecar(diff_path, {**rec, "Map": "full minus confounder-free: where the confounder acted"}, force=True)
@@ -394,4 +404,4 @@ def _map_path(out: Path, table, i: int, m: str, space: str, cfree: bool, has_ses
     from neurointerp.io import derivative_path
 
     ses = (str(table.frame.loc[i, "session_id"]) or None) if has_ses else None
-    return derivative_path(out, table.participant_ids[i], "attribution", session=ses, space=space, desc=method_desc(m, cfree))
+    return derivative_path(out, table.participant_ids[i], "attribution", session=ses, space=space, res=_res(table, i), desc=method_desc(m, cfree))

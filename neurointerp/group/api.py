@@ -90,6 +90,7 @@ def group_map(o: GroupMapOptions) -> Path:
 
     _check_params(n_perm, alpha, batch_size, n_threads, memory_mb, space)
     ms = collect_maps(maps, covariates)
+    grid_res = _common_res(ms.paths)  # the maps' grid label (res-), kept in the group files' names
     n = len(ms)
     frame = ms.frame
     use_glm = not (design is not None and str(design).strip().lower() == "none")
@@ -233,7 +234,7 @@ def group_map(o: GroupMapOptions) -> Path:
                 from neurointerp.group.display import mirror_map
 
                 vol = mirror_map(vol, affine)
-            path = gdir / bids_name(None, suffix, space=space, desc=desc, stat=stat)
+            path = gdir / bids_name(None, suffix, space=space, res=grid_res, desc=desc, stat=stat)
             intent, intent_name = stat_intent(stat, df)
             save_image(vol, affine, path, force=True, dtype=dtype, intent=intent, intent_name=intent_name)
             write_sidecar(path, {**record, "Description": meaning}, force=True)
@@ -308,7 +309,7 @@ def group_map(o: GroupMapOptions) -> Path:
                 if sign:
                     cgroups = (dsg.classes[1], dsg.classes[0]) if sign > 0 else (dsg.classes[0], dsg.classes[1])
             rt = region_table(region_acc, groups, group_order, X=X, contrast=c, contrast_groups=cgroups, t_map=t)
-            rpath = gdir / bids_name(None, "roi-table", ext=".tsv", space=space, desc=_safe(atlas_name) + (cname or ""))
+            rpath = gdir / bids_name(None, "roi-table", ext=".tsv", space=space, res=grid_res, desc=_safe(atlas_name) + (cname or ""))
             write_table(rpath, rt, force=True)
             write_sidecar(rpath, {**record, "Atlas": atlas_name, "Description": "per-region summaries; rank 1 = strongest"}, force=True)
             written.append(str(rpath.relative_to(out)))
@@ -316,7 +317,7 @@ def group_map(o: GroupMapOptions) -> Path:
             print_top_regions(rt, top, title=f"Top regions ({atlas_name}{', ' + cname if cname else ''})")
 
         if volumes is not None:
-            summary["volumetry"] = _volumetry(ms, volumes, maps, covariates, atlas, labels, groups, group_order, X, c, cname, gdir, out, space, record, top, figures, force, written)
+            summary["volumetry"] = _volumetry(ms, volumes, maps, covariates, atlas, labels, groups, group_order, X, c, cname, gdir, out, space, record, top, figures, force, written, grid_res)
 
         if figures:
             from neurointerp.group.display import map_figure, mirror_map
@@ -361,7 +362,7 @@ def stat_intent(stat: str | None, df=None) -> tuple:
     return STAT_INTENTS.get(stat, (None, ""))
 
 
-def _volumetry(ms, column, maps, covariates, atlas, labels, groups, group_order, X, c, cname, gdir, out, space, record, top, figures, force, written) -> dict:
+def _volumetry(ms, column, maps, covariates, atlas, labels, groups, group_order, X, c, cname, gdir, out, space, record, top, figures, force, written, grid_res=None) -> dict:
     """Atropos GM volumes per atlas region and their GLM; writes tables (+ box plots)."""
     from neurointerp.atlases import resolve_atlas
     from neurointerp.group.inputs import check_grids
@@ -391,15 +392,15 @@ def _volumetry(ms, column, maps, covariates, atlas, labels, groups, group_order,
     per_subject = vols.copy()
     per_subject.insert(0, "participant_id", ms.participant_ids)
     per_subject["total_gm_mm3"] = total
-    p1 = write_table(gdir / bids_name(None, "roi-volumes", ext=".tsv", space=space, desc=desc), per_subject, force=True)
-    p2 = write_table(gdir / bids_name(None, "roi-table", ext=".tsv", space=space, desc=desc + (cname or "")), vt, force=True)
+    p1 = write_table(gdir / bids_name(None, "roi-volumes", ext=".tsv", space=space, res=grid_res, desc=desc), per_subject, force=True)
+    p2 = write_table(gdir / bids_name(None, "roi-table", ext=".tsv", space=space, res=grid_res, desc=desc + (cname or "")), vt, force=True)
     for p, what in ((p1, "grey-matter volume (mm^3) per subject and atlas region, ANTs Atropos (Kmeans[3], MRF 0.2)"), (p2, "GLM of regional GM volume: contrast estimate, t, p, FDR q")):
         write_sidecar(p, {**record, "Atlas": atlas_name, "ImagesColumn": column, "Description": what}, force=True)
         written.append(str(p.relative_to(out)))
     print_top_regions(vt, top, title=f"Grey-matter volume ({atlas_name}, {cname})")
     result = {"table": str(p2.relative_to(out)), "volumes": str(p1.relative_to(out)), "top": vt.head(top)[["rank", "name", "t", "q_fdr"]].to_dict(orient="records")}
     if figures:
-        png = boxplots(gdir / bids_name(None, "boxplots", ext=".png", space=space, desc=desc + (cname or "")), vols, groups, group_order, list(vt["name"].head(4)), title=f"GM volume, top regions ({cname})")
+        png = boxplots(gdir / bids_name(None, "boxplots", ext=".png", space=space, res=grid_res, desc=desc + (cname or "")), vols, groups, group_order, list(vt["name"].head(4)), title=f"GM volume, top regions ({cname})")
         written.append(str(png.relative_to(out)))
         result["boxplots"] = str(png.relative_to(out))
     return result
@@ -442,6 +443,14 @@ def _peak(t, mask, shape, affine, one_sided: bool) -> dict:
     ijk = np.unravel_index(i, shape)
     xyz = (affine[:3, :3] @ np.asarray(ijk, dtype=float) + affine[:3, 3]).tolist()
     return {"t": float(t[i]), "voxel": [int(v) for v in ijk], "mm": [round(v, 2) for v in xyz]}
+
+
+def _common_res(paths) -> str | None:
+    """The ``res-`` label the maps share (``None`` when they have none or differ)."""
+    from neurointerp.io import res_of
+
+    labels = {res_of(p) for p in paths}
+    return labels.pop() if len(labels) == 1 else None
 
 
 def _check_params(n_perm, alpha, batch_size, n_threads, memory_mb, space) -> None:

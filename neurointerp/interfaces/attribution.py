@@ -30,7 +30,7 @@ class Saliency(NeurointerpCommand):
 
     def _outputs_in(self, out_dir):
         found = self._glob(out_dir, "sub-*/anat/*_attribution.nii.gz") + self._glob(out_dir, "sub-*/ses-*/anat/*_attribution.nii.gz")
-        maps = [p for p in found if "_space-" in os.path.basename(p) and "_res-" not in os.path.basename(p)]
+        maps = [p for p in found if "_space-" in os.path.basename(p) and not _resampled(p)]
         return {"maps": sorted(maps), "group_files": self._glob(out_dir, "group/*.nii.gz")}
 
 
@@ -91,3 +91,15 @@ class GroupMap(NeurointerpCommand):
             "stat_maps": self._glob(group, "*_statmap.nii.gz"),
             "mask_file": masks[0] if masks else traits.Undefined,
         }
+
+
+def _resampled(path: str) -> bool:
+    """A ``--resample-to`` copy (its sidecar says ``ResampledTo``), not a map on the model's grid."""
+    import json
+
+    from neurointerp.io import sidecar_path
+
+    try:
+        return "ResampledTo" in json.loads(sidecar_path(path).read_text())
+    except (OSError, ValueError):
+        return False

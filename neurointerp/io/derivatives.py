@@ -112,6 +112,57 @@ TEMPLATE_REFERENCES = {
 ANAT_SUFFIXES = ("T1w", "T2w", "PDw", "T2starw", "FLAIR", "inplaneT1", "inplaneT2", "PDT2", "angio", "UNIT1")
 
 
+_RES_RE = re.compile(r"(?:^|_)res-([A-Za-z0-9]+)")
+_SPACE_NAME_RE = re.compile(r"(?:^|_)space-([A-Za-z0-9]+)")
+
+
+def _mm(v: float) -> str:
+    """``2.8642`` -> ``'2p86'``, ``3.0`` -> ``'3'`` (BIDS labels are letters and digits only)."""
+    return f"{float(v):.2f}".rstrip("0").rstrip(".").replace(".", "p")
+
+
+def resolution_label(affine: Any, shape: Any = None, reference: Any = None) -> str | None:
+    """The ``res-`` label of a template-space grid, or ``None`` when it is the template's own grid.
+
+    BIDS derivatives name an image resampled off the template's grid with ``res-<label>``; the
+    label here is the voxel size in mm (``2p86mm``; ``1x1x2mm`` when anisotropic). ``reference``
+    is the template's ``(shape, affine)``: a grid equal to it gets no ``res-``. Files derived on
+    the grid of an input take its label instead (:func:`res_of`), so one grid has one label.
+    """
+    import numpy as np
+
+    aff = np.asarray(affine, dtype=np.float64)
+    if reference is not None and shape is not None:
+        rshape, raff = reference
+        if tuple(int(s) for s in shape)[:3] == tuple(int(s) for s in rshape)[:3] and np.allclose(aff, np.asarray(raff, dtype=np.float64), atol=1e-4):
+            return None
+    sizes = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+    if np.allclose(sizes, sizes.mean(), rtol=0.005):
+        return _mm(sizes.mean()) + "mm"
+    return "x".join(_mm(v) for v in sizes) + "mm"
+
+
+def res_of(path: str | os.PathLike | None) -> str | None:
+    """The ``res-`` label in a file name (``None`` without one): derived files on its grid keep it."""
+    m = _RES_RE.search(Path(str(path)).name) if path else None
+    return m.group(1) if m else None
+
+
+def space_of(path: str | os.PathLike | None) -> str | None:
+    """The ``space-`` label in a file name (``None`` without one)."""
+    m = _SPACE_NAME_RE.search(Path(str(path)).name) if path else None
+    return m.group(1) if m else None
+
+
+def resolution_description(label: str, space: str | None = None) -> str:
+    """What a ``res-`` label means, for the sidecar's required ``Resolution`` key."""
+    sizes = label.removesuffix("mm").split("x")
+    size = " x ".join(s.replace("p", ".") for s in sizes) + " mm"
+    kind = "isotropic voxels" if len(sizes) == 1 else "voxels"
+    where = f" in {space}" if space else ""
+    return f"{size} {kind}{where} (the grid's shape and affine are those of the image header)"
+
+
 def bids_uri(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
     """``bids::<path relative to root>`` for a file inside the dataset ``root``, else a ``file://`` URI."""
     p = Path(path).absolute()
@@ -134,6 +185,7 @@ def bids_metadata(
 
     ``Sources``: URIs of the input files (``bids::`` inside ``root``, else ``file://``).
     ``SkullStripped``: required for anatomical images (``_T1w`` ...) in derivatives.
+    ``Resolution``: what the file's ``res-`` label means (required with ``res-``).
     ``SpatialReference``: required when the file's ``space-`` is not a standard template
     identifier (then give the image whose grid the file shares, e.g. the input); for a standard
     template it names where the template comes from.
@@ -146,6 +198,9 @@ def bids_metadata(
     if skull_stripped is not None:
         meta["SkullStripped"] = bool(skull_stripped)
     space = re.search(r"(?:^|_)space-([A-Za-z0-9]+)", name)
+    res = res_of(name)
+    if res:  # BIDS: a file with res- MUST say what the label means
+        meta["Resolution"] = {res: resolution_description(res, space.group(1) if space else None)}
     if spatial_reference is not None:
         meta["SpatialReference"] = spatial_reference if isinstance(spatial_reference, str) and ":" in spatial_reference else bids_uri(spatial_reference, root)
     elif space and space.group(1) in TEMPLATE_REFERENCES:

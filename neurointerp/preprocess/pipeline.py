@@ -92,20 +92,21 @@ class PreprocessFailures(NeurointerpError):
         self.exit_code = exit_code
 
 
-def output_paths(out: Path, subject: Subject, space: str, qc: bool = True) -> Outputs:
+def output_paths(out: Path, subject: Subject, space: str, qc: bool = True, res: str | None = None) -> Outputs:
+    """The files of one subject; ``res``: the working grid's ``res-`` label (``None`` on the template's own grid)."""
     from neurointerp.io import derivative_path, sidecar_path
     from neurointerp.preprocess.registration import transform_names
 
     pid, ses = subject.participant_id, subject.session
-    image = derivative_path(out, pid, "T1w", session=ses, space=space, desc="preproc")
-    fwd, inv = transform_names(out, pid, ses, space)
+    image = derivative_path(out, pid, "T1w", session=ses, space=space, res=res, desc="preproc")
+    fwd, inv = transform_names(out, pid, ses, space)  # transforms map to the template's space, whatever the grid
     return Outputs(
         image=image,
-        mask=derivative_path(out, pid, "mask", session=ses, space=space, desc="brain"),
+        mask=derivative_path(out, pid, "mask", session=ses, space=space, res=res, desc="brain"),
         native_mask=derivative_path(out, pid, "mask", session=ses, desc="brain"),
         forward=fwd,
         inverse=inv,
-        qc=derivative_path(out, pid, "T1w", ext=".png", session=ses, datatype="figures", space=space, desc="qc") if qc else None,
+        qc=derivative_path(out, pid, "T1w", ext=".png", session=ses, datatype="figures", space=space, res=res, desc="qc") if qc else None,
         sidecar=sidecar_path(image),
     )
 
@@ -131,7 +132,7 @@ def preprocess_subject(subject: Subject, out: Path, settings: dict[str, Any]) ->
 
     template = resolve_template(settings["template"], settings["template_mask"], settings["space"])
     shape, grid_affine = tuple(settings["grid_shape"]), np.asarray(settings["grid_affine"], dtype=np.float64)
-    paths = output_paths(out, subject, template.space, settings["qc"])
+    paths = output_paths(out, subject, template.space, settings["qc"], settings["parameters"].get("res"))
     where = str(subject.image)
 
     t = time.perf_counter()
@@ -214,6 +215,9 @@ def preprocess_subject(subject: Subject, out: Path, settings: dict[str, Any]) ->
     reference = None
     if template.space not in STANDARD_SPACES:
         reference = TEMPLATE_REFERENCES.get(template.source) if template.registered else Path(template.source)
+    # the mask on the working grid: its own sidecar (BIDS: a res- label needs Resolution), before the image's (the completion mark)
+    write_sidecar(paths.mask, {"Type": "Brain", "Description": "brain mask on the working grid (the native brain mask carried by the forward transform)"},
+                  force=True, root=out, sources=[subject.image], spatial_reference=reference)
     write_sidecar(paths.image, record, force=True, root=out, sources=[subject.image], skull_stripped=settings["brain_extraction"] != "none",
                   spatial_reference=reference)
     return {"qc": metrics, "seconds": timings["total"]}
@@ -331,7 +335,7 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
     CPUs divided by ``n_jobs``. The working grid is 64^3 over the template brain by default (about
     2.9 mm); a voxel size alone gives the shape that covers the brain.
     """
-    from neurointerp.io import add_bidsignore, write_dataset_description, write_json
+    from neurointerp.io import add_bidsignore, resolution_label, sidecar_path, write_dataset_description, write_json
     from neurointerp.preprocess.antsio import default_threads, set_threads
     from neurointerp.preprocess.brain_extraction import resolve_method
     from neurointerp.preprocess.template import resolve_template
@@ -359,7 +363,9 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
         **({"assume_orientation": o.assume_orientation} if o.assume_orientation else {}),
     }
     template_mask = str(Path(o.template_mask).resolve()) if o.template_mask else None
-    parameters = {"template": tpl.source, "template_mask": template_mask, "space": tpl.space, "shape": list(grid_shape), "voxel_size": float(grid_affine[0, 0]), **steps}
+    # BIDS res-: the working grid is not the template's own (64^3 of ~2.9 mm by default)
+    res = resolution_label(grid_affine, grid_shape, reference=(tpl.mask.shape, tpl.affine))
+    parameters = {"template": tpl.source, "template_mask": template_mask, "space": tpl.space, "res": res, "shape": list(grid_shape), "voxel_size": float(grid_affine[0, 0]), **steps}
     settings = {
         "template": o.template,
         "template_mask": template_mask,
@@ -373,10 +379,10 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
 
     items = []
     for i, subject in enumerate(subjects):
-        paths = output_paths(out, subject, tpl.space, o.qc)
+        paths = output_paths(out, subject, tpl.space, o.qc, res)
         job = {"subject": {"participant_id": subject.participant_id, "session": subject.session, "image": subject.image, "row": subject.row}, "out": str(out), "settings": settings}
         items.append(Item(
-            key=subject.label, inputs=[subject.image], outputs=[*paths.files(), paths.sidecar], maps=[paths.image], share=i,
+            key=subject.label, inputs=[subject.image], outputs=[*paths.files(), sidecar_path(paths.mask), paths.sidecar], maps=[paths.image], share=i,
             participant_id=subject.participant_id, session_id=subject.session or "", image=str(subject.image),
             where=f"{input_path} row {subject.row}" if subject.row is not None else str(subject.image), payload=job,
         ))
@@ -404,7 +410,7 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
             _process_item(item)
 
     def finalize(done):
-        _write_table(table_path, subjects, cohort, [it.share for it in done], tpl.space, o.qc, others=_done_elsewhere(out, items))
+        _write_table(table_path, subjects, cohort, [it.share for it in done], tpl.space, o.qc, others=_done_elsewhere(out, items), res=res)
 
     if any(True for _ in subjects):
         info(f"preprocess: {len(resolve_share(items, o.array_index, o.array_size))} subject(s), {o.n_jobs} job(s) x {threads} thread(s), template {tpl.space}, grid {'x'.join(map(str, grid_shape))}")
@@ -470,7 +476,7 @@ def _earlier_rows(table: Path, others: set[tuple[str, str]]) -> list[dict]:
     return rows
 
 
-def _write_table(table: Path, subjects, cohort, done_rows, space: str, qc: bool, others: set[tuple[str, str]] = frozenset()) -> None:
+def _write_table(table: Path, subjects, cohort, done_rows, space: str, qc: bool, others: set[tuple[str, str]] = frozenset(), res: str | None = None) -> None:
     """The output cohort table: every finished subject on disk, image paths relative to the table.
 
     ``others``: subjects finished by earlier invocations on other inputs (other participant
@@ -485,7 +491,7 @@ def _write_table(table: Path, subjects, cohort, done_rows, space: str, qc: bool,
     records = []
     for i in sorted(done_rows):
         subject = subjects[i]
-        paths = output_paths(out, subject, space, qc)
+        paths = output_paths(out, subject, space, qc, res)
         if cohort is not None:
             rec = dict(cohort.frame.iloc[i])
             rec[cohort.image_column] = str(paths.image)

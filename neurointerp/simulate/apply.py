@@ -136,6 +136,7 @@ def _apply_simulator(o) -> Path:
         derived_from,
         provenance,
         read_cohort,
+        res_of,
         sha256,
         sidecar_path,
         write_dataset_description,
@@ -176,8 +177,8 @@ def _apply_simulator(o) -> Path:
     has_ses = "session_id" in coh.frame.columns
     sessions = [s or None for s in coh.frame["session_id"].astype(str)] if has_ses else [None] * len(coh)
 
-    def paths_of(pid, d, session=None):
-        kw = dict(space=space, session=session)
+    def paths_of(pid, d, session=None, image=None):
+        kw = dict(space=space, res=res_of(image), session=session)  # on the input image's grid: its res- label
         p = {
             "cycled": derivative_path(out, pid, "T1w", desc=f"{d}cycle", **kw),
             "difference": derivative_path(out, pid, "difference", desc=d, **kw),
@@ -190,7 +191,7 @@ def _apply_simulator(o) -> Path:
     items = []
     for i, t in jobs:
         pid, d = coh.participant_ids[i], DIRECTIONS[t]
-        p = paths_of(pid, d, sessions[i])
+        p = paths_of(pid, d, sessions[i], coh.images[i])
         outputs = [f for v in p.values() for f in (v, sidecar_path(v))]
         key = f"sub-{pid}" + (f"_ses-{sessions[i]}" if sessions[i] else "") + f"_{d}"
         items.append(Item(key=key, inputs=[coh.images[i]], outputs=outputs, maps=[p["difference"]],

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from neurointerp.errors import InputError, NeurointerpError
-from neurointerp.io.derivatives import bids_name, sidecar_path
+from neurointerp.io.derivatives import bids_name, res_of, sidecar_path, space_of
 from neurointerp.options.core import takes_options
 from neurointerp.options.jacobian import JacobianOptions
 
@@ -234,13 +234,14 @@ def jacobian_maps(o: JacobianOptions) -> Path:
         if missing:
             at = f"{missing[0]['where']} row {missing[0]['row']}" if missing[0]["where"] is not None else str(inputs)
             raise InputError(f"{at}: --register needs an '{o.image_column}' column with each subject's image (missing for {missing[0]['participant_id']})")
-    space = o.space or ((_space_of(template) or "template") if tpl is not None else None)
+    space = o.space or ((space_of(template) or "template") if tpl is not None else None)
     params = {"inputs": str(inputs), "out": str(out), **o.affecting()}
     registered_space = space if register else None
+    registered_res = res_of(template) if register else None  # registered maps are on the template image's grid
 
     items = []
     for k, r in enumerate(rows):
-        paths = _paths(out, r, registered_space)
+        paths = _paths(out, r, registered_space, registered_res)
         key = "_".join(x for x in (f"sub-{r['participant_id']}" if r["participant_id"] else Path(r["field"]).name.split(".nii")[0],
                                    f"ses-{r['session_id']}" if r["session_id"] else "", r["direction"] or "") if x)
         outputs = [f for v in paths.values() for f in (v, sidecar_path(v))]
@@ -257,13 +258,13 @@ def jacobian_maps(o: JacobianOptions) -> Path:
 
     def process(batch: list[Item]) -> dict:
         for it in batch:
-            _one_field(it.payload, _paths(out, it.payload, registered_space), tpl, template, register, inverse, clamp, space, seed, out, params)
+            _one_field(it.payload, _paths(out, it.payload, registered_space, registered_res), tpl, template, register, inverse, clamp, space, seed, out, params)
         return {}
 
     def finalize(done: list[Item]) -> None:
         summary, sums, ref_grid = [], {}, None
         for r in rows:
-            paths = _paths(out, r, registered_space)
+            paths = _paths(out, r, registered_space, registered_res)
             summary.append(json.loads(sidecar_path(paths["logjacobian"]).read_text())["Summary"])
             if r["participant_id"] is None:
                 continue
@@ -284,7 +285,8 @@ def jacobian_maps(o: JacobianOptions) -> Path:
         write_table(out / "jacobian.tsv", pd.DataFrame(summary), force=True)
         for key, (total, n, g_aff, ext) in sums.items():
             mean = (total / n).astype(np.float32)
-            path = out / "group" / bids_name(None, "logjacobian", space=space or _space_of(rows[0]["field"]), desc=f"{key}mean")
+            grid_res = registered_res if register else res_of(rows[0]["field"])
+            path = out / "group" / bids_name(None, "logjacobian", space=space or space_of(rows[0]["field"]), res=grid_res, desc=f"{key}mean")
             save_image(mean.reshape(mean.shape + ext), g_aff, path, force=True)
             write_sidecar(path, provenance("jacobian", params, N=n, Direction=key, Registered=bool(register)), force=True)
 
@@ -355,7 +357,7 @@ def _one_field(r: dict, paths: dict, tpl, template, register, inverse, clamp, sp
     write_sidecar(paths["logjacobian"], record, force=True)
 
 
-def _paths(out: Path, r: dict, registered_space: str | None) -> dict[str, Path]:
+def _paths(out: Path, r: dict, registered_space: str | None, registered_res: str | None = None) -> dict[str, Path]:
     """Output maps of one table row (a single field: named after the field file)."""
     from neurointerp.io import derivative_path
 
@@ -365,17 +367,11 @@ def _paths(out: Path, r: dict, registered_space: str | None) -> dict[str, Path]:
         stem = stem[:-4] if stem.endswith("_xfm") else stem
         return {"jacobian": out / f"{stem}_jacobian.nii.gz", "logjacobian": out / f"{stem}_logjacobian.nii.gz"}
     ses = r.get("session_id")
-    paths = {k: derivative_path(out, pid, k, session=ses, desc=d, space=_space_of(r["field"])) for k in ("jacobian", "logjacobian")}
+    # on the field's grid: its space- and res- (the grid's label, given once by whoever resampled it)
+    paths = {k: derivative_path(out, pid, k, session=ses, desc=d, space=space_of(r["field"]), res=res_of(r["field"])) for k in ("jacobian", "logjacobian")}
     if registered_space is not None:
-        paths["registered"] = derivative_path(out, pid, "logjacobian", session=ses, desc=f"{d or ''}registered", space=registered_space)
+        paths["registered"] = derivative_path(out, pid, "logjacobian", session=ses, desc=f"{d or ''}registered", space=registered_space, res=registered_res)
     return paths
-
-
-def _space_of(path) -> str | None:
-    import re
-
-    m = re.search(r"(?:^|_)space-([A-Za-z0-9.+]+)_", Path(path).name)
-    return m.group(1) if m else None
 
 
 def _to_template(logdet, aff, image, template, out, pid, seed):

@@ -245,6 +245,7 @@ def synth_brain(
         derivative_path,
         prepare_output_dir,
         provenance,
+        resolution_label,
         save_image,
         write_cohort,
         write_dataset_description,
@@ -291,7 +292,7 @@ def synth_brain(
         row = {"participant_id": spec.participant_id, "image": str(img_path), "label": spec.label, "age": spec.age, "sex": spec.sex}
         if template_space:
             anat = render_subject(spec, disease, age, source, t_aff, tpl_points, centre, box, 0.0, sub_rng, posed=False)
-            anat_path = derivative_path(anatomy_root, spec.participant_id, "T1w", space=SPACE, desc="anatomy")
+            anat_path = derivative_path(anatomy_root, spec.participant_id, "T1w", space=SPACE, res=resolution_label(grid_affine), desc="anatomy")
             save_image(anat.reshape(shape), grid_affine, anat_path, force=force)
             write_sidecar(anat_path, {"Description": "unposed, bias- and noise-free anatomy of the subject on the template grid (ground truth of registration)"},
                           force=force, root=anatomy_root, sources=[img_path], skull_stripped=True)

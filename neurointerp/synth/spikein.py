@@ -520,7 +520,7 @@ def _registrations(inputs, out: Path, preprocessed, template, registration, regi
     space = params["space"]
     transforms, grid = [], None
     for s in inputs:
-        paths = output_paths(run, Subject(s.participant_id, s.session, Path(s.image)), space, qc=False)
+        paths = output_paths(run, Subject(s.participant_id, s.session, Path(s.image)), space, qc=False, res=params.get("res"))
         if not paths.sidecar.is_file() or not paths.forward.is_file() or not paths.inverse.is_file():
             raise InputError(f"{s.image}: {s.label} has no finished preprocess outputs in {run}")
         side = json.loads(paths.sidecar.read_text())

@@ -124,3 +124,22 @@ def test_group_files_get_distinct_entities_in_pybids(outputs):
             seen[key] = f.name
     mean = layout.parse_file_entities("space-MNI152NLin2009aSym_desc-patientMean_statmap.nii.gz", config=["bids", "derivatives"])
     assert mean["desc"] == "patientMean" and mean["suffix"] == "statmap"
+
+
+@pytest.mark.parametrize("name,folder", [("preprocess", ""), ("synth-brain", "derivatives/anatomy")])
+def test_template_space_images_off_the_template_grid_carry_res(outputs, name, folder):
+    """BIDS res-: preprocess's 16^3 grid and synth brain's 8 mm grid are not the template's own; the
+    label is the voxel size, the sidecar says what it means, and pybids reads it."""
+    import nibabel as nib
+
+    from neurointerp.io import res_of, resolution_label
+
+    layout = pytest.importorskip("bids.layout", reason="pybids is not installed")
+    images = sorted((outputs[name][1] / folder).glob("sub-*/anat/*_space-*.nii.gz"))
+    assert images, name
+    for img in images:
+        label = resolution_label(nib.load(str(img)).affine)
+        assert res_of(img) == label, img.name
+        assert layout.parse_file_entities(str(img), config=["bids", "derivatives"])["res"] == label
+        side = json.loads(img.with_name(img.name.replace(".nii.gz", ".json")).read_text())
+        assert label in side["Resolution"], img.name

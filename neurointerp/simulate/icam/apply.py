@@ -182,7 +182,7 @@ def apply_icam(cohort=None, checkpoint=None, out=None, *, options=None, **kwargs
 def _apply_icam(o) -> Path:
     import pandas as pd
 
-    from neurointerp.io import add_bidsignore, derivative_path, derived_from, is_anatomical, provenance, read_cohort, sha256, sidecar_path, write_dataset_description, write_sidecar, write_table
+    from neurointerp.io import add_bidsignore, derivative_path, derived_from, is_anatomical, provenance, read_cohort, res_of, sha256, sidecar_path, write_dataset_description, write_sidecar, write_table
     from neurointerp.runs import Item, claim_folder, run_items
     from neurointerp.runs.subjects import pending_items
     from neurointerp.simulate.icam.checkpoint import load_icam
@@ -211,7 +211,7 @@ def _apply_icam(o) -> Path:
               "max_draws": max_draws, "save_samples": save_samples, "seed": seed, "image_column": image_column, "label_column": label_column}
 
     def paths_of(i):
-        kw = dict(space=spec.space, session=sessions[i] or None)
+        kw = dict(space=spec.space, res=res_of(coh.images[i]), session=sessions[i] or None)  # the input's grid label
         pid = coh.participant_ids[i]
         p = {
             "variance": derivative_path(out, pid, "attribution", desc="icamvariance", **kw),

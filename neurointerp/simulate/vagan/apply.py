@@ -67,7 +67,7 @@ def apply_vagan(cohort=None, checkpoint=None, out=None, *, options=None, **kwarg
 def _apply_vagan(o) -> Path:
     import pandas as pd
 
-    from neurointerp.io import add_bidsignore, derivative_path, derived_from, is_anatomical, provenance, read_cohort, sha256, sidecar_path, write_dataset_description, write_sidecar, write_table
+    from neurointerp.io import add_bidsignore, derivative_path, derived_from, is_anatomical, provenance, read_cohort, res_of, sha256, sidecar_path, write_dataset_description, write_sidecar, write_table
     from neurointerp.runs import Item, claim_folder, run_items
     from neurointerp.runs.subjects import pending_items
     from neurointerp.simulate.icam.apply import _save
@@ -88,7 +88,7 @@ def _apply_vagan(o) -> Path:
     params = {"cohort": str(cohort), "checkpoint": str(checkpoint), "out": str(out), "image_column": o.image_column, "label_column": o.label_column}
 
     def paths_of(i):
-        kw = dict(space=spec.space, session=sessions[i] or None)
+        kw = dict(space=spec.space, res=res_of(coh.images[i]), session=sessions[i] or None)  # the input's grid label
         pid = coh.participant_ids[i]
         return {
             "translated": derivative_path(out, pid, "T1w", desc="vagantranslated", **kw),
