@@ -32,6 +32,7 @@ import pandas as pd
 import pytest
 
 from corpus import snapshot
+from injection import inject_failure
 from neurointerp.cli.app import main
 
 HERE = Path(__file__).resolve().parent
@@ -207,26 +208,9 @@ def test_one_failure_does_not_stop_the_others(case, capsys, monkeypatch):
 
     cmd, table, ckpt, tmp = case
     out = tmp / "out"
-    original = subjects._process
     frame = pd.read_csv(table, sep="\t" if table.suffix == ".tsv" else ",", dtype=str)
     pid = frame["participant_id"][0].removeprefix("sub-")
-
-    def inject_first(process, batch):  # the first row's items fail while they are processed
-        def wrapped(b):
-            if any(it.key.startswith(f"sub-{pid}") for it in b):
-                raise RuntimeError("injected failure")
-            return process(b)
-
-        return original(wrapped, batch)
-
-    monkeypatch.setattr(subjects, "_process", inject_first)
-    if cmd.name == "preprocess":
-        # after another test imported ants with another thread count, preprocess runs each subject in
-        # a fresh process (runs/subjects._parallel), where this in-process injection cannot reach:
-        # keep it in this process (only the ITK thread count differs)
-        import neurointerp.preprocess.antsio as antsio
-
-        monkeypatch.setattr(antsio, "itk_threads_fixed_otherwise", lambda threads: False)
+    original = inject_failure(monkeypatch, pid)  # the first row's items fail while they are processed
     assert run(cmd, table, ckpt, out) == 1
     err = capsys.readouterr().err
     assert "injected failure" in err and "failures.tsv" in err

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from injection import inject_failure
 from neurointerp.cli.app import main
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -69,20 +70,7 @@ def report_of(out: Path, command: str) -> tuple[Path, str, _Page]:
 
 
 def _inject_failure(monkeypatch, pid: str):
-    import neurointerp.runs.subjects as subjects
-
-    original = subjects._process
-
-    def inject(process, batch):
-        def wrapped(b):
-            if any(it.key.startswith(f"sub-{pid}") for it in b):
-                raise RuntimeError("injected failure")
-            return process(b)
-
-        return original(wrapped, batch)
-
-    monkeypatch.setattr(subjects, "_process", inject)
-    return original
+    return inject_failure(monkeypatch, pid)
 
 
 def _three(world, tmp_path) -> Path:
