@@ -135,7 +135,7 @@ def test_preprocess_array_then_dependent_group_map(cluster, work):
     patients = [pid for pid, lab in zip(data["participant_id"], data["label"]) if lab == "patient"]
     assert patients
     expected = np.mean([imgs[p].get_fdata() for p in patients], axis=0)
-    brain = nib.load(str(work / "group" / "group" / f"space-{SPACE}_desc-analysis_mask.nii.gz")).get_fdata() > 0
+    brain = nib.load(str(work / "group" / "group" / f"space-{SPACE}_res-{_res()}_desc-analysis_mask.nii.gz")).get_fdata() > 0
     assert brain.sum() > 100 and np.allclose(mean.get_fdata()[brain], expected[brain], atol=1e-4)
     assert (work / "group" / "group" / f"space-{SPACE}_res-{_res()}_desc-patientVScontrolT_statmap.nii.gz").exists()
 
@@ -185,7 +185,7 @@ def test_resubmitted_array_redoes_only_missing_subject_then_saliency(cluster, wo
     for k in range(2):
         assert f"task {k} of 2" in _log(work, f"ni-saliency-{sal}-{k}.out")
     # the group mean (written by whichever task completed the cohort) is the mean of the four maps
-    mean = nib.load(str(work / "sal" / "group" / f"space-{SPACE}_label-all_desc-gradientMean_attribution.nii.gz"))
+    mean = nib.load(str(work / "sal" / "group" / f"space-{SPACE}_res-{_res()}_label-all_desc-gradientMean_attribution.nii.gz"))
     expected = np.mean([nib.load(str(m)).get_fdata() for m in maps], axis=0)
     assert np.allclose(mean.affine, first.affine) and np.abs(expected).max() > 0
     assert np.allclose(mean.get_fdata(), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
