@@ -254,9 +254,21 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
     def do_confound():
         mask = run_confound_test(model, train_csv, folder / "confound", confounder=["age"], layer=LAYER, threads=args.threads, allow_unvalidated=True, force=True)
         summary = json.loads((mask.parent / "summary.json").read_text())
-        grads = [m for m in GRADIENT_METHODS if m in sal["methods"]]
+        from neurointerp.confound.gate import check_gate_reaches
+        from neurointerp.errors import InputError
+        from neurointerp.io import read_cohort
+
+        clf = load_checkpoint(model)
+        x0 = clf.prepare(clf.spec.load_row(read_cohort(test_csv), 0).data[None])
+        grads, refused = [], {}
+        for m in (m for m in GRADIENT_METHODS if m in sal["methods"]):
+            try:  # Grad-CAM/CAM read after the gated layer: the gate cannot change them (refused by saliency)
+                check_gate_reaches(clf.model, x0, [m], None, LAYER)
+                grads.append(m)
+            except InputError as exc:
+                refused[m] = str(exc)
         run_saliency(model, test_csv, folder / "saliency_cfree", method=grads, confounder_mask=mask, seed=args.seed, threads=args.threads, allow_unvalidated=True)
-        rows = {}
+        rows = {m: {"refused": why} for m, why in refused.items()}
         for m in grads:
             full = mean_abs(folder / "saliency" / m, method_desc(m), ids)
             free = mean_abs(folder / "saliency_cfree", method_desc(m, True), ids)
@@ -313,7 +325,10 @@ def table_text(results: dict) -> str:
                 lines.append(f"| {m} | - | {v['error'][:90]} | | | | |")
                 continue
             c = conf.get(m)
-            cf = (f"{c['ncc_age_before']:.3f} -> {c['ncc_age_after']:.3f}", f"{c['ncc_disease_before']:.3f} -> {c['ncc_disease_after']:.3f}") if c else ("", "")
+            if c and "refused" in c:
+                cf = ("refused: read after the gated layer", "")
+            else:
+                cf = (f"{c['ncc_age_before']:.3f} -> {c['ncc_age_after']:.3f}", f"{c['ncc_disease_before']:.3f} -> {c['ncc_disease_after']:.3f}") if c else ("", "")
             lines.append(f"| {m} | {v['n_subjects']} | {v['ncc_disease']:.3f} | {v['mass_in_disease']:.3f} (chance {v.get('mass_share_of_brain', float('nan')):.3f}) | {v['ncc_age']:.3f} | {cf[0]} | {cf[1]} |")
         g = res.get("group_map")
         if g:

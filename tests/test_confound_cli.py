@@ -166,3 +166,31 @@ def test_confounder_region_table_equals_an_explicit_loop():
         assert row.mean_abs_confounder_free == pytest.approx(free_abs[sel].mean())
         assert row.confounder_share == pytest.approx(np.abs(diff[sel]).sum() / (np.abs(diff[sel]).sum() + free_abs[sel].sum()))
     assert list(table["rank"]) == [1, 2, 3] and table["mean_abs_attribution"].is_monotonic_decreasing
+
+
+def test_gradcam_and_cam_read_after_the_gate_are_refused(setup, tmp_path, capsys):
+    """A gate at an early layer cannot change Grad-CAM read at a later layer, nor CAM at the pooling:
+    refused in one line naming both layers (it wrote the full map under a confounder-free name)."""
+    root = setup
+    early = tmp_path / "early.json"
+    early.write_text(json.dumps({"mask": [1] * 8, "layer": "encoder.stack1"}))
+    torch.manual_seed(0)
+    gap = ConvClassifier((32, 32), channels=(4, 6), head="gap", hidden=())  # CAM needs global average pooling
+    save_checkpoint(tmp_path / "gap.pt", checkpoint_dict(gap.eval(), InputSpec((32, 32), np.eye(4), space="synthetic"), "binary", ["0", "1"], "gap2d", {"participant_ids": []}, {}))
+    for model, method, expect in ((root / "model.pt", "gradcam", "Grad-CAM reads layer 'encoder.stack3"), (tmp_path / "gap.pt", "cam", "CAM reads layer 'encoder.gap'")):
+        with pytest.raises(InputError, match="gates layer 'encoder.stack1'") as err:
+            run_saliency(model, root / "test" / "cohort.csv", tmp_path / method, method=[method], confounder_mask=early, allow_unvalidated=True)
+        assert expect in str(err.value) and "would equal the full map" in str(err.value)
+        assert not (tmp_path / method).exists()
+    code = main(["--quiet", "saliency", str(root / "model.pt"), str(root / "test" / "cohort.csv"), str(tmp_path / "cli"), "--method", "gradcam",
+                 "--confounder-mask", str(early), "--allow-unvalidated"])
+    err_lines = [ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("warning: ")]
+    assert code == 2 and len(err_lines) == 1 and "--layer" in err_lines[0]
+    # read before the gate, Grad-CAM is changed by it: allowed
+    late = tmp_path / "late.json"
+    late.write_text(json.dumps({"mask": [1, 0] * 16, "layer": "encoder"}))
+    full = run_saliency(root / "model.pt", root / "test" / "cohort.csv", tmp_path / "full", method=["gradcam"], layer="encoder.stack1", allow_unvalidated=True)
+    free = run_saliency(root / "model.pt", root / "test" / "cohort.csv", tmp_path / "free", method=["gradcam"], layer="encoder.stack1", confounder_mask=late, allow_unvalidated=True)
+    a = np.stack([load_image(p, ndim=2, allow_empty=True).data for p in sorted(full.glob("sub-*/anat/*desc-gradcam_attribution.nii.gz"))])
+    b = np.stack([load_image(p, ndim=2, allow_empty=True).data for p in sorted(free.glob("sub-*/anat/*desc-gradcamcfree_attribution.nii.gz"))])
+    assert a.shape == b.shape and not np.allclose(a, b)

@@ -163,6 +163,10 @@ def run_saliency(o: SaliencyOptions) -> Path:
     check_methods_apply(clf.model, methods, score=o.score, layer=o.layer)
     table = read_cohort(o.cohort, require_label=False)
     check_not_trained(clf, table, o.allow_train)
+    if gate_mask is not None and len(table):  # Grad-CAM/CAM read at or after the gate: their maps would not change
+        from neurointerp.confound.gate import check_gate_reaches
+
+        check_gate_reaches(clf.model, clf.prepare(spec.load_row(table, 0).data[None]), methods, o.layer, gate_layer)
     feature_options = dict(channels=None if o.channels is None else list(o.channels), steps=o.opt_steps, lr=o.opt_lr, l2=o.opt_l2,
                            tv=o.opt_tv, jitter=o.opt_jitter, blur_sigma=o.opt_blur)
     feature_layer = o.layer

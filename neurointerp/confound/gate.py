@@ -77,3 +77,47 @@ def layer_features(model: nn.Module, x: torch.Tensor, layer: str | None = None, 
         handle.remove()
         model.train(was_training)
     return np.concatenate(feats), np.concatenate(outs)
+
+
+def _completion_order(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Module names in the order their forward passes finish (a dry pass on one image)."""
+    order: list[str] = []
+    handles = [mod.register_forward_hook(lambda m, i, o, name=name: order.append(name)) for name, mod in model.named_modules() if name]
+    try:
+        with torch.inference_mode():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return list(dict.fromkeys(order))
+
+
+def check_gate_reaches(model: nn.Module, x: torch.Tensor, methods, layer: str | None, gate_layer: str | None) -> None:
+    """Refuse a method whose map the gate cannot change, naming the layers (a silent copy otherwise).
+
+    The gate stops gradients at the output of ``gate_layer``. Grad-CAM reads activations and
+    gradients at its layer (``--layer``, default the last spatial one) and CAM at the global
+    average pooling: when that layer finishes at or after the gated one, its gradient does not
+    pass the gate and the "confounder-free" map equals the full map bit for bit.
+    """
+    readers = {}
+    if "gradcam" in methods:
+        from neurointerp.attribution.gradcam import default_layer
+
+        readers["Grad-CAM"] = layer or default_layer(model, x)
+    if "cam" in methods and hasattr(getattr(model, "encoder", None), "gap"):
+        readers["CAM"] = next(n for n, m in model.named_modules() if m is model.encoder.gap)
+    if not readers:
+        return
+    gate = gate_layer or next(n for n, m in model.named_modules() if m is layer_module(model, None))
+    order = _completion_order(model, x)
+    for method, read_at in readers.items():
+        if read_at in order and gate in order and order.index(read_at) >= order.index(gate):
+            before = [n for n in order[: order.index(gate)] if isinstance(model.get_submodule(n), (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ReLU, nn.LeakyReLU, nn.ELU))]
+            hint = f" (e.g. --layer {before[-1]})" if before and method == "Grad-CAM" else ""
+            raise InputError(
+                f"--confounder-mask gates layer '{gate}', but {method} reads layer '{read_at}', which comes at or after it: partial "
+                f"back-propagation cannot change that map (it would equal the full map); "
+                + (f"give --layer a layer before '{gate}'{hint} or " if method == "Grad-CAM" else "")
+                + "use a gradient method (gradient, integrated-gradients, ...)"
+            )
