@@ -28,17 +28,9 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     preferred = getattr(model, "default_cam_layer", None)
     if isinstance(preferred, str) and preferred:
         return preferred
-    order: list[str] = []
-    handles = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, _SPATIAL_TYPES):
-            handles.append(mod.register_forward_hook(lambda m, i, o, name=name: order.append(name) if o.ndim == x.ndim else None))
-    try:
-        with torch.inference_mode():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    from neurointerp.attribution.layers import completion_order
+
+    order = completion_order(model, x, keep=lambda m, o: isinstance(m, _SPATIAL_TYPES) and o.ndim == x.ndim)
     if not order:
         raise InputError("no convolution or activation module with a spatial output: pass --layer")
     return order[-1]

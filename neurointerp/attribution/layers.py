@@ -28,6 +28,25 @@ def get_layer(model: nn.Module, layer: str) -> nn.Module:
         raise InputError(f"no layer '{layer}' in the model (layers: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})") from None
 
 
+def completion_order(model: nn.Module, x: torch.Tensor, keep=None) -> list[str]:
+    """Names of the modules in the order their forward passes finish (a dry pass on ``x[:1]``; a
+    module called twice appears twice); ``keep(module, output)`` filters them (e.g. spatial outputs only)."""
+    order: list[str] = []
+
+    def hook(mod, inputs, output, name):
+        if keep is None or keep(mod, output):
+            order.append(name)
+
+    handles = [mod.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name)) for name, mod in model.named_modules() if name]
+    try:
+        with torch.inference_mode():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
 def capture(model: nn.Module, layer: str, x: torch.Tensor, stop: bool = True) -> torch.Tensor:
     """Output of module ``layer`` for the batch ``x`` (no gradient). With ``stop`` the forward
     pass ends at that module (later layers are not computed)."""

@@ -79,19 +79,6 @@ def layer_features(model: nn.Module, x: torch.Tensor, layer: str | None = None, 
     return np.concatenate(feats), np.concatenate(outs)
 
 
-def _completion_order(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """Module names in the order their forward passes finish (a dry pass on one image)."""
-    order: list[str] = []
-    handles = [mod.register_forward_hook(lambda m, i, o, name=name: order.append(name)) for name, mod in model.named_modules() if name]
-    try:
-        with torch.inference_mode():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    return list(dict.fromkeys(order))
-
-
 def check_gate_reaches(model: nn.Module, x: torch.Tensor, methods, layer: str | None, gate_layer: str | None) -> None:
     """Refuse a method whose map the gate cannot change, naming the layers (a silent copy otherwise).
 
@@ -110,7 +97,9 @@ def check_gate_reaches(model: nn.Module, x: torch.Tensor, methods, layer: str | 
     if not readers:
         return
     gate = gate_layer or next(n for n, m in model.named_modules() if m is layer_module(model, None))
-    order = _completion_order(model, x)
+    from neurointerp.attribution.layers import completion_order
+
+    order = completion_order(model, x)
     for method, read_at in readers.items():
         if read_at in order and gate in order and order.index(read_at) >= order.index(gate):
             before = [n for n in order[: order.index(gate)] if isinstance(model.get_submodule(n), (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ReLU, nn.LeakyReLU, nn.ELU))]
