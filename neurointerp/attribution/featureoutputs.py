@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurointerp.errors import InputError
-from neurointerp.io.derivatives import res_of
+from neurointerp.io.derivatives import common_res, res_of
 
 BIDSIGNORE = ["*_featuremaps.nii.gz", "*_featuremaps.json", "*_featuremaps.tsv"]
 
@@ -303,8 +303,7 @@ def _input_optimisation(out, clf, table, checkpoint, ckpt_sha, layer, target_ind
 
     spec = clf.spec
     params = {k: options[k] if options.get(k) is not None else v for k, v in DEFAULTS.items()}
-    labels = {res_of(p) for p in table.images}
-    res = labels.pop() if len(labels) == 1 else None  # on the model's (the inputs') grid
+    res = common_res(table.images)  # on the model's (the inputs') grid
     path = _optimised_input(out / "group", spec.space, res, layer_desc(layer))
     start_path = _optimised_input(out / "group", spec.space, res, "start")
     inputs_sha = [sha256(p) for p in table.images]

@@ -103,12 +103,11 @@ def write_group_outputs(out: Path, table, methods, spec, clf, cfree: bool, has_s
 
     from neurointerp.attribution.pipeline import _map_path, _res, _truth_for, method_desc
     from neurointerp.evaluate.metrics import mass_in_mask, ncc
-    from neurointerp.io import bids_name, derivative_path, load_image, provenance, save_image, write_json, write_table
+    from neurointerp.io import bids_name, common_res, derivative_path, load_image, provenance, save_image, write_json, write_table
     from neurointerp.report.figures import ortho_figure
 
     group = out / "group"
-    res_labels = {_res(table, i) for i in range(len(table))}
-    grid_res = res_labels.pop() if len(res_labels) == 1 else None  # the grid label of the maps (one model grid)
+    grid_res = common_res(table.images)  # the grid label of the maps (one model grid)
     labels = [str(v) for v in table.frame["label"]] if "label" in table.frame.columns else ["all"] * len(table)
     classes = sorted(set(labels))
     keys = classes + ["all"]

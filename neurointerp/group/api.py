@@ -84,13 +84,13 @@ def group_map(o: GroupMapOptions) -> Path:
     from neurointerp.group.glm import build_design, design_columns, parse_contrast, t_to_p, t_to_z
     from neurointerp.group.inputs import collect_maps, iter_batches, load_map
     from neurointerp.group.regions import RegionMeans, print_top_regions, region_table
-    from neurointerp.io import add_bidsignore, bids_name, prepare_output_dir, provenance, save_image, write_dataset_description, write_json, write_sidecar, write_table
+    from neurointerp.io import add_bidsignore, bids_name, common_res, prepare_output_dir, provenance, save_image, write_dataset_description, write_json, write_sidecar, write_table
     from neurointerp.io.nifti import load_image
     from neurointerp.progress import info, track
 
     _check_params(n_perm, alpha, batch_size, n_threads, memory_mb, space)
     ms = collect_maps(maps, covariates)
-    grid_res = _common_res(ms.paths)  # the maps' grid label (res-), kept in the group files' names
+    grid_res = common_res(ms.paths)  # the maps' grid label (res-), kept in the group files' names
     n = len(ms)
     frame = ms.frame
     use_glm = not (design is not None and str(design).strip().lower() == "none")
@@ -443,14 +443,6 @@ def _peak(t, mask, shape, affine, one_sided: bool) -> dict:
     ijk = np.unravel_index(i, shape)
     xyz = (affine[:3, :3] @ np.asarray(ijk, dtype=float) + affine[:3, 3]).tolist()
     return {"t": float(t[i]), "voxel": [int(v) for v in ijk], "mm": [round(v, 2) for v in xyz]}
-
-
-def _common_res(paths) -> str | None:
-    """The ``res-`` label the maps share (``None`` when they have none or differ)."""
-    from neurointerp.io import res_of
-
-    labels = {res_of(p) for p in paths}
-    return labels.pop() if len(labels) == 1 else None
 
 
 def _check_params(n_perm, alpha, batch_size, n_threads, memory_mb, space) -> None:

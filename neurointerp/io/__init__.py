@@ -7,6 +7,7 @@ from neurointerp.io.atomic import atomic_path, check_writable, write_json, write
 from neurointerp.io.derivatives import (
     add_bidsignore,
     bids_name,
+    common_res,
     derivative_path,
     prepare_output_dir,
     res_of,
@@ -30,7 +31,7 @@ _WHERE = {
     "atomic_path": "atomic", "check_writable": "atomic", "write_json": "atomic", "write_table": "atomic", "write_text": "atomic",
     "Cohort": "cohort", "numeric_covariate": "cohort", "read_cohort": "cohort", "write_cohort": "cohort",
     "add_bidsignore": "derivatives", "derived_from": "derivatives", "is_anatomical": "derivatives", "bids_name": "derivatives", "derivative_path": "derivatives", "prepare_output_dir": "derivatives",
-    "res_of": "derivatives", "resolution_label": "derivatives", "space_of": "derivatives",
+    "res_of": "derivatives", "common_res": "derivatives", "resolution_label": "derivatives", "space_of": "derivatives",
     "sidecar_path": "derivatives", "write_dataset_description": "derivatives", "write_sidecar": "derivatives",
     "Volume": "nifti", "check_affine": "nifti", "is_nifti_path": "nifti", "load_image": "nifti", "save_image": "nifti",
     "provenance": "provenance", "sha256": "provenance",

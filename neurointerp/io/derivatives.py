@@ -148,6 +148,13 @@ def res_of(path: str | os.PathLike | None) -> str | None:
     return m.group(1) if m else None
 
 
+def common_res(paths) -> str | None:
+    """The ``res-`` label a set of files shares (``None`` when they have none or differ): group
+    files made from per-subject files on one grid keep it."""
+    labels = {res_of(p) for p in paths}
+    return labels.pop() if len(labels) == 1 else None
+
+
 def space_of(path: str | os.PathLike | None) -> str | None:
     """The ``space-`` label in a file name (``None`` without one)."""
     m = _SPACE_NAME_RE.search(Path(str(path)).name) if path else None
@@ -197,14 +204,14 @@ def bids_metadata(
         meta["Sources"] = [bids_uri(s, root) for s in srcs]
     if skull_stripped is not None:
         meta["SkullStripped"] = bool(skull_stripped)
-    space = re.search(r"(?:^|_)space-([A-Za-z0-9]+)", name)
+    space = space_of(name)
     res = res_of(name)
     if res:  # BIDS: a file with res- MUST say what the label means
-        meta["Resolution"] = {res: resolution_description(res, space.group(1) if space else None)}
+        meta["Resolution"] = {res: resolution_description(res, space)}
     if spatial_reference is not None:
         meta["SpatialReference"] = spatial_reference if isinstance(spatial_reference, str) and ":" in spatial_reference else bids_uri(spatial_reference, root)
-    elif space and space.group(1) in TEMPLATE_REFERENCES:
-        meta["SpatialReference"] = TEMPLATE_REFERENCES[space.group(1)]
+    elif space in TEMPLATE_REFERENCES:
+        meta["SpatialReference"] = TEMPLATE_REFERENCES[space]
     return meta
 
 
