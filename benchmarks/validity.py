@@ -25,6 +25,10 @@ end except where noted:
    where the planted regions (the AAL2 regions holding most of the planted disease
    log-Jacobian) rank.
 
+With ``--balance-confounders`` step 3 is ``train ... --balance-confounders`` (draws weighted by
+overlap weights, so that mean age is the same in both classes of the training samples) and the results go
+under ``n<N>_balanced``; ``--methods`` limits step 4 to some methods.
+
 Goals (issue #21): held-out balanced accuracy >= 0.90; best method NCC >= 0.30 with the disease
 truth; age NCC at least halved by confounder-free saliency with the disease NCC kept.
 
@@ -175,15 +179,17 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
     from neurointerp.models.checkpoint import load_checkpoint
     from neurointerp.train.loop import train
 
-    key = f"n{n}"
+    key = f"n{n}" + ("_balanced" if args.balance_confounders else "")
     res = results.setdefault(key, {})
+    res.setdefault("run", {k: getattr(args, k) for k in ("balance_confounders", "methods", "saliency_subjects", "costly_subjects", "steps", "threads", "template_space", "seed")})
     folder = work / key
     train_csv, test_csv = split(table, n, args.seed, folder)
     test = pd.read_csv(test_csv, dtype={"participant_id": str})
     ids = list(test["participant_id"])
 
     def do_train():
-        r = train(train_csv, folder / "train", folds=0, final=True, confounder=["age"], seed=args.seed, threads=args.threads, resume=True,
+        r = train(train_csv, folder / "train", folds=0, final=True, confounder=["age"], balance_confounders=args.balance_confounders,
+                  seed=args.seed, threads=args.threads, resume=True,
                   **({} if args.steps is None else {"steps": args.steps}))
         ck = load_checkpoint(r.final_model)
         scores = ck.predict(np.stack([load_image(p).data for p in test["image"]]), batch_size=8)
@@ -204,7 +210,7 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
             gate = "passed"
         except InputError as exc:
             gate = f"refused: {exc}"
-        return {"model": str(r.final_model), "gate": gate, "n_train": int(len(pd.read_csv(train_csv))), "n_test": len(ids),
+        return {"model": str(r.final_model), "gate": gate, "confounder_weighting": ck.meta["training"].get("confounder_weighting"), "n_train": int(len(pd.read_csv(train_csv))), "n_test": len(ids),
                 "test": ev, "validation": ck.meta["metrics"].get("evidence"), "training": {k: ck.meta["training"].get(k) for k in ("steps_budget", "steps_done", "stopped_early", "selected")}}
 
     tr = _stage(res, "train", do_train, save)
@@ -247,7 +253,7 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
                 "ncc_age": ncc(g, t_age, brain), "mass_share_of_brain": float(dmask.sum() / brain.sum())}
 
     sal_res = res.setdefault("saliency", {"methods": {}})
-    for m in METHOD_NAMES:
+    for m in args.methods or METHOD_NAMES:
         _stage(sal_res["methods"], m, lambda m=m: one_method(m), save)
     sal = {"methods": {m: v for m, v in sal_res["methods"].items() if "error" not in v}}
 
@@ -350,6 +356,9 @@ def main(argv=None) -> int:
     ap.add_argument("--saliency-subjects", type=int, default=None, help="test participants explained (class-balanced subset; default all)")
     ap.add_argument("--costly-subjects", type=int, default=8, help="test participants explained by the costly methods (%s)" % ", ".join(COSTLY))
     ap.add_argument("--steps", type=int, default=None, help="train --steps (default: train's default; smaller only for a smoke run)")
+    ap.add_argument("--balance-confounders", action="store_true",
+                    help="train --balance-confounders (results under n<N>_balanced): does confounder-balanced training find the disease?")
+    ap.add_argument("--methods", nargs="+", default=None, help="saliency methods (default: every method)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-only", action="store_true", help="stop after synth brain + preprocess")

@@ -57,6 +57,7 @@ class TrainOptions(Options):
     image_column: str = c.column("image", "Column with the image paths.")
     positive_class: Optional[str] = opt(None, "Binary: the class whose logit the model outputs (default: the second in sorted order).")
     confounder: tuple[str, ...] = opt((), "Covariate column (repeatable, e.g. --confounder age --confounder sex): also fit a confounder-only baseline on the same held-out protocol and warn when the model does not beat it.")
+    balance_confounders: bool = flag(False, "Draw each class's training samples in proportion to overlap weights of a logistic model of the class on the --confounder columns (Li et al. 2018): their weighted means are then equal in every class, so the network gains nothing by reading them. Records the effective participants per class and the balance reached.")
     space: Optional[str] = opt(None, "Name of the images' space (default: the space- entity of the file names).")
     seed: int = c.seed("Random seed (folds, initial weights, sample order, augmentation).")
     device: str = c.device()
@@ -81,3 +82,7 @@ class TrainOptions(Options):
             raise InputError(f"--fold {max(self.fold)}: folds are numbered 1..{self.folds}")
         if self.task == "regression" and self.balance:
             raise InputError("--balance applies to classification only")
+        if self.balance_confounders and not self.confounder:
+            raise InputError("--balance-confounders needs the columns to balance: --confounder NAME")
+        if self.balance_confounders and self.task == "regression":
+            raise InputError("--balance-confounders applies to classification only")

@@ -41,6 +41,7 @@ CITATIONS: dict[str, tuple[str, str]] = {
     "winkler2014": ("Winkler et al. 2014", "Winkler AM, Ridgway GR, Webster MA, Smith SM, Nichols TE. Permutation inference for the general linear model. NeuroImage 92:381-397, 2014."),
     "benjamini1995": ("Benjamini & Hochberg 1995", "Benjamini Y, Hochberg Y. Controlling the false discovery rate: a practical and powerful approach to multiple testing. J R Stat Soc B 57(1):289-300, 1995."),
     "hanley1982": ("Hanley & McNeil 1982", "Hanley JA, McNeil BJ. The meaning and use of the area under a receiver operating characteristic (ROC) curve. Radiology 143(1):29-36, 1982."),
+    "li2018": ("Li et al. 2018", "Li F, Morgan KL, Zaslavsky AM. Balancing covariates via propensity score weighting. J Am Stat Assoc 113(521):390-400, 2018."),
     "kingma2015": ("Kingma & Ba 2015", "Kingma DP, Ba J. Adam: a method for stochastic optimization. ICLR, 2015."),
 }
 

@@ -241,7 +241,10 @@ def _train_methods(view: RunView) -> tuple[str, list[str]]:
     o = view.options
     ev = _read_json(view.first("*evidence*.json")) or {}
     folds = sum(1 for k in ev if str(k).startswith("fold-"))
-    budget = f"{o.get('steps')} optimiser steps" if o.get("steps") else f"{o.get('epochs')} epochs"
+    from neurointerp.train.defaults import DEFAULT_STEPS
+
+    budget = (f"{o.get('steps')} optimiser steps" if o.get("steps") else f"{o.get('epochs')} epochs" if o.get("epochs")
+              else f"{DEFAULT_STEPS} optimiser steps")
     cv = (f"Skill was estimated by {folds}-fold subject-level stratified cross-validation (no participant in both a training and a "
           f"held-out fold); the final model was trained on all participants with the same settings." if folds else
           "Skill was estimated on a held-out validation split of participants." if o.get("validation_fraction") else
@@ -260,7 +263,16 @@ def _train_methods(view: RunView) -> tuple[str, list[str]]:
         f"{', augmentation: ' + ', '.join(aug) if aug else ''}; seed {o.get('seed')}). {cv} Held-out skill is reported as the AUC with a 95% "
         f"bootstrap confidence interval {cite('hanley1982')}, the balanced accuracy, and a one-sided Mann-Whitney test of AUC > 0.5."
     )
-    return text, ["kingma2015", "hanley1982"] if o.get("optimizer", "adam") == "adam" else ["hanley1982"]
+    refs = ["kingma2015", "hanley1982"] if o.get("optimizer", "adam") == "adam" else ["hanley1982"]
+    conf = list(o.get("confounders") or o.get("confounder") or [])
+    if conf and o.get("balance_confounders"):
+        text += (f" Training samples were drawn in proportion to overlap weights of a logistic model of the class on {', '.join(conf)} "
+                 f"(1 - p(own class | {', '.join(conf)}) for two classes) {cite('li2018')}, so that the weighted means of {', '.join(conf)} were "
+                 f"equal in every class of the draws.")
+        refs.append("li2018")
+    if conf:
+        text += f" A baseline on {', '.join(conf)} alone was fitted and evaluated on the same held-out participants."
+    return text, refs
 
 
 # --------------------------------------------------------------------------- saliency

@@ -172,6 +172,7 @@ def train(
     image_column: str = "image",
     positive_class: str | None = None,
     confounder: Sequence[str] = (),
+    balance_confounders: bool = False,
     space: str | None = None,
     seed: int = 0,
     device: str = "auto",
@@ -192,7 +193,9 @@ def train(
     model's training participants, checked every ``eval_every`` steps, never trained on: the
     model's held-out evidence without CV. ``patience`` (off by default): early stopping on that
     split, keeping the best check.
-    ``confounder``: columns for the confounder-only baseline.
+    ``confounder``: columns for the confounder-only baseline. ``balance_confounders``: draw each
+    class's training samples with overlap weights so that those columns have equal weighted means
+    in every class (:mod:`neurointerp.train.confounder_weights`).
     """
     import torch
 
@@ -245,6 +248,10 @@ def train(
     if patience is not None and val_fraction == 0:
         raise InputError("--patience needs a validation split (--validation-fraction, default 0.2 with --folds 0)")
     confounders = list(dict.fromkeys(confounder or ()))
+    if balance_confounders and not confounders:
+        raise InputError("--balance-confounders needs the columns to balance: --confounder NAME")
+    if balance_confounders and task == "regression":
+        raise InputError("--balance-confounders applies to classification only")
 
     if architecture != "auto":
         architecture_params(architecture)  # unknown names fail before any image is read
@@ -297,7 +304,7 @@ def train(
         lr_schedule=lr_schedule,
         warmup=float(warmup),
         optimizer="adam",
-        sampling="class-balanced" if data.task != "regression" else "shuffled",
+        sampling=("class-balanced" + (", confounder-weighted" if balance_confounders else "")) if data.task != "regression" else "shuffled",
         validation_fraction=val_fraction,
         patience=int(patience) if patience is not None else DEFAULT_PATIENCE,  # None: no early stopping / selection
         eval_every=None if eval_every is None else int(eval_every),
@@ -311,6 +318,7 @@ def train(
         label_column=label_column,
         image_column=image_column,
         confounders=confounders,
+        balance_confounders=bool(balance_confounders),
         seed=int(seed),
     )
     from neurointerp.io.provenance import sha256
@@ -457,13 +465,15 @@ def _completed(unit: Unit, config_hash: str, n_folds: int) -> dict | None:
     return dict(ck.get("metrics", {}).get("heldout", {}))
 
 
-def sample_stream(fit_idx: np.ndarray, targets: np.ndarray, n_classes: int, balanced: bool, total: int, generator) -> np.ndarray:
+def sample_stream(fit_idx: np.ndarray, targets: np.ndarray, n_classes: int, balanced: bool, total: int, generator,
+                  weights: np.ndarray | None = None) -> np.ndarray:
     """The first ``total`` training samples of a model, in order.
 
     Balanced (classification): every class contributes the same number of samples, taken from
     successive random permutations of its members (each member used about equally often) and
-    interleaved, so every batch holds the classes in equal shares. Otherwise: successive random
-    permutations of ``fit_idx``.
+    interleaved, so every batch holds the classes in equal shares; with ``weights`` (one per
+    ``fit_idx`` row, ``--balance-confounders``) a class's samples are drawn with replacement in
+    proportion to them instead. Otherwise: successive random permutations of ``fit_idx``.
     """
     import torch
 
@@ -479,7 +489,13 @@ def sample_stream(fit_idx: np.ndarray, targets: np.ndarray, n_classes: int, bala
         return perms(fit_idx, total)
     present = [c for c in range(n_classes) if np.any(targets[fit_idx] == c)]
     per = math.ceil(total / max(len(present), 1))
-    seqs = np.stack([perms(fit_idx[targets[fit_idx] == c], per) for c in present])  # (K, per)
+    if weights is None:
+        seqs = np.stack([perms(fit_idx[targets[fit_idx] == c], per) for c in present])  # (K, per)
+    else:
+        from neurointerp.train.confounder_weights import weighted_draws
+
+        of = targets[fit_idx]
+        seqs = np.stack([weighted_draws(fit_idx[of == c], weights[of == c], per, generator) for c in present])
     order = seqs.T.reshape(-1)  # c0, c1, ..., c0, c1, ...
     # the class that starts each round of K is random, so no class is always first in a batch
     k = len(present)
@@ -609,7 +625,26 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
     model = ConvClassifier(input_shape=spec.model_shape, n_outputs=data.n_outputs, **settings["arch_params"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=hyper["lr"])
     g_stream = torch.Generator().manual_seed(_derive(seed, unit.index, 2))
-    stream = sample_stream(fit_idx, data.targets, n_classes, task != "regression", total * bs, g_stream)
+    weights = weighting = None
+    if hyper.get("balance_confounders"):
+        from neurointerp.train.confounder_weights import MAX_DIFFERENCE, MIN_EFFECTIVE, balance_check, propensity_weights
+
+        weights, weighting = propensity_weights(settings["confounders"], fit_idx, data.targets, n_classes)
+        weighting["standardised_difference"] = balance_check(settings["confounders"], fit_idx, data.targets, weights)
+        low = {data.classes[c]: round(e, 1) for c, e in weighting["effective_participants"].items() if e < MIN_EFFECTIVE}
+        if low and dist.is_main:
+            warn(
+                f"{unit.name}: --balance-confounders leaves about {', '.join(f'{v} effective participants of class {k}' for k, v in low.items())}: "
+                "the classes hardly overlap in their confounders, and the model learns from few participants"
+            )
+        left = {k: v["after"] for k, v in weighting["standardised_difference"].items() if abs(v["after"]) > MAX_DIFFERENCE}
+        if left and dist.is_main:
+            warn(
+                f"{unit.name}: --balance-confounders could not balance {', '.join(left)}: the classes still differ by "
+                f"{', '.join(f'{v:.2f}' for v in left.values())} SD after weighting (too little overlap between the classes); the model can still learn "
+                + ("it" if len(left) == 1 else "them")
+            )
+    stream = sample_stream(fit_idx, data.targets, n_classes, task != "regression", total * bs, g_stream, weights=weights)
     history: list[dict] = []
     start_round = 0
     best: dict | None = None  # {"score", "round", "step", "model"}: best validation check so far (--patience)
@@ -793,6 +828,7 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
             "steps_done": int(steps_done),
             "stopped_early": bool(stopped and steps_done < total),
             "selected": selected,
+            "confounder_weighting": weighting,
             "seed": seed,
             "hyperparameters": hyper,
             "config_hash": settings["config_hash"],
@@ -1031,7 +1067,7 @@ def _report_evidence(evidence: dict) -> None:
         if b and b.get("confounded"):
             warn(
                 f"{name}: the confounders alone predict the label and the model does not beat them ({base}); "
-                "it may have learned the confounder, not the disease (see confound-test)"
+                "it may have learned the confounder, not the disease (see confound-test; train --balance-confounders trains on draws in which they do not predict the label)"
             )
     if failing:
         warn(f"{', '.join(failing)}: no evidence of skill on their own held-out fold; the skill gate refuses these fold models")

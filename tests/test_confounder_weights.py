@@ -1,0 +1,134 @@
+"""train --balance-confounders: inverse-probability-weighted, class-balanced sampling (issue #21)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from neurointerp.cli.app import main
+from neurointerp.train.baseline import confounder_table
+from neurointerp.train.confounder_weights import MIN_EFFECTIVE, balance_check, propensity_weights
+from neurointerp.train.loop import sample_stream
+
+
+def _confounded(n=400, strength=1.5, seed=0):
+    """Age shifted by ``strength`` SD between the classes, with overlap."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    age = rng.normal(0, 1, n) + strength * y
+    frame = pd.DataFrame({"age": 60 + 8 * age, "sex": rng.choice(["F", "M"], n)})
+    return frame, y
+
+
+def test_weights_are_overlap_weights_of_an_independent_logit():
+    import statsmodels.api as sm
+
+    frame, y = _confounded()
+    table = confounder_table(frame, ["age"], list(range(len(frame))), "cohort")
+    fit = np.arange(len(frame))
+    w, record = propensity_weights(table, fit, y, 2)
+    p1 = sm.Logit(y, sm.add_constant(frame["age"].to_numpy())).fit(disp=0).predict()
+    # overlap weights: 1 - p(own class | age); statsmodels' maximum-likelihood propensities
+    assert np.allclose(w, np.where(y == 1, 1 - p1, p1), atol=1e-5)
+    assert set(record["effective_participants"]) == {0, 1} and all(50 < e < 200 for e in record["effective_participants"].values())
+    # the defining property: weighted means of the confounder equal in both classes
+    age = frame["age"].to_numpy()
+    assert np.average(age[y == 1], weights=w[y == 1]) == pytest.approx(np.average(age[y == 0], weights=w[y == 0]), abs=1e-3)
+
+
+def test_three_classes_get_generalised_overlap_weights():
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1, 2], 150)
+    frame = pd.DataFrame({"age": 60 + 8 * (rng.normal(0, 1, len(y)) + 0.8 * y)})
+    table = confounder_table(frame, ["age"], list(range(len(frame))), "cohort")
+    w, _ = propensity_weights(table, np.arange(len(y)), y, 3)
+    means = [np.average(frame["age"][y == c], weights=w[y == c]) for c in range(3)]
+    raw = [frame["age"][y == c].mean() for c in range(3)]
+    # (exact for two classes; for more, the multinomial fit balances them to within a few percent)
+    assert max(raw) - min(raw) > 8 and max(means) - min(means) < 0.1 * (max(raw) - min(raw)), (raw, means)
+
+
+def test_weighted_stream_balances_the_confounder_between_classes():
+    frame, y = _confounded(strength=1.2)
+    table = confounder_table(frame, ["age", "sex"], list(range(len(frame))), "cohort")
+    fit = np.arange(40, len(frame))  # the weights belong to these rows, in this order
+    w, _ = propensity_weights(table, fit, y, 2)
+    check = balance_check(table, fit, y, w)
+    assert check["age"]["before"] > 0.8 and abs(check["age"]["after"]) < 0.15, check
+    g = torch.Generator().manual_seed(0)
+    stream = sample_stream(fit, y, 2, True, 16 * 500, g, weights=w)
+    assert all((y[b] == 1).sum() == 8 for b in stream.reshape(500, 16))  # still half and half per batch
+    assert set(stream) <= set(fit)
+    age = frame["age"].to_numpy()
+    drawn = [age[stream[y[stream] == c]] for c in (0, 1)]
+    raw = [age[fit][y[fit] == c] for c in (0, 1)]
+    sd = age[fit].std()
+    assert (raw[1].mean() - raw[0].mean()) / sd > 0.8
+    assert abs(drawn[1].mean() - drawn[0].mean()) / sd < 0.2  # the network sees no age difference
+    # without weights: the drawn samples keep the difference
+    plain = sample_stream(fit, y, 2, True, 16 * 500, torch.Generator().manual_seed(0))
+    assert (age[plain[y[plain] == 1]].mean() - age[plain[y[plain] == 0]].mean()) / sd > 0.8
+    again = sample_stream(fit, y, 2, True, 16 * 500, torch.Generator().manual_seed(0), weights=w)
+    assert np.array_equal(stream, again)
+
+
+def test_separated_classes_are_reported_not_hidden():
+    frame, y = _confounded(strength=6.0)  # almost no overlap: few participants to balance with
+    table = confounder_table(frame, ["age"], list(range(len(frame))), "cohort")
+    w, record = propensity_weights(table, np.arange(len(frame)), y, 2)
+    assert min(record["effective_participants"].values()) < MIN_EFFECTIVE  # train warns about this
+    assert all(e >= 1 for e in record["effective_participants"].values())
+
+
+def test_train_records_the_weighting_and_warns_when_it_cannot_balance(tmp_path, capsys):
+    from neurointerp.models.checkpoint import read_checkpoint
+    from neurointerp.synth.gaussians import synth_gaussians
+
+    table = synth_gaussians(tmp_path / "data", variant="magnitude", n_per_group=40, seed=1)
+    frame = pd.read_csv(table, dtype={"participant_id": str})
+    rng = np.random.default_rng(0)
+    is1 = (frame["label"] == sorted(frame["label"].unique())[1]).to_numpy()
+    frame["overlap"] = 60 + 8 * (rng.normal(0, 1, len(frame)) + 0.5 * is1)
+    frame["apart"] = np.where(is1, 80.0, 50.0) + rng.normal(0, 1, len(frame))
+    frame.to_csv(table.parent / "c.csv", index=False)
+    common = ["--folds", "0", "--final", "--steps", "10", "--threads", "1", "--balance-confounders"]
+    code = main(["train", str(table.parent / "c.csv"), str(tmp_path / "m1"), "--confounder", "overlap", *common])
+    err = capsys.readouterr().err
+    assert code == 0 and "could not balance" not in err, err
+    ck = read_checkpoint(tmp_path / "m1" / "model.pt")
+    rec = ck["training"]["confounder_weighting"]
+    assert rec["confounders"] == ["overlap"] and rec["standardised_difference"]["overlap"]["after"] < 0.25
+    assert ck["training"]["hyperparameters"]["sampling"] == "class-balanced, confounder-weighted"
+    code = main(["train", str(table.parent / "c.csv"), str(tmp_path / "m2"), "--confounder", "apart", *common])
+    warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: final: --balance-confounders")]
+    assert code == 0 and warn and all("effective participants" in w or "could not balance apart" in w for w in warn), warn
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--balance-confounders"], "--balance-confounders needs the columns to balance: --confounder NAME"),
+    (["--balance-confounders", "--confounder", "age", "--task", "regression"], "--balance-confounders applies to classification only"),
+])
+def test_cli_refuses_balance_without_confounders(tmp_path, capsys, extra, message):
+    table = tmp_path / "c.csv"
+    table.write_text("participant_id,image,label,age\n")
+    code = main(["train", str(table), str(tmp_path / "out"), "--folds", "0", "--final", *extra])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]
+    assert code == 2 and len(err) == 1 and message in err[0] and not (tmp_path / "out").exists()
+
+
+def test_train_methods_paragraph_says_the_budget_and_the_weighting(tmp_path):
+    """The report's methods text of a default-budget run with --balance-confounders (it used to say
+    "None epochs" when --steps was left at its default)."""
+    from neurointerp.report.run_report import RunView
+    from neurointerp.report.sections import _train_methods
+    from neurointerp.train.defaults import DEFAULT_STEPS
+
+    options = {"steps": None, "epochs": None, "batch_size": 16, "lr": 0.001, "lr_schedule": "cosine", "warmup": 0.05, "confounders": ["age"], "balance_confounders": True,
+               "sampling": "class-balanced, confounder-weighted", "validation_fraction": 0.2, "seed": 0}
+    text, refs = _train_methods(RunView(tmp_path, "train", {"options": options}, []))
+    assert f"{DEFAULT_STEPS} optimiser steps" in text and "None" not in text
+    assert "overlap weights" in text and "1 - p(own class | age)" in text and "li2018" in refs
+    text, refs = _train_methods(RunView(tmp_path, "train", {"options": {**options, "balance_confounders": False}}, []))
+    assert "overlap weights" not in text and "li2018" not in refs and "baseline on age alone" in text
