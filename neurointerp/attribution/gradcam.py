@@ -16,6 +16,7 @@ from torch import nn
 
 from neurointerp.attribution.core import chunks
 from neurointerp.attribution.guided import guided_backprop
+from neurointerp.attribution.layers import get_layer
 from neurointerp.errors import InputError
 
 _SPATIAL_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.GELU, nn.SiLU)
@@ -36,18 +37,10 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     return order[-1]
 
 
-def _module(model: nn.Module, layer: str) -> nn.Module:
-    try:
-        return model.get_submodule(layer)
-    except AttributeError:
-        names = [n for n, _ in model.named_modules() if n]
-        raise InputError(f"no layer '{layer}' in the model (layers: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})") from None
-
-
 def gradcam(f, x, targets, model: nn.Module, layer: str | None = None, relu: bool = True, batch_size: int = 16):
     """Grad-CAM maps on the input grid, ``(N, 1, *spatial)``."""
     layer = layer or default_layer(model, x)
-    mod = _module(model, layer)
+    mod = get_layer(model, layer)
     out = torch.empty_like(x[:, :1])
     for sl in chunks(len(x), batch_size):
         store = {}
