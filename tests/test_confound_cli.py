@@ -194,3 +194,16 @@ def test_gradcam_and_cam_read_after_the_gate_are_refused(setup, tmp_path, capsys
     a = np.stack([load_image(p, ndim=2, allow_empty=True).data for p in sorted(full.glob("sub-*/anat/*desc-gradcam_attribution.nii.gz"))])
     b = np.stack([load_image(p, ndim=2, allow_empty=True).data for p in sorted(free.glob("sub-*/anat/*desc-gradcamcfree_attribution.nii.gz"))])
     assert a.shape == b.shape and not np.allclose(a, b)
+
+
+def test_a_mask_of_another_model_is_refused_once_before_any_subject(setup, tmp_path, capsys):
+    """A mask whose length does not match its layer (another model's) stops the run in one line
+    naming the file, before any subject (it used to fail every subject with the same error)."""
+    root = setup
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"mask": [1, 0] * 20, "layer": "encoder"}))  # the encoder has 32 features
+    code = main(["--quiet", "saliency", str(root / "model.pt"), str(root / "test" / "cohort.csv"), str(tmp_path / "sal"), "--method", "gradient",
+                 "--confounder-mask", str(other), "--allow-unvalidated"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("warning: ")]
+    assert code == 2 and len(err) == 1 and str(other) in err[0] and "40 features" in err[0] and "has 32" in err[0], err
+    assert not (tmp_path / "sal").exists()

@@ -158,22 +158,32 @@ def run_saliency(o: SaliencyOptions) -> Path:
         bad = [m for m in methods if m not in GRADIENT_METHODS]
         if bad:
             raise InputError(f"--confounder-mask needs gradient-based methods; {', '.join(bad)} cannot be partially back-propagated")
+    feature_options = dict(channels=None if o.channels is None else list(o.channels), steps=o.opt_steps, lr=o.opt_lr, l2=o.opt_l2,
+                           tv=o.opt_tv, jitter=o.opt_jitter, blur_sigma=o.opt_blur)
+    if feature_kinds:  # before any check that reads the cohort: a refused output kind is named first
+        from neurointerp.attribution.featureoutputs import check_feature_request
+
+        check_feature_request(clf, feature_kinds, layer=o.layer, options=feature_options, confounder_mask=o.confounder_mask)
     from neurointerp.attribution.applicability import check_methods_apply
 
     check_methods_apply(clf.model, methods, score=o.score, layer=o.layer)
     table = read_cohort(o.cohort, require_label=False)
     check_not_trained(clf, table, o.allow_train)
     if gate_mask is not None and len(table):  # Grad-CAM/CAM read at or after the gate: their maps would not change
-        from neurointerp.confound.gate import check_gate_reaches
+        from neurointerp.confound.gate import check_gate_reaches, layer_features
 
-        check_gate_reaches(clf.model, clf.prepare(spec.load_row(table, 0).data[None]), methods, o.layer, gate_layer)
-    feature_options = dict(channels=None if o.channels is None else list(o.channels), steps=o.opt_steps, lr=o.opt_lr, l2=o.opt_l2,
-                           tv=o.opt_tv, jitter=o.opt_jitter, blur_sigma=o.opt_blur)
+        x0 = clf.prepare(spec.load_row(table, 0).data[None])
+        check_gate_reaches(clf.model, x0, methods, o.layer, gate_layer)
+        n_features = layer_features(clf.model, x0, gate_layer)[0].shape[1]
+        if n_features != len(gate_mask):  # once, before any subject (not the same error on every row)
+            raise InputError(
+                f"{o.confounder_mask}: {len(gate_mask)} features, but layer '{gate_layer or 'encoder'}' of {o.model} has {n_features} "
+                "(a mask from confound-test of another model?)"
+            )
     feature_layer = o.layer
     if feature_kinds:
-        from neurointerp.attribution.featureoutputs import check_feature_request, feature_map_path, region_table_path, write_feature_outputs
+        from neurointerp.attribution.featureoutputs import feature_map_path, region_table_path, write_feature_outputs
 
-        check_feature_request(clf, feature_kinds, layer=o.layer, options=feature_options, confounder_mask=o.confounder_mask)
         if "feature-maps" in feature_kinds and feature_layer is None:
             from neurointerp.attribution.featuremaps import default_feature_layer
 
