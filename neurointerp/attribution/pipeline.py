@@ -170,16 +170,11 @@ def run_saliency(o: SaliencyOptions) -> Path:
     table = read_cohort(o.cohort, require_label=False)
     check_not_trained(clf, table, o.allow_train)
     if gate_mask is not None and len(table):  # Grad-CAM/CAM read at or after the gate: their maps would not change
-        from neurointerp.confound.gate import check_gate_reaches, layer_features
+        from neurointerp.confound.gate import check_gate_reaches, check_mask_fits
 
         x0 = clf.prepare(spec.load_row(table, 0).data[None])
         check_gate_reaches(clf.model, x0, methods, o.layer, gate_layer)
-        n_features = layer_features(clf.model, x0, gate_layer)[0].shape[1]
-        if n_features != len(gate_mask):  # once, before any subject (not the same error on every row)
-            raise InputError(
-                f"{o.confounder_mask}: {len(gate_mask)} features, but layer '{gate_layer or 'encoder'}' of {o.model} has {n_features} "
-                "(a mask from confound-test of another model?)"
-            )
+        check_mask_fits(clf.model, x0, gate_mask, gate_layer, o.confounder_mask, o.model)  # once, before any subject
     feature_layer = o.layer
     if feature_kinds:
         from neurointerp.attribution.featureoutputs import feature_map_path, region_table_path, write_feature_outputs

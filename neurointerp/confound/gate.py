@@ -79,6 +79,15 @@ def layer_features(model: nn.Module, x: torch.Tensor, layer: str | None = None, 
     return np.concatenate(feats), np.concatenate(outs)
 
 
+def check_mask_fits(model: nn.Module, x: torch.Tensor, mask, gate_layer: str | None, source, model_source) -> None:
+    """Refuse a mask whose length is not the number of features of ``gate_layer`` (another model's
+    mask), once, before any subject; :func:`feature_gate` makes the same comparison per call."""
+    n_features = layer_features(model, x, gate_layer)[0].shape[1]
+    if n_features != len(mask):
+        raise InputError(f"{source}: {len(mask)} features, but layer '{gate_layer or 'encoder'}' of {model_source} has {n_features} "
+                         "(a mask from confound-test of another model?)")
+
+
 def check_gate_reaches(model: nn.Module, x: torch.Tensor, methods, layer: str | None, gate_layer: str | None) -> None:
     """Refuse a method whose map the gate cannot change, naming the layers (a silent copy otherwise).
 
