@@ -28,7 +28,7 @@ def test_weights_are_overlap_weights_of_an_independent_logit():
     frame, y = _confounded()
     table = confounder_table(frame, ["age"], list(range(len(frame))), "cohort")
     fit = np.arange(len(frame))
-    w, record = propensity_weights(table, fit, y, 2)
+    w, record = propensity_weights(table, fit, y)
     p1 = sm.Logit(y, sm.add_constant(frame["age"].to_numpy())).fit(disp=0).predict()
     # overlap weights: 1 - p(own class | age); statsmodels' maximum-likelihood propensities
     assert np.allclose(w, np.where(y == 1, 1 - p1, p1), atol=1e-5)
@@ -43,7 +43,7 @@ def test_three_classes_get_generalised_overlap_weights():
     y = np.repeat([0, 1, 2], 150)
     frame = pd.DataFrame({"age": 60 + 8 * (rng.normal(0, 1, len(y)) + 0.8 * y)})
     table = confounder_table(frame, ["age"], list(range(len(frame))), "cohort")
-    w, _ = propensity_weights(table, np.arange(len(y)), y, 3)
+    w, _ = propensity_weights(table, np.arange(len(y)), y)
     means = [np.average(frame["age"][y == c], weights=w[y == c]) for c in range(3)]
     raw = [frame["age"][y == c].mean() for c in range(3)]
     # (exact for two classes; for more, the multinomial fit balances them to within a few percent)
@@ -54,7 +54,7 @@ def test_weighted_stream_balances_the_confounder_between_classes():
     frame, y = _confounded(strength=1.2)
     table = confounder_table(frame, ["age", "sex"], list(range(len(frame))), "cohort")
     fit = np.arange(40, len(frame))  # the weights belong to these rows, in this order
-    w, _ = propensity_weights(table, fit, y, 2)
+    w, _ = propensity_weights(table, fit, y)
     check = balance_check(table, fit, y, w)
     assert check["age"]["before"] > 0.8 and abs(check["age"]["after"]) < 0.15, check
     g = torch.Generator().manual_seed(0)
@@ -77,7 +77,7 @@ def test_weighted_stream_balances_the_confounder_between_classes():
 def test_separated_classes_are_reported_not_hidden():
     frame, y = _confounded(strength=6.0)  # almost no overlap: few participants to balance with
     table = confounder_table(frame, ["age"], list(range(len(frame))), "cohort")
-    w, record = propensity_weights(table, np.arange(len(frame)), y, 2)
+    w, record = propensity_weights(table, np.arange(len(frame)), y)
     assert min(record["effective_participants"].values()) < MIN_EFFECTIVE  # train warns about this
     assert all(e >= 1 for e in record["effective_participants"].values())
 

@@ -40,7 +40,7 @@ MIN_EFFECTIVE = 10
 MAX_DIFFERENCE = 0.25
 
 
-def propensity_weights(table, fit_idx: np.ndarray, targets: np.ndarray, n_classes: int) -> tuple[np.ndarray, dict]:
+def propensity_weights(table, fit_idx: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, dict]:
     """Sampling weights of the rows ``fit_idx`` (same order) and a record of them.
 
     ``table``: :class:`neurointerp.train.baseline.ConfounderTable` of the whole cohort (rows =

@@ -629,7 +629,7 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
     if hyper.get("balance_confounders"):
         from neurointerp.train.confounder_weights import MAX_DIFFERENCE, MIN_EFFECTIVE, balance_check, propensity_weights
 
-        weights, weighting = propensity_weights(settings["confounders"], fit_idx, data.targets, n_classes)
+        weights, weighting = propensity_weights(settings["confounders"], fit_idx, data.targets)
         weighting["standardised_difference"] = balance_check(settings["confounders"], fit_idx, data.targets, weights)
         low = {data.classes[c]: round(e, 1) for c, e in weighting["effective_participants"].items() if e < MIN_EFFECTIVE}
         if low and dist.is_main:
