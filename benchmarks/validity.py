@@ -25,11 +25,9 @@ end except where noted:
    where the planted regions (the AAL2 regions holding most of the planted disease
    log-Jacobian) rank.
 
-Step 3 names the confounder, so train draws its samples with overlap weights (mean age the same
-in both classes of the draws; train's default for a classifier with ``--confounder``): results
-under ``n<N>_balanced``. With ``--no-balance-confounders`` step 3 is ``train ...
---no-balance-confounders`` (the cohort as it is; results under ``n<N>_unbalanced``: what a model of
-the confounded cohort learns). ``--methods`` limits step 4 to some methods.
+With ``--balance-confounders`` step 3 is ``train ... --balance-confounders`` (draws weighted by
+overlap weights, so that mean age is the same in both classes of the training samples) and the results go
+under ``n<N>_balanced``; ``--methods`` limits step 4 to some methods.
 
 Goals (issue #21): held-out balanced accuracy >= 0.90; best method NCC >= 0.30 with the disease
 truth; age NCC at least halved by confounder-free saliency with the disease NCC kept.
@@ -181,17 +179,16 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
     from neurointerp.models.checkpoint import load_checkpoint
     from neurointerp.train.loop import train
 
-    key = f"n{n}" + ("_unbalanced" if args.no_balance_confounders else "_balanced")
+    key = f"n{n}" + ("_balanced" if args.balance_confounders else "")
     res = results.setdefault(key, {})
-    res.setdefault("run", {**{k: getattr(args, k) for k in ("methods", "saliency_subjects", "costly_subjects", "steps", "threads", "template_space", "seed")},
-                           "balance_confounders": not args.no_balance_confounders})
+    res.setdefault("run", {k: getattr(args, k) for k in ("balance_confounders", "methods", "saliency_subjects", "costly_subjects", "steps", "threads", "template_space", "seed")})
     folder = work / key
     train_csv, test_csv = split(table, n, args.seed, folder)
     test = pd.read_csv(test_csv, dtype={"participant_id": str})
     ids = list(test["participant_id"])
 
     def do_train():
-        r = train(train_csv, folder / "train", folds=0, final=True, confounder=["age"], balance_confounders=False if args.no_balance_confounders else None,
+        r = train(train_csv, folder / "train", folds=0, final=True, confounder=["age"], balance_confounders=args.balance_confounders,
                   seed=args.seed, threads=args.threads, resume=True,
                   **({} if args.steps is None else {"steps": args.steps}))
         ck = load_checkpoint(r.final_model)
@@ -359,8 +356,8 @@ def main(argv=None) -> int:
     ap.add_argument("--saliency-subjects", type=int, default=None, help="test participants explained (class-balanced subset; default all)")
     ap.add_argument("--costly-subjects", type=int, default=8, help="test participants explained by the costly methods (%s)" % ", ".join(COSTLY))
     ap.add_argument("--steps", type=int, default=None, help="train --steps (default: train's default; smaller only for a smoke run)")
-    ap.add_argument("--no-balance-confounders", action="store_true",
-                    help="train --no-balance-confounders (results under n<N>_unbalanced): what does a model of the confounded cohort as it is learn?")
+    ap.add_argument("--balance-confounders", action="store_true",
+                    help="train --balance-confounders (results under n<N>_balanced): does confounder-balanced training find the disease?")
     ap.add_argument("--methods", nargs="+", default=None, help="saliency methods (default: every method)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

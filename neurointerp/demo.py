@@ -188,14 +188,6 @@ def _step_preprocess(out: Path, seed: int, force: bool, sections: list[Section],
     sections.append(Section("Preprocessing (preprocess)", text, [example] + qc))
 
 
-def _weighting_text(w: dict) -> str:
-    """How train's confounder-balanced draws changed the classes' age difference (one clause)."""
-    d = w["standardised_difference"]["age"]
-    eff = ", ".join(f"{v:.0f}" for v in w["effective_participants"].values())
-    return (f"; naming the confounder also draws the training samples with overlap weights so that mean age is the same in both "
-            f"classes (age difference {abs(d['before']):.2f} SD before, {abs(d['after']):.2g} SD after; {eff} effective participants per class)")
-
-
 def _step_train(out: Path, seed: int, force: bool, sections: list[Section], state: dict) -> None:
     import pandas as pd
 
@@ -241,8 +233,7 @@ def _step_train(out: Path, seed: int, force: bool, sections: list[Section], stat
         f"simnet3d (simulator-networks §4.2: 3x3x3 conv stacks 16/32/64/16, MLP 64), {DEMO_TRAIN['folds']}-fold subject-level "
         f"stratified cross-validation on the {len(train_f)} training subjects, then a final model on all of them (train/model.pt); "
         f"{tr['steps_done']} optimiser steps of class-balanced batches of 16 (Adam, warm-up and cosine decay), "
-        f"an age-only logistic regression as the confounder baseline (--confounder age)"
-        + (_weighting_text(tr["confounder_weighting"]) if tr.get("confounder_weighting") else "") + "."
+        f"an age-only logistic regression as the confounder baseline (--confounder age)."
     )
     sections.append(Section("Classifier (train): held-out skill", text, [curve] if curve.exists() else [], table=table))
 

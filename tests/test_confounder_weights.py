@@ -102,7 +102,7 @@ def test_train_records_the_weighting_and_warns_when_it_cannot_balance(tmp_path, 
     assert rec["confounders"] == ["overlap"] and rec["standardised_difference"]["overlap"]["after"] < 0.25
     assert ck["training"]["hyperparameters"]["sampling"] == "class-balanced, confounder-weighted"
     code = main(["train", str(table.parent / "c.csv"), str(tmp_path / "m2"), "--confounder", "apart", *common])
-    warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: final: confounder balancing (--balance-confounders)")]
+    warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: final: --balance-confounders")]
     assert code == 0 and warn and all("effective participants" in w or "could not balance apart" in w for w in warn), warn
 
 
@@ -132,62 +132,3 @@ def test_train_methods_paragraph_says_the_budget_and_the_weighting(tmp_path):
     assert "overlap weights" in text and "1 - p(own class | age)" in text and "li2018" in refs
     text, refs = _train_methods(RunView(tmp_path, "train", {"options": {**options, "balance_confounders": False}}, []))
     assert "overlap weights" not in text and "li2018" not in refs and "baseline on age alone" in text
-
-
-def _two_confounders(tmp_path):
-    from neurointerp.synth.gaussians import synth_gaussians
-
-    table = synth_gaussians(tmp_path / "data", variant="magnitude", n_per_group=30, seed=1)
-    frame = pd.read_csv(table, dtype={"participant_id": str})
-    rng = np.random.default_rng(0)
-    is1 = (frame["label"] == sorted(frame["label"].unique())[1]).to_numpy()
-    frame["age"] = 60 + 8 * (rng.normal(0, 1, len(frame)) + 0.8 * is1)
-    frame["score"] = rng.normal(0, 1, len(frame)) + frame["age"] / 10  # a regression target
-    frame.to_csv(table.parent / "c.csv", index=False)
-    return table.parent / "c.csv"
-
-
-def test_naming_a_confounder_balances_it_by_default(tmp_path, capsys):
-    """Naming --confounder for a classifier trains on draws balanced for it (the validity benchmark:
-    without it, a model of a strongly age-confounded cohort learns age, README); --no-balance-confounders
-    trains on the cohort as it is; a regression target is never balanced and its --confounder is
-    not an error. The setting in force is part of the run's fingerprint and of the report's methods."""
-    from neurointerp.models.checkpoint import read_checkpoint
-
-    table = _two_confounders(tmp_path)
-    common = ["--folds", "0", "--final", "--steps", "6", "--threads", "1"]
-    assert main(["train", str(table), str(tmp_path / "auto"), "--confounder", "age", *common]) == 0
-    ck = read_checkpoint(tmp_path / "auto" / "model.pt")["training"]
-    assert ck["hyperparameters"]["balance_confounders"] is True and ck["hyperparameters"]["sampling"] == "class-balanced, confounder-weighted"
-    assert ck["confounder_weighting"]["confounders"] == ["age"] and ck["confounder_weighting"]["standardised_difference"]["age"]["after"] < 0.25
-    assert main(["train", str(table), str(tmp_path / "off"), "--confounder", "age", "--no-balance-confounders", *common]) == 0
-    ck = read_checkpoint(tmp_path / "off" / "model.pt")["training"]
-    assert ck["hyperparameters"]["balance_confounders"] is False and not ck.get("confounder_weighting")
-    assert main(["train", str(table), str(tmp_path / "plain"), *common]) == 0
-    assert read_checkpoint(tmp_path / "plain" / "model.pt")["training"]["hyperparameters"]["balance_confounders"] is False
-    capsys.readouterr()
-    # the same folder with the other setting is another run: refused without --force, nothing lost
-    before = (tmp_path / "auto" / "model.pt").read_bytes()
-    code = main(["train", str(table), str(tmp_path / "auto"), "--confounder", "age", "--no-balance-confounders", *common])
-    err = capsys.readouterr().err
-    assert code == 2 and "--balance-confounders True -> False" in err and (tmp_path / "auto" / "model.pt").read_bytes() == before, err
-    # regression: --confounder gives the baseline only
-    code = main(["train", str(table), str(tmp_path / "reg"), "--task", "regression", "--label-column", "score", "--confounder", "age", *common])
-    assert code == 0, capsys.readouterr().err
-    assert read_checkpoint(tmp_path / "reg" / "model.pt")["training"]["hyperparameters"]["balance_confounders"] is False
-
-
-def test_the_no_gain_warning_of_a_balanced_model_does_not_blame_the_confounder(capsys):
-    """A model trained on balanced draws that does not beat the confounders on the (still
-    confounded) held-out participants: the warning says what that shows and what it does not."""
-    from neurointerp.train.loop import _report_evidence
-
-    ev = {"final": {"task": "binary", "auc": 0.9, "auc_ci": [0.8, 0.97], "balanced_accuracy": 0.8, "beats_chance": True, "p_value": 0.001,
-                    "n": 40, "baseline": {"confounders": ["age"], "gain_of": "auc", "auc": 0.9, "gain": 0.0, "gain_ci": [-0.05, 0.05],
-                                          "predictive": True, "confounded": True, "beats_baseline": False}}}
-    _report_evidence(ev, balanced=True)
-    err = capsys.readouterr().err
-    assert "trained on draws balanced for them" in err and "may have learned the confounder" not in err, err
-    _report_evidence(ev, balanced=False)
-    err = capsys.readouterr().err
-    assert "may have learned the confounder" in err and "unless --no-balance-confounders" in err, err

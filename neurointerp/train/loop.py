@@ -172,7 +172,7 @@ def train(
     image_column: str = "image",
     positive_class: str | None = None,
     confounder: Sequence[str] = (),
-    balance_confounders: bool | None = None,
+    balance_confounders: bool = False,
     space: str | None = None,
     seed: int = 0,
     device: str = "auto",
@@ -195,8 +195,7 @@ def train(
     split, keeping the best check.
     ``confounder``: columns for the confounder-only baseline. ``balance_confounders``: draw each
     class's training samples with overlap weights so that those columns have equal weighted means
-    in every class (:mod:`neurointerp.train.confounder_weights`); ``None`` (the default): on for
-    classification when ``confounder`` names columns, off otherwise.
+    in every class (:mod:`neurointerp.train.confounder_weights`).
     """
     import torch
 
@@ -277,10 +276,6 @@ def train(
         space=space,
         preload=preload,
     )
-    if balance_confounders is None:  # naming a confounder balances it, for classification
-        balance_confounders = bool(confounders) and data.task != "regression"
-    elif balance_confounders and data.task == "regression":
-        raise InputError(f"--balance-confounders applies to classification only ({cohort_table.path}: the label column {label_column} was read as a regression target)")
     spec = data.spec
     if dev.type == "cuda" and data.store.preloaded:
         free, _ = torch.cuda.mem_get_info(dev)
@@ -396,7 +391,7 @@ def train(
                 checkpoint_every=checkpoint_every,
             )
             result.summary, result.evidence = _write_summaries(out, data, units_all, config_hash, folds, params, inputs, conf_table, seed)
-            _report_evidence(result.evidence, balanced=bool(hyper["balance_confounders"]))
+            _report_evidence(result.evidence)
             if final and "final" not in result.evidence:
                 why = ("its evidence is the pooled cross-validation, and not every fold has finished: run the same command again when they have"
                        if folds >= 2 else "it was trained without cross-validation and without a validation split")
@@ -639,13 +634,13 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
         low = {data.classes[c]: round(e, 1) for c, e in weighting["effective_participants"].items() if e < MIN_EFFECTIVE}
         if low and dist.is_main:
             warn(
-                f"{unit.name}: confounder balancing (--balance-confounders) leaves about {', '.join(f'{v} effective participants of class {k}' for k, v in low.items())}: "
+                f"{unit.name}: --balance-confounders leaves about {', '.join(f'{v} effective participants of class {k}' for k, v in low.items())}: "
                 "the classes hardly overlap in their confounders, and the model learns from few participants"
             )
         left = {k: v["after"] for k, v in weighting["standardised_difference"].items() if abs(v["after"]) > MAX_DIFFERENCE}
         if left and dist.is_main:
             warn(
-                f"{unit.name}: confounder balancing (--balance-confounders) could not balance {', '.join(left)}: the classes still differ by "
+                f"{unit.name}: --balance-confounders could not balance {', '.join(left)}: the classes still differ by "
                 f"{', '.join(f'{v:.2f}' for v in left.values())} SD after weighting (too little overlap between the classes); the model can still learn "
                 + ("it" if len(left) == 1 else "them")
             )
@@ -1046,14 +1041,8 @@ def _write_summaries(out: Path, data, units: list[Unit], config_hash: str, n_fol
     return summary, evidence
 
 
-def _report_evidence(evidence: dict, balanced: bool = False) -> None:
-    """One line of held-out skill, and one-line warnings: no skill, or no gain over the confounders.
-
-    ``balanced``: the model was trained on confounder-balanced draws, in which the confounders did
-    not predict the label; no gain over their baseline on the (still confounded) held-out
-    participants then does not say that it learned them, only that its held-out skill cannot show
-    that it learned more.
-    """
+def _report_evidence(evidence: dict) -> None:
+    """One line of held-out skill, and one-line warnings: no skill, or no gain over the confounders."""
     from neurointerp.train.evidence import describe, describe_baseline, too_few_hint
 
     if not evidence:
@@ -1075,15 +1064,10 @@ def _report_evidence(evidence: dict, balanced: bool = False) -> None:
                 "saliency, confound-test, simulate and evaluate refuse it without --allow-unvalidated"
             )
         b = ev.get("baseline")
-        if b and b.get("confounded") and balanced:
-            warn(
-                f"{name}: the confounders alone predict the held-out labels as well as the model ({base}); it was trained on draws balanced "
-                "for them, but its held-out skill cannot show that it learned more than they carry (see confound-test)"
-            )
-        elif b and b.get("confounded"):
+        if b and b.get("confounded"):
             warn(
                 f"{name}: the confounders alone predict the label and the model does not beat them ({base}); "
-                "it may have learned the confounder, not the disease (see confound-test; a classifier's training draws are balanced for them unless --no-balance-confounders)"
+                "it may have learned the confounder, not the disease (see confound-test; train --balance-confounders trains on draws in which they do not predict the label)"
             )
     if failing:
         warn(f"{', '.join(failing)}: no evidence of skill on their own held-out fold; the skill gate refuses these fold models")
