@@ -52,9 +52,17 @@ def test_bad_inputs_one_line_each_and_the_good_one_finishes(mixed_cohort, capsys
     root, table = mixed_cohort
     out = root / "out"
     # array task 1 of 2 takes rows 1, 3, 5: all broken (two worker processes)
+    import os
+
+    import torch
+
+    torch.set_num_threads(2)
+    env = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")}
     with pytest.raises(PreprocessFailures) as err:
         run_preprocess(table, out, brain_extraction="none", threads=1, n_jobs=2, array_index=1, array_size=2)
     assert err.value.exit_code == 2 and not err.value.result.done
+    # the caller's thread settings are back (a demo or notebook trains on all its threads afterwards)
+    assert torch.get_num_threads() == 2 and {v: os.environ.get(v) for v in env} == env
     assert len(pd.read_csv(out / "failures.tsv", sep="\t")) == 3
     capsys.readouterr()
 
@@ -126,3 +134,33 @@ def test_bad_options(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("error: ") for line in err)
     assert not (tmp_path / "o").exists()
+
+
+def _record_pid(item):
+    """A worker task for the test below: append this process's id to the item's file."""
+    import os
+
+    with open(item.payload, "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def test_worker_processes_are_reused_for_small_images_only(mixed_cohort, tmp_path):
+    from neurointerp.preprocess.pipeline import WORKER_VOXELS, tasks_per_worker
+    from neurointerp.runs.subjects import Item, _parallel
+
+    root, _ = mixed_cohort
+    small = root / "syn" / "sub-syn001" / "anat" / "sub-syn001_T1w.nii.gz"
+    n = int(np.prod(nib.load(str(small)).shape))
+    assert tasks_per_worker([small]) == WORKER_VOXELS // n > 10
+    head = tmp_path / "head.nii"  # a 1 mm whole head gets a fresh process, as does a file that cannot be read
+    nib.save(nib.Nifti1Image(np.zeros((197, 233, 189), np.uint8), np.eye(4)), head)
+    assert tasks_per_worker([small, head]) == 1
+    assert tasks_per_worker([small, root / "bad" / "text.nii"]) == 1
+
+    pids = tmp_path / "pids.txt"
+    items = [Item(key=f"k{i}", inputs=[], outputs=[], payload=str(pids)) for i in range(6)]
+    assert [exc for _, exc in _parallel(_record_pid, items, 2, None, tasks_per_worker=3)] == [None] * 6
+    assert len(set(pids.read_text().split())) <= 2 + 1  # two workers (plus at most one replacement), not six
+    pids.unlink()
+    assert [exc for _, exc in _parallel(_record_pid, items, 2, None, tasks_per_worker=1)] == [None] * 6
+    assert len(set(pids.read_text().split())) == 6

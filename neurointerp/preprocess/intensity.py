@@ -112,7 +112,7 @@ def n4_correct(
         coords = to_low[:3, :3].astype(np.float32) @ idx + to_low[:3, 3:4].astype(np.float32)
         field = ndimage.map_coordinates(log_bias, coords, order=1, mode="nearest").reshape(shape)
     corrected = (data / np.exp(field)).astype(np.float32)
-    info = {"resolution_mm": resolution, "shrink_factor": shrink_factor, "bias_range": [float(np.exp(log_bias.min())), float(np.exp(log_bias.max()))]}
+    info = {"resolution_mm": resolution, "shrink_factor": shrink_factor, "iterations": [int(i) for i in iterations], "bias_range": [float(np.exp(log_bias.min())), float(np.exp(log_bias.max()))]}
     return corrected, info
 
 

@@ -195,6 +195,7 @@ def run_items(
     process_one: Callable[[Item], Any] | None = None,
     noun: str = "subject",
     isolate: bool = False,
+    tasks_per_worker: int = 1,
 ) -> RunOutcome:
     """Process this task's share of ``items`` into ``folder`` (see the module docstring).
 
@@ -204,8 +205,9 @@ def run_items(
     the items of the whole cohort (all done); with ``finalize_partial`` it also runs on the done
     items while others are still missing or failed (e.g. preprocess's output cohort table).
     With ``parallel > 1``, ``process_one(item)`` (a picklable module-level function) runs in that
-    many worker processes, one item per process, and each item is recorded as soon as it ends;
-    ``isolate`` runs every item in a fresh worker process even with ``parallel`` 1.
+    many worker processes, and each item is recorded as soon as it ends; a worker process is
+    replaced after ``tasks_per_worker`` items (1: a fresh process per item); ``isolate`` runs the
+    items in worker processes even with ``parallel`` 1.
     Raises :class:`RunFailures` at the end when an item of this task failed.
     """
     from neurointerp.progress import info, track
@@ -255,7 +257,7 @@ def run_items(
 
     with folder.writing():
         if process_one is not None and todo and (isolate or (parallel > 1 and len(todo) > 1)):
-            for item, exc in _parallel(process_one, todo, max(1, parallel), label if progress else None):
+            for item, exc in _parallel(process_one, todo, max(1, parallel), label if progress else None, tasks_per_worker):
                 record(item, exc)
         else:
             batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -328,15 +330,16 @@ def _process(process, batch: list[Item]) -> Iterable[tuple[Item, BaseException |
     return [(it, result.get(it.key)) for it in batch]
 
 
-def _parallel(process_one, items: list[Item], workers: int, label: str | None):
-    """``process_one`` over ``items`` in worker processes (spawned; one item per process)."""
+def _parallel(process_one, items: list[Item], workers: int, label: str | None, tasks_per_worker: int = 1):
+    """``process_one`` over ``items`` in worker processes (spawned; each replaced after
+    ``tasks_per_worker`` items, so what a library leaks per item stays bounded)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     from neurointerp.progress import track
 
-    kwargs = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
+    kwargs = {"max_tasks_per_child": max(1, int(tasks_per_worker))} if sys.version_info >= (3, 11) else {}
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=mp.get_context("spawn"), **kwargs) as pool:
         futures = {pool.submit(process_one, item): item for item in items}
         done = as_completed(futures)
