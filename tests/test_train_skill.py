@@ -56,6 +56,17 @@ def test_shuffled_labels_are_flagged_and_refused(shuffled, tmp_path, capsys):
     # ... unless asked to, and then the maps' sidecars say so
     code, err = _run(["saliency", tmp_path / "noise" / "model.pt", test, tmp_path / "sal", "--allow-train", "--allow-unvalidated", "--threads", 1], capsys)
     assert code == 0 and "warning:" in err, err
+    # the validation split was never trained on: explaining it needs no --allow-train, the fitted participants do
+    val = set(ck["training"]["validation_participant_ids"])
+    assert not val & set(load_checkpoint(tmp_path / "noise" / "model.pt").participant_ids)
+    real = pd.read_csv(test, dtype={"participant_id": str})
+    real[real["participant_id"].isin(val)].to_csv(shuffled / "noise_val.csv", index=False)
+    real[~real["participant_id"].isin(val)].head(3).to_csv(shuffled / "noise_fit.csv", index=False)
+    args = ["--allow-unvalidated", "--method", "gradient", "--threads", 1]
+    code, err = _run(["saliency", tmp_path / "noise" / "model.pt", shuffled / "noise_val.csv", tmp_path / "sal_val", *args], capsys)
+    assert code == 0 and "trained on" not in err, err
+    code, err = _run(["saliency", tmp_path / "noise" / "model.pt", shuffled / "noise_fit.csv", tmp_path / "sal_fit", *args], capsys)
+    assert code == 2 and "3 of the cohort's participants were used to train the model" in err, err
 
     # with cross-validation: the pooled held-out predictions are the evidence of the final model
     code, err = _run(["train", shuffled / "shuffled.csv", tmp_path / "cv", "--folds", 3, "--final", *common], capsys)
@@ -149,3 +160,21 @@ def test_early_stopping_keeps_the_best_check(shuffled, tmp_path, capsys):
     # without a validation split there is nothing to stop on
     code, err = _run(["train", shuffled / "real.csv", tmp_path / "x", "--folds", 2, "--patience", 2], capsys)
     assert code == 2 and "--patience needs a validation split" in err and not (tmp_path / "x").exists()
+
+
+def test_confounded_warning_does_not_suggest_balancing_a_balanced_model(capsys):
+    from neurointerp.train.evidence import heldout_evidence
+    from neurointerp.train.loop import _report_evidence
+
+    y = np.array([0] * 15 + [1] * 15)
+    scores = np.linspace(0, 1, 30) + np.random.default_rng(0).normal(0, 0.05, 30)
+    ev = heldout_evidence(y, scores, "binary", [f"p{i}" for i in range(30)], source="validation split", description="test",
+                          baseline_scores=scores, confounders=["age"], seed=0)
+    assert ev["beats_chance"] and ev["baseline"]["confounded"]
+    _report_evidence({"final": ev})
+    plain = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    _report_evidence({"final": ev}, balanced=True)
+    balanced = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(plain) == 1 and "may have learned the confounder" in plain[0] and "--balance-confounders trains on draws" in plain[0]
+    assert len(balanced) == 1 and "age-only baseline" in balanced[0] and "trained on draws balanced for them" in balanced[0]
+    assert "may have learned the confounder" not in balanced[0]

@@ -68,7 +68,12 @@ class LoadedClassifier:
 
     @property
     def participant_ids(self) -> list[str]:
-        return list(self.meta.get("training", {}).get("participant_ids", []))
+        """The participants whose images the optimiser saw: the training participants without
+        the internal validation split (never trained on; with ``--patience`` it chose the
+        checkpoint, which makes its figures optimistic but its images no less unseen)."""
+        training = self.meta.get("training", {})
+        validation = set(training.get("validation_participant_ids") or ())
+        return [p for p in training.get("participant_ids", []) if p not in validation]
 
     @property
     def positive_class(self) -> str | None:

@@ -391,7 +391,7 @@ def train(
                 checkpoint_every=checkpoint_every,
             )
             result.summary, result.evidence = _write_summaries(out, data, units_all, config_hash, folds, params, inputs, conf_table, seed)
-            _report_evidence(result.evidence)
+            _report_evidence(result.evidence, balanced=bool(balance_confounders))
             if final and "final" not in result.evidence:
                 why = ("its evidence is the pooled cross-validation, and not every fold has finished: run the same command again when they have"
                        if folds >= 2 else "it was trained without cross-validation and without a validation split")
@@ -1041,8 +1041,10 @@ def _write_summaries(out: Path, data, units: list[Unit], config_hash: str, n_fol
     return summary, evidence
 
 
-def _report_evidence(evidence: dict) -> None:
-    """One line of held-out skill, and one-line warnings: no skill, or no gain over the confounders."""
+def _report_evidence(evidence: dict, balanced: bool = False) -> None:
+    """One line of held-out skill, and one-line warnings: no skill, or no gain over the confounders
+    (``balanced``: the model was trained with ``--balance-confounders``, so the warning does not
+    suggest it)."""
     from neurointerp.train.evidence import describe, describe_baseline, too_few_hint
 
     if not evidence:
@@ -1064,7 +1066,12 @@ def _report_evidence(evidence: dict) -> None:
                 "saliency, confound-test, simulate and evaluate refuse it without --allow-unvalidated"
             )
         b = ev.get("baseline")
-        if b and b.get("confounded"):
+        if b and b.get("confounded") and balanced:
+            warn(
+                f"{name}: the confounders alone predict the label and the model does not beat them ({base}); it was trained on draws "
+                "balanced for them (--balance-confounders), but these held-out figures cannot show that it learned more than they carry (see confound-test)"
+            )
+        elif b and b.get("confounded"):
             warn(
                 f"{name}: the confounders alone predict the label and the model does not beat them ({base}); "
                 "it may have learned the confounder, not the disease (see confound-test; train --balance-confounders trains on draws in which they do not predict the label)"
