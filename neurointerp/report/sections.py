@@ -165,7 +165,7 @@ def _preprocess_methods(view: RunView) -> tuple[str, list[str]]:
     if o.get("reorient", True):
         steps.append("reoriented to RAS")
     if o.get("n4", True):
-        steps.append(f"corrected for intensity non-uniformity with N4 {cite('tustison2010')} (fitted at {_fmt(o.get('n4_resolution'))} mm)")
+        steps.append(f"corrected for intensity non-uniformity with N4 {cite('tustison2010')} (fitted at {_fmt(o.get('n4_resolution'))} mm, {_fmt(o.get('n4_iterations', 50))} iterations at each of 4 levels)")
         keys.append("tustison2010")
     if o.get("denoise"):
         steps.append("denoised (non-local means, ANTs)")
@@ -562,8 +562,8 @@ def _demo_methods(view: RunView) -> tuple[str, list[str]]:
         keys += list(METHOD_CITATIONS.get(m, ()))
     maps = ", ".join(f"{m} {cite(*METHOD_CITATIONS[m])}" for m in DEMO_METHODS if m in METHOD_CITATIONS)
     text = (f"A synthetic brain cohort with planted disease and age effects was preprocessed with ANTs {cite('avants2011')}: N4 bias "
-            f"correction {cite('tustison2010')} and affine registration to MNI152NLin2009aSym {cite('fonov2011')}. A 3D CNN was trained with "
-            f"subject-level cross-validation and its held-out skill tested against chance. The attribution maps of {maps} were scored "
+            f"correction {cite('tustison2010')} and affine registration to MNI152NLin2009aSym {cite('fonov2011')}. A 3D CNN was trained "
+            f"with a subject-level stratified validation split held out and its skill on that split tested against chance. The attribution maps of {maps} were scored "
             f"against the planted truth (review: {citet('review')}); confounded features were found and gated out as in {citet('zhao2019')}; "
             f"a warp simulator {cite('liu2021')} gave log-Jacobian maps; map quality was evaluated by infidelity and sensitivity "
             f"{cite('yeh2019')} and model randomisation {cite('adebayo2018')}. ICAM {cite('bass2020')} ran on 2D lesions, and a U-Net "
