@@ -331,8 +331,8 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
     fail (each listed in ``<out>/failures.tsv`` and printed as one line) the others still finish
     and :class:`PreprocessFailures` is raised at the end (exit code 2 when every failure is a
     bad input, else 1). ``n_jobs`` subjects run in parallel in worker processes, replaced after
-    :func:`tasks_per_worker` subjects (ANTs memory grows when one process registers many images); threads default to ``$SLURM_CPUS_PER_TASK`` or the
-    CPUs divided by ``n_jobs``. The working grid is 64^3 over the template brain by default (about
+    :func:`tasks_per_worker` subjects (ANTs memory grows when one process registers many images);
+    threads default to ``$SLURM_CPUS_PER_TASK`` or the CPUs divided by ``n_jobs``. The working grid is 64^3 over the template brain by default (about
     2.9 mm); a voxel size alone gives the shape that covers the brain.
     """
     from neurointerp.io import add_bidsignore, resolution_label, sidecar_path, write_dataset_description, write_json
@@ -432,11 +432,11 @@ def _run_items(o, folder, items, process, finalize, table_path: Path, threads: i
     set_threads(threads)
 
     # ants imported earlier in this process (a Python session, a notebook) keeps the ITK thread
-    # count of that import: each subject then runs in a fresh process, so --threads holds and the
-    # result is the one a fresh `neurointerp preprocess` gives
+    # count of that import: the subjects then run in fresh worker processes, so --threads holds and
+    # the result is the one a fresh `neurointerp preprocess` gives
     isolate = itk_threads_fixed_otherwise(threads)
     if isolate:
-        info(f"preprocess: ants was imported earlier in this process with another thread count; each subject runs in its own process ({threads} thread(s))")
+        info(f"preprocess: ants was imported earlier in this process with another thread count; the subjects run in fresh worker processes ({threads} thread(s) each)")
     result = PreprocessResult(out=out, table=None)
     try:
         outcome = run_items(folder, items, process, batch_size=1, array_index=o.array_index, array_size=o.array_size, finalize=finalize,
@@ -469,6 +469,8 @@ def tasks_per_worker(images) -> int:
         try:
             largest = max(largest, int(np.prod(nib.load(str(path)).shape[:3])))
         except Exception:  # noqa: BLE001 - the subject's own run reports a bad file
+            return 1
+        if largest >= WORKER_VOXELS:  # no need to read the other headers
             return 1
     return max(1, WORKER_VOXELS // largest)
 
