@@ -145,23 +145,17 @@ def _step_synth(out: Path, n_subjects: int, voxel_size: float, seed: int, force:
     return table
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def _step_preprocess(out: Path, seed: int, force: bool, sections: list[Section], state: dict) -> None:
     from neurointerp.atlases import resample_to_grid
     from neurointerp.io import load_image, save_image
+    from neurointerp.preprocess.antsio import available_cpus
     from neurointerp.preprocess.pipeline import run_preprocess
     from neurointerp.report.figures import ortho_figure
     from neurointerp.synth.brain import SPACE
 
     # the synthetic images are skull-stripped; a 32^3 grid (about 6 mm) keeps the demo fast;
     # one subject per CPU at a time (the demo's images are small: one thread each is enough)
-    jobs = max(1, min(8, _cpus()))
+    jobs = min(8, available_cpus())
     result = run_preprocess(state["synth_table"], out / "preprocess", shape=32, brain_extraction="none", registration_resolution=6.0,
                             n4_iterations=DEMO_N4_ITERATIONS, n_jobs=jobs, threads=1, seed=seed, force=force)
     frame = read_table_keeping_ids(result.table)
@@ -212,17 +206,16 @@ def _step_train(out: Path, seed: int, force: bool, sections: list[Section], stat
     frame[~is_test].to_csv(state["train_csv"], index=False)
     frame[is_test].to_csv(state["test_csv"], index=False)
     ev = clf.meta["metrics"].get("evidence") or {}
-    state["skill"] = ev
     # a tiny demo cohort (--n-subjects 16) cannot show skill: the steps still run, with a warning on every map
     state["unvalidated"] = not ev.get("beats_chance")
-    rows = [{"model": "simnet3d", "held-out participants": ev.get("n_participants"), "AUC": ev.get("auc"),
-             "AUC 95% CI": "{:.2f}-{:.2f}".format(*ev["ci"]) if ev.get("ci") else "", "balanced accuracy": ev.get("balanced_accuracy"),
-             "p vs chance": ev.get("p_value")}]
+    def row(model: str, figures: dict) -> dict:
+        ci = figures.get("ci")
+        return {"model": model, "held-out participants": ev.get("n_participants"), "AUC": figures.get("auc"),
+                "AUC 95% CI": "{:.2f}-{:.2f}".format(*ci) if ci else "", "balanced accuracy": figures.get("balanced_accuracy"),
+                "p vs chance": figures.get("p_value")}
+
     base = ev.get("baseline") or {}
-    if base.get("auc") is not None:
-        rows.append({"model": "age only (logistic regression)", "held-out participants": ev.get("n_participants"), "AUC": base.get("auc"),
-                     "AUC 95% CI": "{:.2f}-{:.2f}".format(*base["ci"]) if base.get("ci") else "", "balanced accuracy": base.get("balanced_accuracy"),
-                     "p vs chance": base.get("p_value")})
+    rows = [row("simnet3d", ev)] + ([row("age only (logistic regression)", base)] if base.get("auc") is not None else [])
     curve = out / "train" / "training_curve.png"
     verdict = "beats chance" if ev.get("beats_chance") else "does NOT beat chance: the maps below explain noise and must not be read"
     base_line = describe_baseline(ev)

@@ -16,16 +16,20 @@ _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 THREAD_VARIABLES = ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity; all CPUs where that is not known)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def default_threads(n_jobs: int = 1) -> int:
     """``$SLURM_CPUS_PER_TASK`` when set, else the CPUs of this machine shared by ``n_jobs``."""
     env = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // max(1, n_jobs))
+    return max(1, available_cpus() // max(1, n_jobs))
 
 
 def set_threads(threads: int) -> None:

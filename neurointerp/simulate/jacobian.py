@@ -380,7 +380,9 @@ def _to_template(logdet, aff, image, template, out, pid, seed):
 
     import nibabel as nib
 
-    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(max(1, len(os.sched_getaffinity(0)))))
+    from neurointerp.preprocess.antsio import available_cpus
+
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(available_cpus()))
     import ants
 
     with tempfile.TemporaryDirectory(dir=out) as tmp:
