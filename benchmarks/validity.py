@@ -25,9 +25,12 @@ end except where noted:
    where the planted regions (the AAL2 regions holding most of the planted disease
    log-Jacobian) rank.
 
-With ``--balance-confounders`` step 3 is ``train ... --balance-confounders`` (draws weighted by
-overlap weights, so that mean age is the same in both classes of the training samples) and the results go
-under ``n<N>_balanced``; ``--methods`` limits step 4 to some methods.
+Step 3 uses train's default for the confounder weighting (weighted draws when every model keeps
+at least 10 effective participants per class) and the results go under ``n<N>_auto``; with
+``--balance-confounders`` it is ``train ... --balance-confounders`` (draws weighted by overlap
+weights, so that mean age is the same in both classes of the training samples; results under
+``n<N>_balanced``), with ``--no-balance-confounders`` unweighted draws (under ``n<N>``: train's
+default before it weighted by itself); ``--methods`` limits step 4 to some methods.
 
 Goals (issue #21): held-out balanced accuracy >= 0.90; best method NCC >= 0.30 with the disease
 truth; age NCC at least halved by confounder-free saliency with the disease NCC kept.
@@ -179,7 +182,7 @@ def run_size(args, work: Path, table: Path, n: int, results: dict, save) -> None
     from neurointerp.models.checkpoint import load_checkpoint
     from neurointerp.train.loop import train
 
-    key = f"n{n}" + ("_balanced" if args.balance_confounders else "")
+    key = f"n{n}" + {None: "_auto", True: "_balanced", False: ""}[args.balance_confounders]
     res = results.setdefault(key, {})
     res.setdefault("run", {k: getattr(args, k) for k in ("balance_confounders", "methods", "saliency_subjects", "costly_subjects", "steps", "threads", "template_space", "seed")})
     folder = work / key
@@ -356,8 +359,10 @@ def main(argv=None) -> int:
     ap.add_argument("--saliency-subjects", type=int, default=None, help="test participants explained (class-balanced subset; default all)")
     ap.add_argument("--costly-subjects", type=int, default=8, help="test participants explained by the costly methods (%s)" % ", ".join(COSTLY))
     ap.add_argument("--steps", type=int, default=None, help="train --steps (default: train's default; smaller only for a smoke run)")
-    ap.add_argument("--balance-confounders", action="store_true",
+    ap.add_argument("--balance-confounders", action="store_true", default=None,
                     help="train --balance-confounders (results under n<N>_balanced): does confounder-balanced training find the disease?")
+    ap.add_argument("--no-balance-confounders", dest="balance_confounders", action="store_false",
+                    help="train --no-balance-confounders (results under n<N>; train's default before it weighted by itself)")
     ap.add_argument("--methods", nargs="+", default=None, help="saliency methods (default: every method)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

@@ -220,6 +220,8 @@ def _step_train(out: Path, seed: int, force: bool, sections: list[Section], stat
     verdict = "beats chance" if ev.get("beats_chance") else "does NOT beat chance: the maps below explain noise and must not be read"
     base_line = describe_baseline(ev)
     n_test, n_fit = int(is_test.sum()), int((~is_test).sum())
+    note = (tr.get("confounder_weighting") or {}).get("note", "")
+    weighting = f" {note.split(': ', 1)[-1][:1].upper()}{note.split(': ', 1)[-1][1:]}." if note else ""
     text = (
         f"Held-out skill first, before any map. On the {n_test} held-out subjects, which the classifier never trained on: "
         f"{describe(ev) if ev else 'no evidence'} -- the model {verdict}."
@@ -232,7 +234,7 @@ def _step_train(out: Path, seed: int, force: bool, sections: list[Section], stat
         f"({DEMO_TRAIN['validation_fraction']:.0%}, stratified by diagnosis) are train's validation split, never trained on and not used to choose "
         f"the checkpoint (no early stopping), and every later step explains the model on them. {tr['steps_done']} optimiser steps of "
         f"class-balanced batches of 16 (Adam, warm-up and cosine decay); an age-only logistic regression fitted on the same {n_fit} "
-        f"subjects is the confounder baseline (--confounder age). No cross-validation here, to keep the demo short: "
+        f"subjects is the confounder baseline (--confounder age).{weighting} No cross-validation here, to keep the demo short: "
         f"`neurointerp train` cross-validates by default (5 folds)."
     )
     sections.append(Section("Classifier (train): held-out skill", text, [curve] if curve.exists() else [], table=pd.DataFrame(rows)))
@@ -388,7 +390,6 @@ def _step_confound(out: Path, seed: int, force: bool, sections: list[Section], s
 
 
 def _step_simulate(out: Path, seed: int, force: bool, sections: list[Section], state: dict) -> None:
-    import nibabel as nib
     import pandas as pd
 
     from neurointerp.io import load_image

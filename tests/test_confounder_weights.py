@@ -1,4 +1,4 @@
-"""train --balance-confounders: inverse-probability-weighted, class-balanced sampling (issue #21)."""
+"""train --balance-confounders: overlap-weighted, class-balanced sampling, and when train weights by default (issue #21)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from neurointerp.cli.app import main
 from neurointerp.train.baseline import confounder_table
-from neurointerp.train.confounder_weights import MIN_EFFECTIVE, balance_check, propensity_weights
+from neurointerp.train.confounder_weights import MIN_EFFECTIVE, balance_check, choose_balancing, propensity_weights
 from neurointerp.train.loop import sample_stream
 
 
@@ -80,6 +80,72 @@ def test_separated_classes_are_reported_not_hidden():
     w, record = propensity_weights(table, np.arange(len(frame)), y)
     assert min(record["effective_participants"].values()) < MIN_EFFECTIVE  # train warns about this
     assert all(e >= 1 for e in record["effective_participants"].values())
+
+
+def test_default_weights_only_when_every_model_keeps_enough_participants():
+    """The default (requested None): weighted draws when every model's training rows keep at least
+    MIN_EFFECTIVE effective participants per class, one decision for all of them; an explicit
+    choice is obeyed without a message."""
+    frame, y = _confounded(n=200, strength=1.0)
+    table = confounder_table(frame, ["age"], list(range(len(frame))), "cohort")
+    classes = ["control", "patient"]
+    folds = {f"fold-{k}": np.flatnonzero(np.arange(len(y)) % 5 != k - 1) for k in range(1, 6)}
+    weighted, why, loud = choose_balancing(table, folds, y, classes, None)
+    fewest = min(min(propensity_weights(table, idx, y)[1]["effective_participants"].values()) for idx in folds.values())
+    assert fewest >= MIN_EFFECTIVE and weighted and not loud and f"at least {fewest:.1f} effective participants" in why, why
+    # one model with too few overlapping participants turns it off for the whole run, and says where
+    small = {**folds, "final": np.r_[np.flatnonzero(y == 0)[:9], np.flatnonzero(y == 1)[:9]]}
+    weighted, why, loud = choose_balancing(table, small, y, classes, None)
+    assert not weighted and "in final (fewer than 10)" in why and "effective participants of class" in why
+    assert loud and "differ by" in why  # the ages differ between the classes: a warning, not a note
+    # classes that do not differ in age: an information line, not a warning, even when too few
+    same = frame.assign(age=60 + 8 * np.random.default_rng(5).normal(0, 1, len(frame)))
+    t_same = confounder_table(same, ["age"], list(range(len(same))), "cohort")
+    tiny = {"final": np.r_[np.flatnonzero(y == 0)[:6], np.flatnonzero(y == 1)[:6]]}
+    weighted, why, loud = choose_balancing(t_same, tiny, y, classes, None)
+    assert not weighted and not loud and "differ by" not in why
+    for requested in (True, False):
+        assert choose_balancing(table, small, y, classes, requested) == (requested, None, False)
+    assert choose_balancing(None, folds, y, classes, None) == (False, None, False)
+
+
+def test_train_weights_by_default_as_it_would_when_asked(tmp_path, capsys):
+    """train --confounder X with no choice: weighted draws when the classes overlap in X -- the same
+    training as --balance-confounders (same settings hash: the folder is reused, nothing retrained);
+    unweighted, with one warning line naming the effective participants, when they hardly overlap;
+    --no-balance-confounders: unweighted, recorded."""
+    from neurointerp.models.checkpoint import read_checkpoint
+    from neurointerp.synth.gaussians import synth_gaussians
+
+    table = synth_gaussians(tmp_path / "data", variant="magnitude", n_per_group=40, seed=1)
+    frame = pd.read_csv(table, dtype={"participant_id": str})
+    rng = np.random.default_rng(0)
+    is1 = (frame["label"] == sorted(frame["label"].unique())[1]).to_numpy()
+    frame["overlap"] = 60 + 8 * (rng.normal(0, 1, len(frame)) + 0.5 * is1)
+    frame["apart"] = np.where(is1, 80.0, 50.0) + rng.normal(0, 1, len(frame))
+    frame.to_csv(table.parent / "c.csv", index=False)
+    common = ["--folds", "0", "--final", "--steps", "10", "--threads", "1"]
+    assert main(["train", str(table.parent / "c.csv"), str(tmp_path / "auto"), "--confounder", "overlap", *common]) == 0
+    err = capsys.readouterr().err
+    assert "training draws weighted so that overlap no longer predicts the class" in err, err
+    assert not [ln for ln in err.splitlines() if ln.startswith("warning") and ("training draws" in ln or "--balance-confounders" in ln)], err
+    tr = read_checkpoint(tmp_path / "auto" / "model.pt")["training"]
+    assert tr["hyperparameters"]["balance_confounders"] is True and tr["hyperparameters"]["sampling"] == "class-balanced, confounder-weighted"
+    assert tr["confounder_weighting"]["weighted"] and tr["confounder_weighting"]["chosen_by"].startswith("default")
+    assert main(["train", str(table.parent / "c.csv"), str(tmp_path / "auto"), "--confounder", "overlap", "--balance-confounders", *common]) == 0
+    assert "already trained with these settings" in capsys.readouterr().err
+
+    assert main(["train", str(table.parent / "c.csv"), str(tmp_path / "off"), "--confounder", "overlap", "--no-balance-confounders", *common]) == 0
+    assert "training draws" not in capsys.readouterr().err
+    tr = read_checkpoint(tmp_path / "off" / "model.pt")["training"]
+    assert tr["hyperparameters"]["sampling"] == "class-balanced" and tr["confounder_weighting"] == {"weighted": False, "chosen_by": "--no-balance-confounders"}
+
+    assert main(["train", str(table.parent / "c.csv"), str(tmp_path / "apart"), "--confounder", "apart", *common]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "training draws" in ln]
+    # 30 SD apart: the weights keep many effective participants, but cannot bring the classes together
+    assert len(lines) == 1 and lines[0].startswith("warning: --confounder apart: training draws not weighted") and "hardly overlap" in lines[0], lines
+    tr = read_checkpoint(tmp_path / "apart" / "model.pt")["training"]
+    assert tr["hyperparameters"]["balance_confounders"] is False and tr["confounder_weighting"]["note"] in lines[0]
 
 
 def test_train_records_the_weighting_and_warns_when_it_cannot_balance(tmp_path, capsys):

@@ -200,7 +200,7 @@ def _evidence_rows(ev: dict):
         rows.append({
             "model": unit, "evidence": e.get("source", ""), "participants": e.get("n_participants"),
             "balanced accuracy": e.get("balanced_accuracy", np.nan), "AUC": e.get("auc", np.nan),
-            "R2": e.get("r2", np.nan), "primary": e.get("primary", ""), f"95% CI": f"{_fmt(ci[0])}-{_fmt(ci[1])}",
+            "R2": e.get("r2", np.nan), "primary": e.get("primary", ""), "95% CI": f"{_fmt(ci[0])}-{_fmt(ci[1])}",
             "p vs chance": e.get("p_value", np.nan), "test": e.get("test", ""),
             "baseline": f"{'+'.join(b.get('confounders', []))} {_fmt(b.get(b.get('gain_of', ''), np.nan))}" if b else "",
             "beats chance": bool(e.get("beats_chance")),
@@ -270,6 +270,8 @@ def _train_methods(view: RunView) -> tuple[str, list[str]]:
                  f"(1 - p(own class | {', '.join(conf)}) for two classes) {cite('li2018')}, so that the weighted means of {', '.join(conf)} were "
                  f"equal in every class of the draws.")
         refs.append("li2018")
+    elif conf and o.get("task") != "regression":
+        text += f" Training draws were not weighted for {', '.join(conf)}."
     if conf:
         text += f" A baseline on {', '.join(conf)} alone was fitted and evaluated on the same held-out participants."
     return text, refs

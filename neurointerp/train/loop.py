@@ -172,7 +172,7 @@ def train(
     image_column: str = "image",
     positive_class: str | None = None,
     confounder: Sequence[str] = (),
-    balance_confounders: bool = False,
+    balance_confounders: bool | None = None,
     space: str | None = None,
     seed: int = 0,
     device: str = "auto",
@@ -195,7 +195,8 @@ def train(
     split, keeping the best check.
     ``confounder``: columns for the confounder-only baseline. ``balance_confounders``: draw each
     class's training samples with overlap weights so that those columns have equal weighted means
-    in every class (:mod:`neurointerp.train.confounder_weights`).
+    in every class (:mod:`neurointerp.train.confounder_weights`); ``None`` (default): when every
+    model keeps enough effective participants per class (:func:`~neurointerp.train.confounder_weights.choose_balancing`).
     """
     import torch
 
@@ -293,44 +294,6 @@ def train(
         l2=l2,
     )
 
-    hyper = dict(
-        task=data.task,
-        architecture=arch,
-        architecture_params={k: (list(v) if isinstance(v, tuple) else v) for k, v in arch_params.items()},
-        steps=None if steps is None else int(steps),
-        epochs=None if epochs is None else int(epochs),
-        batch_size=int(batch_size),
-        lr=float(lr),
-        lr_schedule=lr_schedule,
-        warmup=float(warmup),
-        optimizer="adam",
-        sampling=("class-balanced" + (", confounder-weighted" if balance_confounders else "")) if data.task != "regression" else "shuffled",
-        validation_fraction=val_fraction,
-        patience=int(patience) if patience is not None else DEFAULT_PATIENCE,  # None: no early stopping / selection
-        eval_every=None if eval_every is None else int(eval_every),
-        shift=float(shift),
-        rotation=float(rotation),
-        flip=bool(flip),
-        balance=int(balance),
-        hemisphere=hemisphere,
-        normalize=normalize,
-        positive_class=data.classes[1] if data.task == "binary" else None,
-        label_column=label_column,
-        image_column=image_column,
-        confounders=confounders,
-        balance_confounders=bool(balance_confounders),
-        seed=int(seed),
-    )
-    from neurointerp.io.provenance import sha256
-
-    inputs = [data.cohort.path, *data.cohort.images]
-    digest = hashlib.sha256()
-    digest.update(json.dumps(hyper, sort_keys=True).encode())
-    digest.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
-    for p in inputs:
-        digest.update(sha256(p).encode())
-    config_hash = digest.hexdigest()[:16]
-
     # ---- folds and validation splits (identical on every process)
     groups = data.groups
     units_all: list[Unit] = []
@@ -351,6 +314,51 @@ def train(
         fit_idx, val_idx = _validation_split(data, all_idx, val_fraction, seed, 0)
         units_all.append(Unit("final", 0, all_idx, np.array([], dtype=int), out, out / "model.pt", out / "final-state.pt", fit_idx, val_idx))
     to_run = [u for u in units_all if u.index == 0 or selected is None or u.index in selected]
+    from neurointerp.train.confounder_weights import MIN_EFFECTIVE, choose_balancing
+
+    weighted, why, loud = choose_balancing(conf_table, {u.name: u.fit_idx for u in units_all}, data.targets, data.classes,
+                                           balance_confounders if data.task != "regression" else False)
+    if why and rank == 0:
+        (warn if loud else info)(why)
+
+    hyper = dict(
+        task=data.task,
+        architecture=arch,
+        architecture_params={k: (list(v) if isinstance(v, tuple) else v) for k, v in arch_params.items()},
+        steps=None if steps is None else int(steps),
+        epochs=None if epochs is None else int(epochs),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        lr_schedule=lr_schedule,
+        warmup=float(warmup),
+        optimizer="adam",
+        sampling=("class-balanced" + (", confounder-weighted" if weighted else "")) if data.task != "regression" else "shuffled",
+        validation_fraction=val_fraction,
+        patience=int(patience) if patience is not None else DEFAULT_PATIENCE,  # None: no early stopping / selection
+        eval_every=None if eval_every is None else int(eval_every),
+        shift=float(shift),
+        rotation=float(rotation),
+        flip=bool(flip),
+        balance=int(balance),
+        hemisphere=hemisphere,
+        normalize=normalize,
+        positive_class=data.classes[1] if data.task == "binary" else None,
+        label_column=label_column,
+        image_column=image_column,
+        confounders=confounders,
+        balance_confounders=weighted,
+        seed=int(seed),
+    )
+    from neurointerp.io.provenance import sha256
+
+    inputs = [data.cohort.path, *data.cohort.images]
+    digest = hashlib.sha256()
+    digest.update(json.dumps(hyper, sort_keys=True).encode())
+    digest.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    for p in inputs:
+        digest.update(sha256(p).encode())
+    config_hash = digest.hexdigest()[:16]
+
 
     dist = init_distributed(dev)
     stack = contextlib.ExitStack()
@@ -366,6 +374,11 @@ def train(
             n_folds=int(folds),
             checkpoint_every=int(checkpoint_every),
             confounders=conf_table,
+            weighting_choice=None if conf_table is None else {
+                "chosen_by": "--balance-confounders" if balance_confounders else "--no-balance-confounders" if balance_confounders is False
+                else f"default: weighted when every model keeps at least {MIN_EFFECTIVE} effective participants per class",
+                **({"note": why} if why else {}),
+            },
         )
         result = TrainResult(out=out)
         for unit in to_run:
@@ -391,7 +404,7 @@ def train(
                 checkpoint_every=checkpoint_every,
             )
             result.summary, result.evidence = _write_summaries(out, data, units_all, config_hash, folds, params, inputs, conf_table, seed)
-            _report_evidence(result.evidence, balanced=bool(balance_confounders))
+            _report_evidence(result.evidence, balanced=weighted)
             if final and "final" not in result.evidence:
                 why = ("its evidence is the pooled cross-validation, and not every fold has finished: run the same command again when they have"
                        if folds >= 2 else "it was trained without cross-validation and without a validation split")
@@ -630,6 +643,7 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
         from neurointerp.train.confounder_weights import MAX_DIFFERENCE, MIN_EFFECTIVE, balance_check, propensity_weights
 
         weights, weighting = propensity_weights(settings["confounders"], fit_idx, data.targets)
+        weighting = {"weighted": True, **settings["weighting_choice"], **weighting}
         weighting["standardised_difference"] = balance_check(settings["confounders"], fit_idx, data.targets, weights)
         low = {data.classes[c]: round(e, 1) for c, e in weighting["effective_participants"].items() if e < MIN_EFFECTIVE}
         if low and dist.is_main:
@@ -644,6 +658,8 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
                 f"{', '.join(f'{v:.2f}' for v in left.values())} SD after weighting (too little overlap between the classes); the model can still learn "
                 + ("it" if len(left) == 1 else "them")
             )
+    elif settings["weighting_choice"] is not None and task != "regression":
+        weighting = {"weighted": False, **settings["weighting_choice"]}
     stream = sample_stream(fit_idx, data.targets, n_classes, task != "regression", total * bs, g_stream, weights=weights)
     history: list[dict] = []
     start_round = 0
@@ -1069,7 +1085,7 @@ def _report_evidence(evidence: dict, balanced: bool = False) -> None:
         if b and b.get("confounded") and balanced:
             warn(
                 f"{name}: the confounders alone predict the label and the model does not beat them ({base}); it was trained on draws "
-                "balanced for them (--balance-confounders), but these held-out figures cannot show that it learned more than they carry (see confound-test)"
+                "balanced for them (confounder weighting), but these held-out figures cannot show that it learned more than they carry (see confound-test)"
             )
         elif b and b.get("confounded"):
             warn(
