@@ -314,7 +314,7 @@ def train(
         fit_idx, val_idx = _validation_split(data, all_idx, val_fraction, seed, 0)
         units_all.append(Unit("final", 0, all_idx, np.array([], dtype=int), out, out / "model.pt", out / "final-state.pt", fit_idx, val_idx))
     to_run = [u for u in units_all if u.index == 0 or selected is None or u.index in selected]
-    from neurointerp.train.confounder_weights import MIN_EFFECTIVE, choose_balancing
+    from neurointerp.train.confounder_weights import MAX_DIFFERENCE, MIN_EFFECTIVE, choose_balancing
 
     weighted, why, loud = choose_balancing(conf_table, {u.name: u.fit_idx for u in units_all}, data.targets, data.classes,
                                            balance_confounders if data.task != "regression" else False)
@@ -359,7 +359,6 @@ def train(
         digest.update(sha256(p).encode())
     config_hash = digest.hexdigest()[:16]
 
-
     dist = init_distributed(dev)
     stack = contextlib.ExitStack()
     try:
@@ -376,7 +375,8 @@ def train(
             confounders=conf_table,
             weighting_choice=None if conf_table is None else {
                 "chosen_by": "--balance-confounders" if balance_confounders else "--no-balance-confounders" if balance_confounders is False
-                else f"default: weighted when every model keeps at least {MIN_EFFECTIVE} effective participants per class",
+                else f"default: weighted when, in every model, the weights keep at least {MIN_EFFECTIVE} effective participants per class "
+                f"and bring each confounder within {MAX_DIFFERENCE} SD between the classes",
                 **({"note": why} if why else {}),
             },
         )
