@@ -7,6 +7,7 @@ NIfTI files with ``antsApplyTransforms`` as well.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -42,14 +43,17 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def thread_settings():
-    """A function that puts back the thread variables and torch's thread count as they are now
-    (a library call of preprocess must not leave the rest of the process on its ITK threads)."""
+@contextlib.contextmanager
+def caller_threads_kept():
+    """Inside: set threads freely; on leaving, the thread variables and torch's thread count are
+    put back as they were (a library call of preprocess must not leave the rest of the process on
+    its ITK threads)."""
     saved = {var: os.environ.get(var) for var in THREAD_VARIABLES}
     torch = sys.modules.get("torch")
     torch_threads = torch.get_num_threads() if torch is not None else None
-
-    def restore() -> None:
+    try:
+        yield
+    finally:
         for var, value in saved.items():
             if value is None:
                 os.environ.pop(var, None)
@@ -57,8 +61,6 @@ def thread_settings():
                 os.environ[var] = value
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
-
-    return restore
 
 
 _IMPORTED_WITH: list[str | None] = []  # ITK's thread variable when ants was first imported by us

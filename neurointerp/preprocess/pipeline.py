@@ -23,15 +23,13 @@ one process registers many images).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -415,41 +413,31 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
 
     if any(True for _ in subjects):
         info(f"preprocess: {len(resolve_share(items, o.array_index, o.array_size))} subject(s), {o.n_jobs} job(s) x {threads} thread(s), template {tpl.space}, grid {'x'.join(map(str, grid_shape))}")
-    from neurointerp.preprocess.antsio import thread_settings
-
-    restore_threads = thread_settings()
-    try:
-        return _run_items(o, folder, items, process, finalize, table_path, threads, subjects, out, t0)
-    finally:
-        restore_threads()
-
-
-def _run_items(o, folder, items, process, finalize, table_path: Path, threads: int, subjects, out: Path, t0: float) -> PreprocessResult:
-    """The per-subject runs of :func:`run_preprocess` (with the thread settings of preprocess)."""
-    from neurointerp.preprocess.antsio import itk_threads_fixed_otherwise, set_threads
+    from neurointerp.preprocess.antsio import caller_threads_kept, itk_threads_fixed_otherwise, set_threads
     from neurointerp.runs import RunFailures, run_items
 
-    set_threads(threads)
+    with caller_threads_kept():
+        set_threads(threads)
 
-    # ants imported earlier in this process (a Python session, a notebook) keeps the ITK thread
-    # count of that import: the subjects then run in fresh worker processes, so --threads holds and
-    # the result is the one a fresh `neurointerp preprocess` gives
-    isolate = itk_threads_fixed_otherwise(threads)
-    if isolate:
-        info(f"preprocess: ants was imported earlier in this process with another thread count; the subjects run in fresh worker processes ({threads} thread(s) each)")
-    result = PreprocessResult(out=out, table=None)
-    try:
-        outcome = run_items(folder, items, process, batch_size=1, array_index=o.array_index, array_size=o.array_size, finalize=finalize,
-                            finalize_partial=True, label="preprocess", parallel=o.n_jobs, process_one=_process_item, isolate=isolate,
-                            tasks_per_worker=tasks_per_worker([s.image for s in subjects]))
-    except RunFailures as exc:
-        _fill(result, exc.outcome, table_path)
+        # ants imported earlier in this process (a Python session, a notebook) keeps the ITK thread
+        # count of that import: the subjects then run in fresh worker processes, so --threads holds and
+        # the result is the one a fresh `neurointerp preprocess` gives
+        isolate = itk_threads_fixed_otherwise(threads)
+        if isolate:
+            info(f"preprocess: ants was imported earlier in this process with another thread count; the subjects run in fresh worker processes ({threads} thread(s) each)")
+        result = PreprocessResult(out=out, table=None)
+        try:
+            outcome = run_items(folder, items, process, batch_size=1, array_index=o.array_index, array_size=o.array_size, finalize=finalize,
+                                finalize_partial=True, label="preprocess", parallel=o.n_jobs, process_one=_process_item, isolate=isolate,
+                                tasks_per_worker=tasks_per_worker([s.image for s in subjects]))
+        except RunFailures as exc:
+            _fill(result, exc.outcome, table_path)
+            _cleanup_work(out)
+            raise PreprocessFailures(str(exc), result, exit_code=exc.exit_code) from None
+        _fill(result, outcome, table_path)
         _cleanup_work(out)
-        raise PreprocessFailures(str(exc), result, exit_code=exc.exit_code) from None
-    _fill(result, outcome, table_path)
-    _cleanup_work(out)
-    result.seconds["total"] = round(time.perf_counter() - t0, 3)
-    return result
+        result.seconds["total"] = round(time.perf_counter() - t0, 3)
+        return result
 
 
 # what one worker process may register before it is replaced: one 1 mm whole-head image
