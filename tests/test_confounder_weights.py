@@ -109,12 +109,9 @@ def test_default_weights_only_when_every_model_keeps_enough_participants():
     assert choose_balancing(None, folds, y, classes, None) == (False, None, False)
 
 
-def test_train_weights_by_default_as_it_would_when_asked(tmp_path, capsys):
-    """train --confounder X with no choice: weighted draws when the classes overlap in X -- the same
-    training as --balance-confounders (same settings hash: the folder is reused, nothing retrained);
-    unweighted, with one warning line naming the effective participants, when they hardly overlap;
-    --no-balance-confounders: unweighted, recorded."""
-    from neurointerp.models.checkpoint import read_checkpoint
+def _gaussians_with_confounders(tmp_path):
+    """A synth gaussians cohort (40 per class) with a confounder the classes share ('overlap', 0.5 SD
+    apart) and one they do not ('apart', 30 SD apart); returns the table's path (c.csv)."""
     from neurointerp.synth.gaussians import synth_gaussians
 
     table = synth_gaussians(tmp_path / "data", variant="magnitude", n_per_group=40, seed=1)
@@ -124,23 +121,34 @@ def test_train_weights_by_default_as_it_would_when_asked(tmp_path, capsys):
     frame["overlap"] = 60 + 8 * (rng.normal(0, 1, len(frame)) + 0.5 * is1)
     frame["apart"] = np.where(is1, 80.0, 50.0) + rng.normal(0, 1, len(frame))
     frame.to_csv(table.parent / "c.csv", index=False)
+    return table.parent / "c.csv"
+
+
+def test_train_weights_by_default_as_it_would_when_asked(tmp_path, capsys):
+    """train --confounder X with no choice: weighted draws when the classes overlap in X -- the same
+    training as --balance-confounders (same settings hash: the folder is reused, nothing retrained);
+    unweighted, with one warning line saying why, when they hardly overlap;
+    --no-balance-confounders: unweighted, recorded."""
+    from neurointerp.models.checkpoint import read_checkpoint
+
+    table = _gaussians_with_confounders(tmp_path)
     common = ["--folds", "0", "--final", "--steps", "10", "--threads", "1"]
-    assert main(["train", str(table.parent / "c.csv"), str(tmp_path / "auto"), "--confounder", "overlap", *common]) == 0
+    assert main(["train", str(table), str(tmp_path / "auto"), "--confounder", "overlap", *common]) == 0
     err = capsys.readouterr().err
     assert "training draws weighted so that overlap no longer predicts the class" in err, err
     assert not [ln for ln in err.splitlines() if ln.startswith("warning") and ("training draws" in ln or "--balance-confounders" in ln)], err
     tr = read_checkpoint(tmp_path / "auto" / "model.pt")["training"]
     assert tr["hyperparameters"]["balance_confounders"] is True and tr["hyperparameters"]["sampling"] == "class-balanced, confounder-weighted"
     assert tr["confounder_weighting"]["weighted"] and tr["confounder_weighting"]["chosen_by"].startswith("default")
-    assert main(["train", str(table.parent / "c.csv"), str(tmp_path / "auto"), "--confounder", "overlap", "--balance-confounders", *common]) == 0
+    assert main(["train", str(table), str(tmp_path / "auto"), "--confounder", "overlap", "--balance-confounders", *common]) == 0
     assert "already trained with these settings" in capsys.readouterr().err
 
-    assert main(["train", str(table.parent / "c.csv"), str(tmp_path / "off"), "--confounder", "overlap", "--no-balance-confounders", *common]) == 0
+    assert main(["train", str(table), str(tmp_path / "off"), "--confounder", "overlap", "--no-balance-confounders", *common]) == 0
     assert "training draws" not in capsys.readouterr().err
     tr = read_checkpoint(tmp_path / "off" / "model.pt")["training"]
     assert tr["hyperparameters"]["sampling"] == "class-balanced" and tr["confounder_weighting"] == {"weighted": False, "chosen_by": "--no-balance-confounders"}
 
-    assert main(["train", str(table.parent / "c.csv"), str(tmp_path / "apart"), "--confounder", "apart", *common]) == 0
+    assert main(["train", str(table), str(tmp_path / "apart"), "--confounder", "apart", *common]) == 0
     lines = [ln for ln in capsys.readouterr().err.splitlines() if "training draws" in ln]
     # 30 SD apart: the weights keep many effective participants, but cannot bring the classes together
     assert len(lines) == 1 and lines[0].startswith("warning: --confounder apart: training draws not weighted") and "hardly overlap" in lines[0], lines
@@ -150,24 +158,17 @@ def test_train_weights_by_default_as_it_would_when_asked(tmp_path, capsys):
 
 def test_train_records_the_weighting_and_warns_when_it_cannot_balance(tmp_path, capsys):
     from neurointerp.models.checkpoint import read_checkpoint
-    from neurointerp.synth.gaussians import synth_gaussians
 
-    table = synth_gaussians(tmp_path / "data", variant="magnitude", n_per_group=40, seed=1)
-    frame = pd.read_csv(table, dtype={"participant_id": str})
-    rng = np.random.default_rng(0)
-    is1 = (frame["label"] == sorted(frame["label"].unique())[1]).to_numpy()
-    frame["overlap"] = 60 + 8 * (rng.normal(0, 1, len(frame)) + 0.5 * is1)
-    frame["apart"] = np.where(is1, 80.0, 50.0) + rng.normal(0, 1, len(frame))
-    frame.to_csv(table.parent / "c.csv", index=False)
+    table = _gaussians_with_confounders(tmp_path)
     common = ["--folds", "0", "--final", "--steps", "10", "--threads", "1", "--balance-confounders"]
-    code = main(["train", str(table.parent / "c.csv"), str(tmp_path / "m1"), "--confounder", "overlap", *common])
+    code = main(["train", str(table), str(tmp_path / "m1"), "--confounder", "overlap", *common])
     err = capsys.readouterr().err
     assert code == 0 and "could not balance" not in err, err
     ck = read_checkpoint(tmp_path / "m1" / "model.pt")
     rec = ck["training"]["confounder_weighting"]
     assert rec["confounders"] == ["overlap"] and rec["standardised_difference"]["overlap"]["after"] < 0.25
     assert ck["training"]["hyperparameters"]["sampling"] == "class-balanced, confounder-weighted"
-    code = main(["train", str(table.parent / "c.csv"), str(tmp_path / "m2"), "--confounder", "apart", *common])
+    code = main(["train", str(table), str(tmp_path / "m2"), "--confounder", "apart", *common])
     warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: final: --balance-confounders")]
     assert code == 0 and warn and all("effective participants" in w or "could not balance apart" in w for w in warn), warn
 
