@@ -27,7 +27,7 @@ never; by default (a classification task with ``--confounder``) exactly when eve
 (each fold's and the final model's training participants) keeps at least ``MIN_EFFECTIVE`` effective
 participants per class. Measured on the strongly age-confounded ``synth brain`` validity cohorts
 (``benchmarks/validity.py``), unweighted draws gave models that read age (disease NCC of the maps
-<= 0.12) and weighted draws maps that find the disease (0.31-0.48) at the same held-out accuracy; on
+<= 0.12) and weighted draws maps that find the disease (0.27-0.48) at the same held-out accuracy; on
 the demo's 28 training participants (seed 0) the weights would leave 9.6 effective participants of
 one class, so there the draws stay unweighted and train says so in one line.
 """
