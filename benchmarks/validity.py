@@ -26,7 +26,8 @@ end except where noted:
    log-Jacobian) rank.
 
 Step 3 uses train's default for the confounder weighting (weighted draws when every model keeps
-at least 10 effective participants per class) and the results go under ``n<N>_auto``; with
+at least 10 effective participants per class and the weights bring age within 0.25 SD between the
+classes) and the results go under ``n<N>_auto``; with
 ``--balance-confounders`` it is ``train ... --balance-confounders`` (draws weighted by overlap
 weights, so that mean age is the same in both classes of the training samples; results under
 ``n<N>_balanced``), with ``--no-balance-confounders`` unweighted draws (under ``n<N>``: train's
@@ -156,8 +157,6 @@ def mean_abs(folder: Path, desc: str, ids) -> np.ndarray | None:
 
 def balanced(frame, k: int):
     """The first ``k`` rows of ``frame`` taking the classes in turn (order kept)."""
-    import pandas as pd
-
     if k >= len(frame):
         return frame
     groups = [list(g.index) for _, g in frame.groupby("label")]

@@ -330,8 +330,9 @@ def run_preprocess(o: PreprocessOptions) -> PreprocessResult:
     and :class:`PreprocessFailures` is raised at the end (exit code 2 when every failure is a
     bad input, else 1). ``n_jobs`` subjects run in parallel in worker processes, replaced after
     :func:`tasks_per_worker` subjects (ANTs memory grows when one process registers many images);
-    threads default to ``$SLURM_CPUS_PER_TASK`` or the CPUs divided by ``n_jobs``. The working grid is 64^3 over the template brain by default (about
-    2.9 mm); a voxel size alone gives the shape that covers the brain.
+    threads default to ``$SLURM_CPUS_PER_TASK`` or the CPUs divided by ``n_jobs``. The working
+    grid is 64^3 over the template brain by default (about 2.9 mm); a voxel size alone gives the
+    shape that covers the brain.
     """
     from neurointerp.io import add_bidsignore, resolution_label, sidecar_path, write_dataset_description, write_json
     from neurointerp.preprocess.antsio import default_threads

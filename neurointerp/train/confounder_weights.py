@@ -25,13 +25,14 @@ model; ``train`` warns in one line when a difference stays above ``MAX_DIFFERENC
 When to weight (:func:`choose_balancing`): ``--balance-confounders`` always, ``--no-balance-confounders``
 never; by default (a classification task with ``--confounder``) exactly when every model of the run
 (each fold's and the final model's training participants) keeps at least ``MIN_EFFECTIVE`` effective
-participants per class and the weights bring every confounder within ``MAX_DIFFERENCE`` SD. Measured on the strongly age-confounded ``synth brain`` validity cohorts
+participants per class and the weights bring every confounder within ``MAX_DIFFERENCE`` SD.
+Measured on the strongly age-confounded ``synth brain`` validity cohorts
 (``benchmarks/validity.py``), unweighted draws gave models that read age (disease NCC of the maps
 <= 0.12) and weighted draws with 20-29 effective participants per class maps that find the disease
 (0.27-0.48) at the same held-out accuracy, while with 12.6 (a second seed) the weighted model learned
 little (balanced accuracy 0.72): the threshold keeps a model off age, it does not promise one that
-learns. On the demo's 28 training participants (seed 0) the weights would leave 9.6 effective participants of
-one class, so there the draws stay unweighted and train says so in one line.
+learns. On the demo's 28 training participants (seed 0) the weights would leave 9.6 effective
+participants of one class, so there the draws stay unweighted and train says so in one line.
 """
 
 from __future__ import annotations
