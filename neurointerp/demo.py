@@ -220,8 +220,8 @@ def _step_train(out: Path, seed: int, force: bool, sections: list[Section], stat
     verdict = "beats chance" if ev.get("beats_chance") else "does NOT beat chance: the maps below explain noise and must not be read"
     base_line = describe_baseline(ev)
     n_test, n_fit = int(is_test.sum()), int((~is_test).sum())
-    # train's one line on the confounder weighting, without its "--confounder age: " prefix
-    choice = (tr.get("confounder_weighting") or {}).get("note", "").split(": ", 1)[-1]
+    # train's one line on the confounder weighting, as the checkpoint records it
+    choice = (tr.get("confounder_weighting") or {}).get("reason") or ""
     weighting = f" {choice[:1].upper()}{choice[1:]}." if choice else ""
     text = (
         f"Held-out skill first, before any map. On the {n_test} held-out subjects, which the classifier never trained on: "

@@ -90,23 +90,34 @@ def test_default_weights_only_when_every_model_keeps_enough_participants():
     table = confounder_table(frame, ["age"], list(range(len(frame))), "cohort")
     classes = ["control", "patient"]
     folds = {f"fold-{k}": np.flatnonzero(np.arange(len(y)) % 5 != k - 1) for k in range(1, 6)}
-    weighted, why, loud = choose_balancing(table, folds, y, classes, None)
+    plan = choose_balancing(table, folds, y, classes, None)
     fewest = min(min(propensity_weights(table, idx, y)[1]["effective_participants"].values()) for idx in folds.values())
-    assert fewest >= MIN_EFFECTIVE and weighted and not loud and f"at least {fewest:.1f} effective participants" in why, why
+    assert fewest >= MIN_EFFECTIVE and plan.weighted and not plan.is_warning and f"at least {fewest:.1f} effective participants" in plan.reason
+    assert plan.message == f"--confounder age: {plan.reason}" and not plan.warnings(classes)
+    # each model's weights are fitted once, here: the same as fitting them on that model's rows
+    assert set(plan.fits) == set(folds)
+    for name, idx in folds.items():
+        np.testing.assert_allclose(plan.fits[name][0], propensity_weights(table, idx, y)[0])
+        assert plan.fits[name][1]["standardised_difference"]["age"]["after"] < 0.25
     # one model with too few overlapping participants turns it off for the whole run, and says where
     small = {**folds, "final": np.r_[np.flatnonzero(y == 0)[:9], np.flatnonzero(y == 1)[:9]]}
-    weighted, why, loud = choose_balancing(table, small, y, classes, None)
-    assert not weighted and "in final (fewer than 10)" in why and "effective participants of class" in why
-    assert loud and "differ by" in why  # the ages differ between the classes: a warning, not a note
+    plan = choose_balancing(table, small, y, classes, None)
+    assert not plan.weighted and "in final (fewer than 10)" in plan.reason and "effective participants of class" in plan.reason
+    assert plan.is_warning and "differ by" in plan.reason  # the ages differ between the classes: a warning, not a note
     # classes that do not differ in age: an information line, not a warning, even when too few
     same = frame.assign(age=60 + 8 * np.random.default_rng(5).normal(0, 1, len(frame)))
     t_same = confounder_table(same, ["age"], list(range(len(same))), "cohort")
     tiny = {"final": np.r_[np.flatnonzero(y == 0)[:6], np.flatnonzero(y == 1)[:6]]}
-    weighted, why, loud = choose_balancing(t_same, tiny, y, classes, None)
-    assert not weighted and not loud and "differ by" not in why
-    for requested in (True, False):
-        assert choose_balancing(table, small, y, classes, requested) == (requested, None, False)
-    assert choose_balancing(None, folds, y, classes, None) == (False, None, False)
+    plan = choose_balancing(t_same, tiny, y, classes, None)
+    assert not plan.weighted and not plan.is_warning and "differ by" not in plan.reason
+    # explicit choices are obeyed without a message; --balance-confounders warns per model it cannot serve
+    forced = choose_balancing(table, small, y, classes, True)
+    assert forced.weighted and forced.message is None and set(forced.fits) == set(small)
+    lines = forced.warnings(classes)
+    assert len(lines) == 1 and lines[0].startswith("final: --balance-confounders leaves about") and "effective participants of class" in lines[0]
+    assert forced.warnings(classes, {"fold-1"}) == []
+    for plan in (choose_balancing(table, small, y, classes, False), choose_balancing(None, folds, y, classes, None)):
+        assert not plan.weighted and plan.message is None and not plan.fits
 
 
 def _gaussians_with_confounders(tmp_path):

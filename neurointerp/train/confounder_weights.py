@@ -37,6 +37,8 @@ participants of one class, so there the draws stay unweighted and train says so 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from neurointerp.errors import InputError
@@ -109,8 +111,58 @@ def balance_check(table, idx: np.ndarray, targets: np.ndarray, weights: np.ndarr
     return out
 
 
-def choose_balancing(table, fit_sets: dict, targets: np.ndarray, classes, requested: bool | None) -> tuple[bool, str | None, bool]:
-    """Whether train draws confounder-weighted samples: ``(weighted, message, is_warning)``.
+@dataclass
+class WeightingPlan:
+    """What :func:`choose_balancing` decided for a run, and each model's weights.
+
+    ``weighted``: train draws confounder-weighted samples; ``reason``: one sentence saying what the
+    default chose and why (``None`` when the user chose); ``message``: that sentence as train prints
+    it (prefixed by ``--confounder NAMES:``), a warning when ``is_warning``; ``fits``: model name ->
+    ``(weights, record)`` of every model when ``weighted`` (the record holds the effective participants
+    per class and each confounder's standardised difference before and after weighting).
+    """
+
+    weighted: bool
+    reason: str | None = None
+    message: str | None = None
+    is_warning: bool = False
+    fits: dict = field(default_factory=dict)
+
+    def warnings(self, classes, names=None) -> list[str]:
+        """One line per model (``names``: those trained; default all) whose weights leave fewer than
+        ``MIN_EFFECTIVE`` effective participants of a class or a confounder more than
+        ``MAX_DIFFERENCE`` SD apart between the classes: only possible with ``--balance-confounders``,
+        since the default weights only when neither happens."""
+        lines = []
+        for name, (_, record) in self.fits.items():
+            if names is not None and name not in names:
+                continue
+            low = {classes[c]: round(e, 1) for c, e in record["effective_participants"].items() if e < MIN_EFFECTIVE}
+            if low:
+                lines.append(
+                    f"{name}: --balance-confounders leaves about {', '.join(f'{v} effective participants of class {k}' for k, v in low.items())}: "
+                    "the classes hardly overlap in their confounders, and the model learns from few participants"
+                )
+            left = {k: v["after"] for k, v in record["standardised_difference"].items() if abs(v["after"]) > MAX_DIFFERENCE}
+            if left:
+                lines.append(
+                    f"{name}: --balance-confounders could not balance {', '.join(left)}: the classes still differ by "
+                    f"{', '.join(f'{v:.2f}' for v in left.values())} SD after weighting (too little overlap between the classes); the model can still learn "
+                    + ("it" if len(left) == 1 else "them")
+                )
+        return lines
+
+
+def fit_weights(table, idx: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, dict]:
+    """:func:`propensity_weights` of the rows ``idx`` with the balance they reach in the record
+    (``standardised_difference``: :func:`balance_check`)."""
+    weights, record = propensity_weights(table, idx, targets)
+    record["standardised_difference"] = balance_check(table, np.asarray(idx, dtype=int), targets, weights)
+    return weights, record
+
+
+def choose_balancing(table, fit_sets: dict, targets: np.ndarray, classes, requested: bool | None) -> WeightingPlan:
+    """Whether train draws confounder-weighted samples, and with which weights.
 
     ``requested``: ``True`` / ``False`` (``--balance-confounders`` / ``--no-balance-confounders``)
     is obeyed as given (no message); ``None`` (the default) weights when, for every model's training
@@ -118,38 +170,35 @@ def choose_balancing(table, fit_sets: dict, targets: np.ndarray, classes, reques
     effective participants per class *and* bring every confounder within ``MAX_DIFFERENCE`` SD
     between the classes (classes that do not overlap can keep many effective participants, all on
     their own side, and stay apart); one decision for the whole run, so that fold models and the
-    final model are trained alike. ``message``: one line saying what the default chose and why; a
+    final model are trained alike. The message says what the default chose and why; it is a
     warning when it did not weight and a confounder differs by more than ``MAX_DIFFERENCE`` SD
-    between the classes of a model.
+    between the classes of a model. Each model's weights are fitted here, once.
     """
-    if requested is not None or table is None:
-        return bool(requested), None, False
+    if requested is False or table is None:
+        return WeightingPlan(False)
     names = ", ".join(table.names)
-    fewest: tuple[float, str, str] | None = None  # (effective participants, class, model)
-    worst: tuple[float, str] = (0.0, "")  # (difference left after weighting, model)
-    apart = 0.0  # largest difference before weighting
+
+    def plan(weighted: bool, reason: str | None = None, loud: bool = False, fits: dict | None = None) -> WeightingPlan:
+        return WeightingPlan(weighted, reason, None if reason is None else f"--confounder {names}: {reason}", loud, fits or {})
+
+    fits = {}
     for name, idx in fit_sets.items():
         idx = np.asarray(idx, dtype=int)
-        if len(np.unique(targets[idx])) < 2:
-            return False, f"--confounder {names}: training draws not weighted for {names} ({name} holds a single class)", False
-        weights, record = propensity_weights(table, idx, targets)
-        diff = balance_check(table, idx, targets, weights).values()
-        apart = max([apart] + [abs(v["before"]) for v in diff])
-        worst = max([worst] + [(abs(v["after"]), name) for v in diff])
-        for c, e in record["effective_participants"].items():
-            if fewest is None or e < fewest[0]:
-                fewest = (e, str(classes[c]), name)
-    e, cls, model = fewest
+        if requested is None and len(np.unique(targets[idx])) < 2:
+            return plan(False, f"training draws not weighted for {names} ({name} holds a single class)")
+        fits[name] = fit_weights(table, idx, targets)
+    if requested:
+        return plan(True, fits=fits)
+    # (effective participants, class, model): the fewest; (difference after weighting, model): the worst
+    e, cls, model = min((e, str(classes[c]), name) for name, (_, r) in fits.items() for c, e in r["effective_participants"].items())
+    worst = max([(0.0, "")] + [(abs(v["after"]), name) for name, (_, r) in fits.items() for v in r["standardised_difference"].values()])
+    apart = max([0.0] + [abs(v["before"]) for _, r in fits.values() for v in r["standardised_difference"].values()])
     if e >= MIN_EFFECTIVE and worst[0] <= MAX_DIFFERENCE:
-        return True, (
-            f"--confounder {names}: training draws weighted so that {names} no longer predicts the class (overlap weights; "
-            f"at least {e:.1f} effective participants per class; --no-balance-confounders turns this off)"
-        ), False
+        return plan(True, f"training draws weighted so that {names} no longer predicts the class (overlap weights; "
+                          f"at least {e:.1f} effective participants per class; --no-balance-confounders turns this off)", fits=fits)
     why = (f"the weights would leave about {e:.1f} effective participants of class {cls} in {model} (fewer than {MIN_EFFECTIVE})"
            if e < MIN_EFFECTIVE else
            f"even weighted, the classes of {worst[1]} would differ by {worst[0]:.2f} SD (more than {MAX_DIFFERENCE}: they hardly overlap)")
-    return False, (
-        f"--confounder {names}: training draws not weighted for {names}: {why}"
-        + (f"; the classes differ by {apart:.2f} SD in {names}, so the model may learn it (--balance-confounders weights anyway)"
-           if apart > MAX_DIFFERENCE else "")
-    ), apart > MAX_DIFFERENCE
+    return plan(False, f"training draws not weighted for {names}: {why}"
+                + (f"; the classes differ by {apart:.2f} SD in {names}, so the model may learn it (--balance-confounders weights anyway)"
+                   if apart > MAX_DIFFERENCE else ""), loud=apart > MAX_DIFFERENCE)

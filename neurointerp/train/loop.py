@@ -316,10 +316,14 @@ def train(
     to_run = [u for u in units_all if u.index == 0 or selected is None or u.index in selected]
     from neurointerp.train.confounder_weights import MAX_DIFFERENCE, MIN_EFFECTIVE, choose_balancing
 
-    weighted, why, loud = choose_balancing(conf_table, {u.name: u.fit_idx for u in units_all}, data.targets, data.classes,
-                                           balance_confounders if data.task != "regression" else False)
-    if why and rank == 0:
-        (warn if loud else info)(why)
+    weighting = choose_balancing(conf_table, {u.name: u.fit_idx for u in units_all}, data.targets, data.classes,
+                                 balance_confounders if data.task != "regression" else False)
+    weighted = weighting.weighted
+    if rank == 0:
+        if weighting.message:
+            (warn if weighting.is_warning else info)(weighting.message)
+        for line in weighting.warnings(data.classes, {u.name for u in to_run}):
+            warn(line)
 
     hyper = dict(
         task=data.task,
@@ -373,11 +377,12 @@ def train(
             n_folds=int(folds),
             checkpoint_every=int(checkpoint_every),
             confounders=conf_table,
+            weighting=weighting,
             weighting_choice=None if conf_table is None else {
                 "chosen_by": "--balance-confounders" if balance_confounders else "--no-balance-confounders" if balance_confounders is False
                 else f"default: weighted when, in every model, the weights keep at least {MIN_EFFECTIVE} effective participants per class "
                 f"and bring each confounder within {MAX_DIFFERENCE} SD between the classes",
-                **({"note": why} if why else {}),
+                **({"note": weighting.message, "reason": weighting.reason} if weighting.reason else {}),
             },
         )
         result = TrainResult(out=out)
@@ -640,24 +645,8 @@ def _train_unit(unit: Unit, data, settings: dict, device, dist, resume: bool, fo
     g_stream = torch.Generator().manual_seed(_derive(seed, unit.index, 2))
     weights = weighting = None
     if hyper.get("balance_confounders"):
-        from neurointerp.train.confounder_weights import MAX_DIFFERENCE, MIN_EFFECTIVE, balance_check, propensity_weights
-
-        weights, weighting = propensity_weights(settings["confounders"], fit_idx, data.targets)
+        weights, weighting = settings["weighting"].fits[unit.name]
         weighting = {"weighted": True, **settings["weighting_choice"], **weighting}
-        weighting["standardised_difference"] = balance_check(settings["confounders"], fit_idx, data.targets, weights)
-        low = {data.classes[c]: round(e, 1) for c, e in weighting["effective_participants"].items() if e < MIN_EFFECTIVE}
-        if low and dist.is_main:
-            warn(
-                f"{unit.name}: --balance-confounders leaves about {', '.join(f'{v} effective participants of class {k}' for k, v in low.items())}: "
-                "the classes hardly overlap in their confounders, and the model learns from few participants"
-            )
-        left = {k: v["after"] for k, v in weighting["standardised_difference"].items() if abs(v["after"]) > MAX_DIFFERENCE}
-        if left and dist.is_main:
-            warn(
-                f"{unit.name}: --balance-confounders could not balance {', '.join(left)}: the classes still differ by "
-                f"{', '.join(f'{v:.2f}' for v in left.values())} SD after weighting (too little overlap between the classes); the model can still learn "
-                + ("it" if len(left) == 1 else "them")
-            )
     elif settings["weighting_choice"] is not None and task != "regression":
         weighting = {"weighted": False, **settings["weighting_choice"]}
     stream = sample_stream(fit_idx, data.targets, n_classes, task != "regression", total * bs, g_stream, weights=weights)
