@@ -14,6 +14,11 @@ def test_demo_runs_the_whole_chain_and_writes_report(tmp_path):
     # the classifier's held-out skill is reported before any map (issue #21)
     assert "Held-out skill first" in html and html.index("Held-out skill first") < html.index("saliency_vs_truth.png")
     assert "age-only baseline AUC" in html
+    # and why the training draws were (not) weighted for age, as the checkpoint records it
+    from neurointerp.models.checkpoint import read_checkpoint
+
+    reason = read_checkpoint(out / "train" / "model.pt")["training"]["confounder_weighting"]["reason"]
+    assert reason.startswith("training draws") and f"T{reason[1:60]}" in html, reason
     for png in ("truth.png", "native_examples.png", "preprocessed_example.png", "saliency_vs_truth.png"):
         assert (out / "figures" / png).stat().st_size > 1000
         assert f"figures/{png}" in html
