@@ -32,9 +32,10 @@ Measured on the strongly age-confounded ``synth brain`` validity cohorts
 (0.27-0.48) at the same held-out accuracy, while with 12.6 (a second seed) the weighted model learned
 little (balanced accuracy 0.72): the threshold keeps a model off age, it does not promise one that
 learns. Unweighted, that cohort gave an age detector (balanced accuracy 0.95, maps of age, disease
-NCC <= 0.02), so raising the threshold above 12.6 would have hidden the failure rather than avoided it;
-a third seed (12.9 effective participants) failed like the second (balanced accuracy 0.62). On the demo's 28 training participants (seed 0) the weights would leave 9.6 effective
-participants of one class, so there the draws stay unweighted and train says so in one line.
+NCC <= 0.02), so raising the threshold above 12.6 would have hidden the failure rather than avoided
+it; a third seed (12.9 effective participants) failed like the second (balanced accuracy 0.62). On
+the demo's 28 training participants (seed 0) the weights would leave 9.6 effective participants of
+one class, so there the draws stay unweighted and train says so in one line.
 """
 
 from __future__ import annotations
