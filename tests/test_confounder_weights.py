@@ -9,7 +9,7 @@ import torch
 
 from neurointerp.cli.app import main
 from neurointerp.train.baseline import confounder_table
-from neurointerp.train.confounder_weights import MIN_EFFECTIVE, balance_check, choose_balancing, propensity_weights
+from neurointerp.train.confounder_weights import FEW_EFFECTIVE, MIN_EFFECTIVE, balance_check, choose_balancing, propensity_weights
 from neurointerp.train.loop import sample_stream
 
 
@@ -118,6 +118,40 @@ def test_default_weights_only_when_every_model_keeps_enough_participants():
     assert forced.warnings(classes, {"fold-1"}) == []
     for plan in (choose_balancing(table, small, y, classes, False), choose_balancing(None, folds, y, classes, None)):
         assert not plan.weighted and plan.message is None and not plan.fits
+    # what the checkpoint records of the choice
+    assert forced.choice() == {"chosen_by": "--balance-confounders"}
+    assert choose_balancing(table, small, y, classes, False).choice() == {"chosen_by": "--no-balance-confounders"}
+    assert choose_balancing(None, folds, y, classes, None).choice() is None
+    auto = choose_balancing(table, folds, y, classes, None)
+    assert auto.choice() == {"chosen_by": f"default: weighted when, in every model, the weights keep at least {MIN_EFFECTIVE} effective "
+                                          "participants per class and bring each confounder within 0.25 SD between the classes",
+                             "note": auto.message, "reason": auto.reason}
+
+
+def test_weighted_but_few_effective_participants_is_a_warning_with_what_would_help():
+    """Between MIN_EFFECTIVE and FEW_EFFECTIVE effective participants per class the default weights
+    (and says so), and warns that models trained on so few learned little, with how many times as many
+    participants a cohort like this one would need; from FEW_EFFECTIVE on, no warning."""
+    classes = ["control", "patient"]
+    frame, y = _confounded(n=60, strength=1.0)
+    table = confounder_table(frame, ["age"], list(range(len(frame))), "cohort")
+    for requested in (None, True):
+        plan = choose_balancing(table, {"final": np.arange(len(y))}, y, classes, requested)
+        eff = plan.fits["final"][1]["effective_participants"]
+        assert plan.weighted and MIN_EFFECTIVE <= min(eff.values()) < FEW_EFFECTIVE, eff
+        lines = plan.warnings(classes)
+        assert len(lines) == 1 and lines[0].startswith("final: the confounder weights leave about "), lines
+        assert all(f"{e:.1f} effective participants of class {classes[c]}" in lines[0] for c, e in eff.items()), lines
+        assert f"(fewer than {FEW_EFFECTIVE})" in lines[0] and "learned little" in lines[0]
+        # the effective number grows in proportion to the participants: 20 / fewest times as many
+        assert lines[0].endswith(f"would need about {FEW_EFFECTIVE / round(min(eff.values()), 1):.1f} times as many participants")
+        assert plan.warnings(classes, {"fold-1"}) == []
+    # a cohort drawn the same way, with that many times as many participants, keeps enough: no warning
+    factor = FEW_EFFECTIVE / min(eff.values())
+    n_big = 2 * int(np.ceil(len(y) * factor * 1.2 / 2))
+    big, yb = _confounded(n=n_big, strength=1.0, seed=1)
+    plan = choose_balancing(confounder_table(big, ["age"], list(range(len(big))), "cohort"), {"final": np.arange(n_big)}, yb, classes, None)
+    assert plan.weighted and min(plan.fits["final"][1]["effective_participants"].values()) >= FEW_EFFECTIVE and plan.warnings(classes) == []
 
 
 def _gaussians_with_confounders(tmp_path):

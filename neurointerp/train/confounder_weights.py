@@ -20,7 +20,8 @@ draws concentrate on the participants whose confounders both classes share.
 The effective number of participants per class, ``(sum w)^2 / sum w^2``, and each confounder's
 standardised difference between the classes before and after weighting are recorded with the
 model; ``train`` warns in one line when a difference stays above ``MAX_DIFFERENCE`` or fewer than
-``MIN_EFFECTIVE`` effective participants of a class remain.
+``MIN_EFFECTIVE`` effective participants of a class remain, and when fewer than ``FEW_EFFECTIVE``
+remain (with how many times as many participants a cohort like it would need).
 
 When to weight (:func:`choose_balancing`): ``--balance-confounders`` always, ``--no-balance-confounders``
 never; by default (a classification task with ``--confounder``) exactly when every model of the run
@@ -50,8 +51,14 @@ from neurointerp.errors import InputError
 #: balance of overlap weights holds for the maximum-likelihood fit), large enough to stay finite
 #: when the confounders separate the classes
 PROPENSITY_PENALTY = 1e-6
-#: effective participants per class below which train warns
+#: effective participants per class below which the default does not weight, and
+#: ``--balance-confounders`` warns
 MIN_EFFECTIVE = 10
+#: effective participants per class below which train warns that a weighted model may learn little:
+#: on the strongly age-confounded validity cohorts (benchmarks/results/validity_*.json), weighted
+#: models with 12.6 and 12.9 learned little (test balanced accuracy 0.72, 0.62), those with 20.5 and
+#: more found the planted disease (0.97 and more)
+FEW_EFFECTIVE = 20
 #: standardised difference of a confounder between the classes, after weighting, above which train
 #: warns (0.25: the usual limit of "balanced" in propensity-score practice, Stuart 2010)
 MAX_DIFFERENCE = 0.25
@@ -122,7 +129,8 @@ class WeightingPlan:
     default chose and why (``None`` when the user chose); ``message``: that sentence as train prints
     it (prefixed by ``--confounder NAMES:``), a warning when ``is_warning``; ``fits``: model name ->
     ``(weights, record)`` of every model when ``weighted`` (the record holds the effective participants
-    per class and each confounder's standardised difference before and after weighting).
+    per class and each confounder's standardised difference before and after weighting);
+    ``chosen_by``: who chose, as the checkpoint records it (``None`` without confounders).
     """
 
     weighted: bool
@@ -130,21 +138,41 @@ class WeightingPlan:
     message: str | None = None
     is_warning: bool = False
     fits: dict = field(default_factory=dict)
+    chosen_by: str | None = None
+
+    def choice(self) -> dict | None:
+        """The checkpoint's record of the choice (``training.confounder_weighting`` without the
+        weights' own record): ``chosen_by``, and the printed line (``note``) and its ``reason`` when
+        the default chose; ``None`` without confounders."""
+        if self.chosen_by is None:
+            return None
+        return {"chosen_by": self.chosen_by, **({"note": self.message, "reason": self.reason} if self.reason else {})}
 
     def warnings(self, classes, names=None) -> list[str]:
-        """One line per model (``names``: those trained; default all) whose weights leave fewer than
-        ``MIN_EFFECTIVE`` effective participants of a class or a confounder more than
-        ``MAX_DIFFERENCE`` SD apart between the classes: only possible with ``--balance-confounders``,
-        since the default weights only when neither happens."""
+        """One line per model (``names``: those trained; default all) and problem: weights that leave
+        fewer than ``MIN_EFFECTIVE`` effective participants of a class, or a confounder more than
+        ``MAX_DIFFERENCE`` SD apart between the classes (both only possible with
+        ``--balance-confounders``: the default weights only when neither happens); weights that leave
+        fewer than ``FEW_EFFECTIVE`` (with the default too), with how many times as many participants a
+        cohort drawn like this one would need (the effective number grows in proportion)."""
         lines = []
         for name, (_, record) in self.fits.items():
             if names is not None and name not in names:
                 continue
-            low = {classes[c]: round(e, 1) for c, e in record["effective_participants"].items() if e < MIN_EFFECTIVE}
+            eff = record["effective_participants"]
+            low = {classes[c]: round(e, 1) for c, e in eff.items() if e < MIN_EFFECTIVE}
             if low:
                 lines.append(
                     f"{name}: --balance-confounders leaves about {', '.join(f'{v} effective participants of class {k}' for k, v in low.items())}: "
                     "the classes hardly overlap in their confounders, and the model learns from few participants"
+                )
+            few = {classes[c]: round(e, 1) for c, e in eff.items() if MIN_EFFECTIVE <= e < FEW_EFFECTIVE}
+            if few and not low:
+                lines.append(
+                    f"{name}: the confounder weights leave about {', '.join(f'{v} effective participants of class {k}' for k, v in few.items())} "
+                    f"(fewer than {FEW_EFFECTIVE}): on the validity cohorts (README), weighted models with about 13 learned little and those "
+                    f"with {FEW_EFFECTIVE} or more found the planted effect; a cohort drawn like this one would need about "
+                    f"{FEW_EFFECTIVE / min(few.values()):.1f} times as many participants"
                 )
             left = {k: v["after"] for k, v in record["standardised_difference"].items() if abs(v["after"]) > MAX_DIFFERENCE}
             if left:
@@ -177,12 +205,17 @@ def choose_balancing(table, fit_sets: dict, targets: np.ndarray, classes, reques
     warning when it did not weight and a confounder differs by more than ``MAX_DIFFERENCE`` SD
     between the classes of a model. Each model's weights are fitted here, once.
     """
-    if requested is False or table is None:
+    if table is None:
         return WeightingPlan(False)
+    if requested is False:
+        return WeightingPlan(False, chosen_by="--no-balance-confounders")
     names = ", ".join(table.names)
+    chosen_by = ("--balance-confounders" if requested else
+                 f"default: weighted when, in every model, the weights keep at least {MIN_EFFECTIVE} effective participants per class "
+                 f"and bring each confounder within {MAX_DIFFERENCE} SD between the classes")
 
     def plan(weighted: bool, reason: str | None = None, loud: bool = False, fits: dict | None = None) -> WeightingPlan:
-        return WeightingPlan(weighted, reason, None if reason is None else f"--confounder {names}: {reason}", loud, fits or {})
+        return WeightingPlan(weighted, reason, None if reason is None else f"--confounder {names}: {reason}", loud, fits or {}, chosen_by)
 
     fits = {}
     for name, idx in fit_sets.items():

@@ -314,7 +314,7 @@ def train(
         fit_idx, val_idx = _validation_split(data, all_idx, val_fraction, seed, 0)
         units_all.append(Unit("final", 0, all_idx, np.array([], dtype=int), out, out / "model.pt", out / "final-state.pt", fit_idx, val_idx))
     to_run = [u for u in units_all if u.index == 0 or selected is None or u.index in selected]
-    from neurointerp.train.confounder_weights import MAX_DIFFERENCE, MIN_EFFECTIVE, choose_balancing
+    from neurointerp.train.confounder_weights import choose_balancing
 
     weighting = choose_balancing(conf_table, {u.name: u.fit_idx for u in units_all}, data.targets, data.classes,
                                  balance_confounders if data.task != "regression" else False)
@@ -378,12 +378,7 @@ def train(
             checkpoint_every=int(checkpoint_every),
             confounders=conf_table,
             weighting=weighting,
-            weighting_choice=None if conf_table is None else {
-                "chosen_by": "--balance-confounders" if balance_confounders else "--no-balance-confounders" if balance_confounders is False
-                else f"default: weighted when, in every model, the weights keep at least {MIN_EFFECTIVE} effective participants per class "
-                f"and bring each confounder within {MAX_DIFFERENCE} SD between the classes",
-                **({"note": weighting.message, "reason": weighting.reason} if weighting.reason else {}),
-            },
+            weighting_choice=weighting.choice(),
         )
         result = TrainResult(out=out)
         for unit in to_run:
