@@ -56,8 +56,9 @@ PROPENSITY_PENALTY = 1e-6
 MIN_EFFECTIVE = 10
 #: effective participants per class below which train warns that a weighted model may learn little:
 #: on the strongly age-confounded validity cohorts (benchmarks/results/validity_*.json), weighted
-#: models with 12.6 and 12.9 learned little (test balanced accuracy 0.72, 0.62), those with 20.5 and
-#: more found the planted disease (0.97 and more)
+#: models with 12.6 and 12.9 learned little (test balanced accuracy 0.72, 0.62), those with 20.5 to 35
+#: far more (0.83-0.97, disease NCC of the best map 0.21-0.48); 20 is not a promise: the one with 32
+#: (400 subjects, seed 1) stayed below the goals (0.83, NCC 0.21)
 FEW_EFFECTIVE = 20
 #: standardised difference of a confounder between the classes, after weighting, above which train
 #: warns (0.25: the usual limit of "balanced" in propensity-score practice, Stuart 2010)
@@ -170,8 +171,8 @@ class WeightingPlan:
             if few and not low:
                 lines.append(
                     f"{name}: the confounder weights leave about {', '.join(f'{v} effective participants of class {k}' for k, v in few.items())} "
-                    f"(fewer than {FEW_EFFECTIVE}): on the validity cohorts (README), weighted models with about 13 learned little and those "
-                    f"with {FEW_EFFECTIVE} or more found the planted effect; a cohort drawn like this one would need about "
+                    f"(fewer than {FEW_EFFECTIVE}): on the validity cohorts (README), weighted models with about 13 learned little "
+                    f"(balanced accuracy 0.62-0.72), those with {FEW_EFFECTIVE}-35 far more (0.83-0.97); a cohort drawn like this one would need about "
                     f"{FEW_EFFECTIVE / min(few.values()):.1f} times as many participants"
                 )
             left = {k: v["after"] for k, v in record["standardised_difference"].items() if abs(v["after"]) > MAX_DIFFERENCE}
