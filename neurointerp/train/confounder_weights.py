@@ -156,6 +156,9 @@ class WeightingPlan:
         ``--balance-confounders``: the default weights only when neither happens); weights that leave
         fewer than ``FEW_EFFECTIVE`` (with the default too), with how many times as many participants a
         cohort drawn like this one would need (the effective number grows in proportion)."""
+        def listed(counts: dict) -> str:
+            return ", ".join(f"{v} effective participants of class {k}" for k, v in counts.items())
+
         lines = []
         for name, (_, record) in self.fits.items():
             if names is not None and name not in names:
@@ -164,13 +167,13 @@ class WeightingPlan:
             low = {classes[c]: round(e, 1) for c, e in eff.items() if e < MIN_EFFECTIVE}
             if low:
                 lines.append(
-                    f"{name}: --balance-confounders leaves about {', '.join(f'{v} effective participants of class {k}' for k, v in low.items())}: "
+                    f"{name}: --balance-confounders leaves about {listed(low)}: "
                     "the classes hardly overlap in their confounders, and the model learns from few participants"
                 )
             few = {classes[c]: round(e, 1) for c, e in eff.items() if MIN_EFFECTIVE <= e < FEW_EFFECTIVE}
             if few and not low:
                 lines.append(
-                    f"{name}: the confounder weights leave about {', '.join(f'{v} effective participants of class {k}' for k, v in few.items())} "
+                    f"{name}: the confounder weights leave about {listed(few)} "
                     f"(fewer than {FEW_EFFECTIVE}): on the validity cohorts (README), weighted models with about 13 learned little "
                     f"(balanced accuracy 0.62-0.72), those with {FEW_EFFECTIVE}-35 far more (0.83-0.97); a cohort drawn like this one would need about "
                     f"{FEW_EFFECTIVE / min(few.values()):.1f} times as many participants"
