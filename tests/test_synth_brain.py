@@ -98,10 +98,17 @@ def test_planted_effect_is_in_the_images(cohort_dir):
 
 
 def test_deterministic(cohort_dir, tmp_path):
-    synth_brain(tmp_path / "again", n_subjects=16, voxel_size=4.0, confound_strength=0.0, effect_size=1.5, template_space=True, seed=11)
-    a = load_image(cohort_dir / "sub-syn003" / "anat" / "sub-syn003_T1w.nii.gz").data
-    b = load_image(tmp_path / "again" / "sub-syn003" / "anat" / "sub-syn003_T1w.nii.gz").data
-    assert np.array_equal(a, b)
+    """Same seed, same images -- also when the subjects are rendered in two worker processes."""
+    import json
+
+    synth_brain(tmp_path / "again", n_subjects=16, voxel_size=4.0, confound_strength=0.0, effect_size=1.5, template_space=True, seed=11, n_jobs=2)
+    anat = "derivatives/anatomy/{s}/anat/{s}_space-MNI152NLin2009aSym_res-4mm_desc-anatomy_T1w.nii.gz"
+    for sub in ("sub-syn001", "sub-syn003", "sub-syn016"):
+        for rel in (f"{sub}/anat/{sub}_T1w.nii.gz", anat.format(s=sub)):
+            assert np.array_equal(load_image(cohort_dir / rel).data, load_image(tmp_path / "again" / rel).data), rel
+    # n_jobs does not change what is written, so it is not a recorded parameter
+    params = [json.loads((d / "truth" / "truth.json").read_text())["Parameters"] for d in (cohort_dir, tmp_path / "again")]
+    assert params[0] == params[1] and "n_jobs" not in params[1]
 
 
 def test_scenarios_set_their_values_and_explicit_options_win():

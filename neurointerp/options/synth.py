@@ -66,6 +66,7 @@ class SynthBrainOptions(Options):
     template_space: bool = flag(False, "Also write each subject's unposed anatomy on the template grid.")
     seed: int = c.seed(_SEED)
     scenario: Optional[str] = opt(None, "Confound set-up: age-confounded (age effect 3, disease 0.5, age-diagnosis r 0.8: a CNN learns mostly age) or unconfounded (age effect 3, disease 3, r 0). Explicit --effect-size/--confound-strength/--confound-size override it.", choices=("age-confounded", "unconfounded"))
+    n_jobs: int = opt(1, "Subjects rendered in parallel (worker processes); the images are the same for any value.", minimum=1, affects=False)
     force: bool = c.force()
 
 

@@ -201,6 +201,49 @@ def render_subject(
     return values.astype(np.float32)
 
 
+#: what every render worker needs, set once per worker process (:func:`_init_renderer`)
+_RENDERER: dict = {}
+
+
+def _init_renderer(state: dict) -> None:
+    _RENDERER.clear()
+    _RENDERER.update(state)
+
+
+def _render_pair(spec: SubjectSpec) -> tuple[np.ndarray, np.ndarray | None]:
+    """The native image of one subject and, with ``template_space``, its template-grid anatomy.
+
+    Each subject draws its noise from its own generator (seeded by the run's seed and its
+    number), so the images do not depend on which process renders them, or in which order."""
+    r = _RENDERER
+    sub_rng = np.random.default_rng([r["seed"], int(spec.participant_id[3:])])
+    common = (r["disease"], r["age"], r["source"], r["source_affine"])
+    values = render_subject(spec, *common, r["native_points"], r["centre"], r["box"], r["noise"], sub_rng)
+    anat = None
+    if r["tpl_points"] is not None:
+        anat = render_subject(spec, *common, r["tpl_points"], r["centre"], r["box"], 0.0, sub_rng, posed=False)
+    return values, anat
+
+
+def _rendered(subjects: list, state: dict, n_jobs: int):
+    """``(spec, native, anatomy)`` for each subject, in order; ``n_jobs`` > 1 renders in worker processes."""
+    if n_jobs <= 1 or len(subjects) < 2:
+        _init_renderer(state)
+        try:
+            for spec in subjects:
+                yield (spec, *_render_pair(spec))
+        finally:
+            _RENDERER.clear()
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(int(n_jobs), len(subjects))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_renderer, initargs=(state,)) as pool:
+        for spec, pair in zip(subjects, pool.map(_render_pair, subjects, chunksize=1)):
+            yield (spec, *pair)
+
+
 @runs_as("synth brain")
 def synth_brain(
     out: str | os.PathLike,
@@ -221,6 +264,7 @@ def synth_brain(
     seed: int = 0,
     scenario: str | None = None,
     force: bool = False,
+    n_jobs: int = 1,
 ) -> Path:
     """Write a synthetic 3D cohort with planted disease and confounder effects.
 
@@ -233,10 +277,11 @@ def synth_brain(
 
     ``effect_size``, ``confound_strength`` and ``confound_size`` left at ``None`` take their
     defaults (1.0, 0.5, 1.0) or, with ``scenario``, the scenario's values (:data:`SCENARIOS`);
-    a value given explicitly always wins.
+    a value given explicitly always wins. ``n_jobs``: subjects rendered in parallel worker
+    processes; the output is the same for any value.
     """
     effect_size, confound_strength, confound_size = resolve_scenario(scenario, effect_size, confound_strength, confound_size)
-    params = {k: v for k, v in locals().items() if k not in ("out", "force") and not (k == "scenario" and v is None)}
+    params = {k: v for k, v in locals().items() if k not in ("out", "force", "n_jobs") and not (k == "scenario" and v is None)}
     import pandas as pd
 
     from neurointerp.atlases import grid_points, load_template, resample_template, smoothed_template, working_grid
@@ -284,14 +329,13 @@ def synth_brain(
     if template_space:
         write_dataset_description(anatomy_root, "neurointerp synth brain (template-space anatomy)", "each subject's unposed, bias- and noise-free anatomy on the template grid", force=force)
     rows, truth_rows = [], []
-    for spec in track(subjects, description="synth brain", total=len(subjects)):
-        sub_rng = np.random.default_rng([seed, int(spec.participant_id[3:])])
-        values = render_subject(spec, disease, age, source, t_aff, native_points, centre, box, noise, sub_rng)
+    state = {"seed": seed, "disease": disease, "age": age, "source": source, "source_affine": t_aff, "native_points": native_points,
+             "centre": centre, "box": box, "noise": noise, "tpl_points": tpl_points if template_space else None}
+    for spec, values, anat in track(_rendered(subjects, state, n_jobs), description="synth brain", total=len(subjects)):
         img_path = derivative_path(out, spec.participant_id, "T1w")
         save_image(values.reshape(native_shape), native_affine, img_path, force=force)
         row = {"participant_id": spec.participant_id, "image": str(img_path), "label": spec.label, "age": spec.age, "sex": spec.sex}
         if template_space:
-            anat = render_subject(spec, disease, age, source, t_aff, tpl_points, centre, box, 0.0, sub_rng, posed=False)
             anat_path = derivative_path(anatomy_root, spec.participant_id, "T1w", space=SPACE, res=resolution_label(grid_affine), desc="anatomy")
             save_image(anat.reshape(shape), grid_affine, anat_path, force=force)
             write_sidecar(anat_path, {"Description": "unposed, bias- and noise-free anatomy of the subject on the template grid (ground truth of registration)"},
