@@ -208,6 +208,39 @@ def test_cuda_without_gpu_is_an_input_error(tmp_path, capsys):
     assert code == 2 and "no CUDA device" in err
 
 
+def test_models_loaded_for_explaining_on_cuda_compute_in_full_float32():
+    """On an H200 with PyTorch's default (TF32 convolutions) the maps of one model differed from
+    the CPU's by up to 25 % of their maximum; with TF32 off, DeepLIFT, Grad-CAM and LRP agreed to
+    <= 7e-4. Every loader of a saved model goes through ``for_inference``, which turns TF32 off on
+    CUDA and leaves the CPU alone (the flags themselves need no GPU)."""
+    from neurointerp.train.device import exact_float32, for_inference
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        model = for_inference(torch.nn.Linear(2, 1).train(), "cpu")
+        assert not model.training and torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        exact_float32(torch.device("cuda", 0))
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_every_saved_model_loader_goes_through_for_inference():
+    """The loaders of the classifier, the simulators (warp, ICAM, VA-GAN) and the segmenter."""
+    import inspect
+
+    from neurointerp.models import checkpoint as classifier
+    from neurointerp.segment_bg import checkpoint as segmenter
+    from neurointerp.simulate import checkpoint as simulator
+    from neurointerp.simulate.icam import checkpoint as icam
+    from neurointerp.simulate.vagan import checkpoint as vagan
+
+    for module in (classifier, segmenter, simulator, icam, vagan):
+        source = inspect.getsource(module)
+        assert "for_inference(model, device)" in source and ".to(resolve_device" not in source, module.__name__
+
+
 def test_train_help_is_fast():
     proc = subprocess.run([sys.executable, "-m", "neurointerp", "train", "--help"], capture_output=True, text=True, env=ENV, timeout=60)
     assert proc.returncode == 0 and "--resume" in proc.stdout and "--fold" in proc.stdout

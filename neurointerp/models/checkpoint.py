@@ -259,9 +259,9 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedClass
     path = Path(path)
     obj = read_checkpoint(path)
     model = build_model(ConvClassifier, obj, path, "classifier")
-    from neurointerp.train.device import resolve_device
+    from neurointerp.train.device import for_inference
 
-    model.to(resolve_device(device)).eval()
+    for_inference(model, device)
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
     return LoadedClassifier(
         model=model,

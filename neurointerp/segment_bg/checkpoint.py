@@ -70,12 +70,12 @@ def load_segmenter(path: str | os.PathLike, device: str = "cpu") -> LoadedSegmen
     """Load a segmenter checkpoint safely, eval mode, on ``device``."""
     from neurointerp.models.checkpoint import build_model, read_tagged_checkpoint
     from neurointerp.segment_bg.unet import UNet2D
-    from neurointerp.train.device import resolve_device
+    from neurointerp.train.device import for_inference
 
     path = Path(path)
     obj = read_tagged_checkpoint(path, FORMAT, FORMAT_VERSION, "segment-bg", "model.pt")
     model = build_model(UNet2D, obj, path, "segmenter")
-    model.to(resolve_device(device)).eval()
+    for_inference(model, device)
     ref = obj["reference"]
     reference = {"participant_id": ref["participant_id"], **{k: ref[k].numpy() for k in ("image", "mask", "template")}}
     meta = {k: v for k, v in obj.items() if k not in ("state_dict", "reference")}

@@ -70,11 +70,11 @@ def load_simulator(path: str | os.PathLike, device: str = "cpu") -> LoadedSimula
     from neurointerp.models.checkpoint import build_model, read_tagged_checkpoint
     from neurointerp.models.inputs import InputSpec
     from neurointerp.simulate.unet import Simulator
-    from neurointerp.train.device import resolve_device
+    from neurointerp.train.device import for_inference
 
     path = Path(path)
     obj = read_tagged_checkpoint(path, FORMAT, FORMAT_VERSION, "simulator", "simulator.pt")
     model = build_model(Simulator, obj, path, "simulator")
-    model.to(resolve_device(device)).eval()
+    for_inference(model, device)
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
     return LoadedSimulator(model=model, spec=InputSpec.from_dict(obj["input"]), meta=meta, path=path)

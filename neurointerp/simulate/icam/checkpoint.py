@@ -83,7 +83,7 @@ def load_icam(path: str | os.PathLike, device: str = "cpu") -> LoadedICAM:
     from neurointerp.models.checkpoint import build_model, read_tagged_checkpoint
     from neurointerp.models.inputs import InputSpec
     from neurointerp.simulate.icam.networks import ICAM
-    from neurointerp.train.device import resolve_device
+    from neurointerp.train.device import for_inference
 
     path = Path(path)
     obj = read_tagged_checkpoint(path, FORMAT, FORMAT_VERSION, "ICAM", "icam.pt", ("classes", "input"))
@@ -93,6 +93,6 @@ def load_icam(path: str | os.PathLike, device: str = "cpu") -> LoadedICAM:
         from neurointerp.errors import InputError
 
         raise InputError(f"{path}: ICAM checkpoint says task {task!r} but its architecture is {model.task!r}")
-    model.to(resolve_device(device)).eval()
+    for_inference(model, device)
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
     return LoadedICAM(model=model, spec=InputSpec.from_dict(obj["input"]), classes=[str(c) for c in obj["classes"]], meta=meta, path=path)

@@ -71,7 +71,7 @@ def load_vagan(path: str | os.PathLike, device: str = "cpu") -> LoadedVAGAN:
     from neurointerp.models.checkpoint import build_model, read_tagged_checkpoint
     from neurointerp.models.inputs import InputSpec
     from neurointerp.simulate.vagan.networks import VAGAN
-    from neurointerp.train.device import resolve_device
+    from neurointerp.train.device import for_inference
 
     path = Path(path)
     obj = read_tagged_checkpoint(path, FORMAT, FORMAT_VERSION, "VA-GAN", "vagan.pt", ("classes", "input", "source"))
@@ -79,6 +79,6 @@ def load_vagan(path: str | os.PathLike, device: str = "cpu") -> LoadedVAGAN:
     if len(classes) != 2 or obj["source"] not in (0, 1):
         raise InputError(f"{path}: VA-GAN checkpoint has classes {classes} and source {obj['source']!r}; expected two classes and source 0 or 1")
     model = build_model(VAGAN, obj, path, "VA-GAN")
-    model.to(resolve_device(device)).eval()
+    for_inference(model, device)
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
     return LoadedVAGAN(model=model, spec=InputSpec.from_dict(obj["input"]), classes=classes, source=int(obj["source"]), meta=meta, path=path)
