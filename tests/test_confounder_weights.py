@@ -130,7 +130,7 @@ def test_default_weights_only_when_every_model_keeps_enough_participants():
 
 def test_weighted_but_few_effective_participants_is_a_warning_with_what_would_help():
     """Between MIN_EFFECTIVE and FEW_EFFECTIVE effective participants per class the default weights
-    (and says so), and warns that models trained on so few learned little, with how many times as many
+    (and says so), and warns that such a model has few to learn from, with how many times as many
     participants a cohort like this one would need; from FEW_EFFECTIVE on, no warning."""
     classes = ["control", "patient"]
     frame, y = _confounded(n=60, strength=1.0)
@@ -142,7 +142,7 @@ def test_weighted_but_few_effective_participants_is_a_warning_with_what_would_he
         lines = plan.warnings(classes)
         assert len(lines) == 1 and lines[0].startswith("final: the confounder weights leave about "), lines
         assert all(f"{e:.1f} effective participants of class {classes[c]}" in lines[0] for c, e in eff.items()), lines
-        assert f"(fewer than {FEW_EFFECTIVE})" in lines[0] and "learned little" in lines[0]
+        assert f"(fewer than {FEW_EFFECTIVE})" in lines[0] and "few to learn from" in lines[0]
         # the effective number grows in proportion to the participants: 20 / fewest times as many
         assert lines[0].endswith(f"would need about {FEW_EFFECTIVE / round(min(eff.values()), 1):.1f} times as many participants")
         assert plan.warnings(classes, {"fold-1"}) == []

@@ -241,6 +241,27 @@ def test_every_saved_model_loader_goes_through_for_inference():
         assert "for_inference(model, device)" in source and ".to(resolve_device" not in source, module.__name__
 
 
+def test_a_folder_trained_under_an_earlier_default_budget_is_not_reused_under_a_new_one(tmp_path, monkeypatch, capsys):
+    """The default budget changed (600 -> 1500 steps, #21): a folder trained with the old default
+    must not count as trained -- nor be resumed -- with the new one. The settings record the
+    budget as it runs, so the old folder is refused (naming steps), and reused with its budget given."""
+    import neurointerp.train.loop as loop
+
+    table = _tiny_cohort(tmp_path / "c")
+    small = ["--folds", 0, "--final", "--channels", "2,2", "--hidden", "4", "--threads", 1]
+    monkeypatch.setattr(loop, "DEFAULT_STEPS", 4)
+    code, err = run_cli([table, tmp_path / "out", *small], capsys)
+    assert code == 0, err
+    before = (tmp_path / "out" / "model.pt").read_bytes()
+    monkeypatch.setattr(loop, "DEFAULT_STEPS", 6)
+    code, err = run_cli([table, tmp_path / "out", *small], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "other settings" in lines[0] and "--steps 4 -> 6" in lines[0], err
+    assert (tmp_path / "out" / "model.pt").read_bytes() == before
+    code, err = run_cli([table, tmp_path / "out", *small, "--steps", 4], capsys)
+    assert code == 0 and (tmp_path / "out" / "model.pt").read_bytes() == before  # same settings: skipped
+
+
 def test_train_help_is_fast():
     proc = subprocess.run([sys.executable, "-m", "neurointerp", "train", "--help"], capture_output=True, text=True, env=ENV, timeout=60)
     assert proc.returncode == 0 and "--resume" in proc.stdout and "--fold" in proc.stdout

@@ -134,7 +134,7 @@ def test_default_train_beats_chance_on_a_small_brain_cohort(tmp_path, capsys):
     frame = pd.read_csv(table, dtype={"participant_id": str})
     frame.iloc[:60].to_csv(tmp_path / "train.csv", index=False)
     test = frame.iloc[60:]
-    code, err = _run(["train", tmp_path / "train.csv", tmp_path / "model", "--folds", 0, "--final", "--threads", 1], capsys)
+    code, err = _run(["train", tmp_path / "train.csv", tmp_path / "model", "--folds", 0, "--final", "--threads", 2], capsys)
     assert code == 0, err
     clf = load_checkpoint(tmp_path / "model" / "model.pt")
     from neurointerp.io import load_image

@@ -54,11 +54,12 @@ PROPENSITY_PENALTY = 1e-6
 #: effective participants per class below which the default does not weight, and
 #: ``--balance-confounders`` warns
 MIN_EFFECTIVE = 10
-#: effective participants per class below which train warns that a weighted model may learn little:
-#: on the strongly age-confounded validity cohorts (benchmarks/results/validity_*.json), weighted
-#: models with 12.6 and 12.9 learned little (test balanced accuracy 0.72, 0.62), those with 20.5 to 35
-#: far more (0.83-0.97, disease NCC of the best map 0.21-0.48); 20 is not a promise: the one with 32
-#: (400 subjects, seed 1) stayed below the goals (0.83, NCC 0.21)
+#: effective participants per class below which train warns that a weighted model has few to learn
+#: from. On the strongly age-confounded validity cohorts at 600 steps (the budget before 1500),
+#: weighted models with 12.6 and 12.9 learned little (test balanced accuracy 0.72, 0.62); at the
+#: default 1500 steps (benchmarks/results/confounded_training.jsonl) eight models with 11-17 reached
+#: 0.82-0.93 (best disease NCC 0.08-0.47) and three with 20-21 0.88-0.98 (0.20-0.45): 20 marks
+#: thin data, not a line between models that learn and models that do not
 FEW_EFFECTIVE = 20
 #: standardised difference of a confounder between the classes, after weighting, above which train
 #: warns (0.25: the usual limit of "balanced" in propensity-score practice, Stuart 2010)
@@ -174,8 +175,8 @@ class WeightingPlan:
             if few and not low:
                 lines.append(
                     f"{name}: the confounder weights leave about {listed(few)} "
-                    f"(fewer than {FEW_EFFECTIVE}): on the validity cohorts (README), weighted models with about 13 learned little "
-                    f"(balanced accuracy 0.62-0.72), those with {FEW_EFFECTIVE}-35 far more (0.83-0.97); a cohort drawn like this one would need about "
+                    f"(fewer than {FEW_EFFECTIVE}), few to learn from: on the validity cohorts (README) eight such models reached balanced "
+                    f"accuracy 0.82-0.93 and disease NCC 0.08-0.47 at the default budget; a cohort drawn like this one would need about "
                     f"{FEW_EFFECTIVE / min(few.values()):.1f} times as many participants"
                 )
             left = {k: v["after"] for k, v in record["standardised_difference"].items() if abs(v["after"]) > MAX_DIFFERENCE}

@@ -4,7 +4,7 @@ Chosen by measurement on ``synth brain`` cohorts (benchmarks/train_defaults.py w
 benchmarks/results/train_defaults.json; README section ``train`` says what was measured).
 """
 
-DEFAULT_STEPS = 600  # optimiser steps per model
+DEFAULT_STEPS = 1500  # optimiser steps per model (600 until #21's multi-seed measurement: README "Training budget")
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_LR = 1e-3  # Adam, peak of the schedule
 DEFAULT_WARMUP = 0.05  # linear warm-up over this fraction of the steps, then cosine decay to 0

@@ -329,7 +329,9 @@ def train(
         task=data.task,
         architecture=arch,
         architecture_params={k: (list(v) if isinstance(v, tuple) else v) for k, v in arch_params.items()},
-        steps=None if steps is None else int(steps),
+        # the budget as it will run: a folder trained under an earlier default budget (600 steps
+        # before 1500) has other settings, so it is neither reused nor resumed under the new one
+        steps=int(steps) if steps is not None else (DEFAULT_STEPS if epochs is None else None),
         epochs=None if epochs is None else int(epochs),
         batch_size=int(batch_size),
         lr=float(lr),
