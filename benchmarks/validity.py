@@ -87,7 +87,7 @@ def make_data(args, work: Path) -> dict:
     table = work / "synth" / "cohort.csv"
     if not table.exists():
         synth_brain(work / "synth", n_subjects=args.max_n, voxel_size=args.voxel_size, confound_strength=args.confound_strength,
-                    confound_size=args.confound_size, template_space=args.template_space, seed=args.seed, force=True)
+                    confound_size=args.confound_size, template_space=args.template_space, seed=args.seed, force=True, n_jobs=args.synth_jobs)
     if args.template_space:  # no preprocess: each subject's anatomy on the template grid
         import pandas as pd
 
@@ -365,6 +365,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=None, help="saliency methods (default: every method)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--synth-jobs", type=int, default=1, help="synth brain --n-jobs (same images for any value)")
     ap.add_argument("--data-only", action="store_true", help="stop after synth brain + preprocess")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "validity.json")
