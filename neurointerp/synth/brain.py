@@ -263,8 +263,8 @@ def synth_brain(
     template_space: bool = False,
     seed: int = 0,
     scenario: str | None = None,
-    force: bool = False,
     n_jobs: int = 1,
+    force: bool = False,
 ) -> Path:
     """Write a synthetic 3D cohort with planted disease and confounder effects.
 
