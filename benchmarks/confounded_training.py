@@ -59,6 +59,8 @@ def config_and_offset(text: str) -> tuple[str, int]:
 
 
 def make_cohort(work: Path, seed: int, args) -> Path:
+    from validity import template_space_table
+
     from neurointerp.synth.brain import synth_brain
 
     out = work / f"cohort{seed}"
@@ -66,14 +68,7 @@ def make_cohort(work: Path, seed: int, args) -> Path:
     if not table.exists():
         synth_brain(out / "synth", n_subjects=args.n_subjects, voxel_size=3.0, confound_strength=args.confound_strength,
                     confound_size=args.confound_size, template_space=True, seed=seed, force=True, n_jobs=args.synth_jobs)
-    import pandas as pd
-
-    frame = pd.read_csv(table, dtype={"participant_id": str})
-    frame["image"] = [str((table.parent / p).resolve()) for p in frame["template_image"]]
-    tpl = out / "template_space" / "cohort.csv"
-    tpl.parent.mkdir(parents=True, exist_ok=True)
-    frame.drop(columns=["template_image"]).to_csv(tpl, index=False)
-    return tpl
+    return template_space_table(table, out / "template_space" / "cohort.csv")[0]
 
 
 def run_job(job: dict) -> dict:

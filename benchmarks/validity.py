@@ -80,6 +80,18 @@ def _stage(container: dict, key: str, fn, save):
     return value
 
 
+def template_space_table(table: Path, out: Path) -> tuple[Path, int]:
+    """``synth brain --template-space``'s cohort table with each subject's template-grid anatomy as
+    its image (absolute paths), written to ``out``; returns ``(out, rows)``."""
+    import pandas as pd
+
+    frame = pd.read_csv(table, dtype={"participant_id": str})
+    frame["image"] = [str((table.parent / p).resolve()) for p in frame["template_image"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.drop(columns=["template_image"]).to_csv(out, index=False)
+    return out, len(frame)
+
+
 def make_data(args, work: Path) -> dict:
     from neurointerp.preprocess.pipeline import run_preprocess
     from neurointerp.synth.brain import synth_brain
@@ -89,14 +101,8 @@ def make_data(args, work: Path) -> dict:
         synth_brain(work / "synth", n_subjects=args.max_n, voxel_size=args.voxel_size, confound_strength=args.confound_strength,
                     confound_size=args.confound_size, template_space=args.template_space, seed=args.seed, force=True, n_jobs=args.synth_jobs)
     if args.template_space:  # no preprocess: each subject's anatomy on the template grid
-        import pandas as pd
-
-        frame = pd.read_csv(table, dtype={"participant_id": str})
-        frame["image"] = [str((table.parent / p).resolve()) for p in frame["template_image"]]
-        out = work / "template_space" / "cohort.csv"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        frame.drop(columns=["template_image"]).to_csv(out, index=False)
-        return {"table": str(out), "n_done": len(frame), "images": "synth brain --template-space (no preprocess)"}
+        out, n = template_space_table(table, work / "template_space" / "cohort.csv")
+        return {"table": str(out), "n_done": n, "images": "synth brain --template-space (no preprocess)"}
     kw = {} if args.shape is None else {"shape": args.shape}
     res = run_preprocess(table, work / "preprocess", brain_extraction="none", threads=args.threads, seed=args.seed, **kw)
     return {"table": str(res.table), "n_done": len(res.done)}

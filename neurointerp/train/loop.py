@@ -127,14 +127,15 @@ def resolve_budget(
     balance: int,
     eval_every: int | None,
 ) -> tuple[int, int]:
-    """``(steps, eval_every)`` of one model: ``steps`` optimiser steps, a history row (and a
-    validation check) every ``eval_every`` steps. With ``epochs``, an epoch is one pass over the
-    training rows (or ``balance`` samples of every class) and a row is written per epoch."""
+    """``(steps, eval_every)`` of one model: ``steps`` optimiser steps (the run's settings hold the
+    budget as it runs, :data:`DEFAULT_STEPS` already filled in), a history row (and a validation
+    check) every ``eval_every`` steps. With ``epochs``, an epoch is one pass over the training rows
+    (or ``balance`` samples of every class) and a row is written per epoch."""
     if epochs is not None:
         per_epoch = balance * max(n_classes, 1) if balance else n_fit
         spe = max(1, math.ceil(per_epoch / batch_size))
         return int(epochs) * spe, (int(eval_every) if eval_every else spe)
-    total = int(steps if steps is not None else DEFAULT_STEPS)
+    total = int(steps)
     every = int(eval_every) if eval_every else max(1, math.ceil(total / DEFAULT_ROUNDS))
     return total, min(every, total)
 
