@@ -22,14 +22,15 @@ def _train(o: SimulateTrainOptions) -> None:
     from neurointerp.progress import info
 
     paths = o.named_paths()
+    r = o.resolved  # an option's value, or the fallback it declares (recorded in the run fingerprint)
     if o.method == "vagan":
         from neurointerp.simulate.vagan.train import train_vagan
 
         path = train_vagan(
             paths["cohort"], paths["out"], source_class=o.source_class, image_column=o.image_column, label_column=o.label_column,
-            normalize=o.normalize or "zscore", space=o.space, channels=o.channels[0] if o.channels else 16,
-            lambdas={"map": o.lambda_map, "gp": o.lambda_gp}, epochs=30 if o.epochs is None else o.epochs, batch_size=o.batch_size,
-            lr=1e-3 if o.lr is None else o.lr, critic_iters=5 if o.critic_iters is None else o.critic_iters, seed=o.seed, device=o.device,
+            normalize=r("normalize"), space=o.space, channels=r("channels")[0],
+            lambdas={"map": r("lambda_map"), "gp": r("lambda_gp")}, epochs=r("epochs"), batch_size=o.batch_size,
+            lr=r("lr"), critic_iters=r("critic_iters"), seed=o.seed, device=o.device,
             threads=o.threads, force=o.force,
         )
         info(f"wrote {path}")
@@ -37,13 +38,13 @@ def _train(o: SimulateTrainOptions) -> None:
     if o.method == "icam":
         from neurointerp.simulate.icam.train import train_icam
 
-        lambdas = {k: getattr(o, f"lambda_{k}") for k in ICAM_LAMBDAS}
+        lambdas = {k: r(f"lambda_{k}") for k in ICAM_LAMBDAS}
         path = train_icam(
-            paths["cohort"], paths["out"], image_column=o.image_column, label_column=o.label_column, normalize=o.normalize or "zscore", space=o.space,
-            latent_shape=list(o.latent_shape) if o.latent_shape else None, channels=o.channels[0] if o.channels else 8, lambdas=lambdas,
-            epochs=30 if o.epochs is None else o.epochs, batch_size=o.batch_size, lr=1e-3 if o.lr is None else o.lr,
-            max_draws=64 if o.max_draws is None else o.max_draws, seed=o.seed, device=o.device, threads=o.threads, force=o.force,
-            task=o.task or "auto",
+            paths["cohort"], paths["out"], image_column=o.image_column, label_column=o.label_column, normalize=r("normalize"), space=o.space,
+            latent_shape=list(o.latent_shape) if o.latent_shape else None, channels=r("channels")[0], lambdas=lambdas,
+            epochs=r("epochs"), batch_size=o.batch_size, lr=r("lr"),
+            max_draws=r("max_draws"), seed=o.seed, device=o.device, threads=o.threads, force=o.force,
+            task=r("task"),
         )
         info(f"wrote {path}")
         return
@@ -53,7 +54,7 @@ def _train(o: SimulateTrainOptions) -> None:
     path = train_simulator(
         paths["cohort"], paths["classifier"], paths["out"], mode=o.mode, delta=o.delta, lambda_smooth=o.lambda_smooth, lambda_cycle=o.lambda_cycle,
         lambda_identity=o.lambda_identity, experts=o.experts, condconv=o.condconv, channels=list(o.channels) if o.channels else None, fc=o.fc,
-        epochs=20 if o.epochs is None else o.epochs, batch_size=o.batch_size, lr=1e-3 if o.lr is None else o.lr, population_field=o.population_field,
+        epochs=r("epochs"), batch_size=o.batch_size, lr=r("lr"), population_field=o.population_field,
         population_lr=o.population_lr, interpolation=o.interpolation, image_column=o.image_column, label_column=o.label_column, seed=o.seed,
         device=o.device, threads=o.threads, force=o.force, allow_unvalidated=o.allow_unvalidated,
     )

@@ -75,8 +75,15 @@ def batch_size(default: int, help: str, affects: bool = False) -> Any:
     return opt(default, help, minimum=1, affects=affects)
 
 
-def seed(help: str, default: int | None = 0) -> Any:
-    return opt(default, help, minimum=0)
+def default_template(o: Any = None) -> str:
+    """The fallback of --template: the registry's default template (neurointerp.atlases.DEFAULT_TEMPLATE)."""
+    from neurointerp.atlases import DEFAULT_TEMPLATE
+
+    return DEFAULT_TEMPLATE
+
+
+def seed(help: str, default: int | None = 0, **kw: Any) -> Any:
+    return opt(default, help, minimum=0, **kw)
 
 
 def column(default: str, help: str) -> Any:

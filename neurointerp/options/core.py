@@ -59,6 +59,11 @@ class Spec:
     variadic: bool = False  # a positional that takes one or more values
     allow_inf: bool = False
     hidden: bool = False
+    # the value the command uses when the option is left unset (None): a constant, or a function of
+    # the options object (a method's or a scenario's default). The run fingerprint records it, so a
+    # run made under one default is neither resumed nor reused under another, and giving the
+    # default explicitly is the same run as leaving it out (:meth:`Options.resolved`)
+    fallback: Any = None
 
 
 def opt(default: Any = None, help: str = "", **kw: Any) -> Any:
@@ -208,9 +213,21 @@ class Options:
     def as_dict(self) -> dict[str, Any]:
         return {i.name: plain(getattr(self, i.name)) for i in self.infos()}
 
+    def resolved(self, name: str) -> Any:
+        """The value the command uses: the option's value, or its declared ``fallback`` when unset."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        fallback = self.info(name).spec.fallback
+        return fallback(self) if callable(fallback) else fallback
+
     def affecting(self) -> dict[str, Any]:
-        """The options that change the outputs (the run fingerprint's part), as plain JSON."""
-        return {i.name: plain(getattr(self, i.name)) for i in self.infos() if i.spec.affects and not i.spec.output}
+        """The options that change the outputs (the run fingerprint's part), as plain JSON.
+
+        An option left unset is recorded with the value it takes (:meth:`resolved`): a folder made
+        under an earlier default differs, and an explicit default is the same run.
+        """
+        return {i.name: plain(self.resolved(i.name)) for i in self.infos() if i.spec.affects and not i.spec.output}
 
     def label(self, name: str) -> str:
         return self.info(name).flag

@@ -27,7 +27,7 @@ class PreprocessOptions(Options):
 
     input: Path = arg("A T1w NIfTI file, a cohort table (CSV/TSV with participant_id, image, ...) or a raw BIDS dataset folder.", exists=True, nipype="in_file", affects=False)
     out: Path = c.output_folder("Derivatives folder (created; re-running into it resumes).")
-    template: Optional[str] = opt(None, "Template name from the registry (default MNI152NLin2009aSym, nilearn's ICBM 2009a sym) or a NIfTI file.")
+    template: Optional[str] = opt(None, "Template name from the registry (default MNI152NLin2009aSym, nilearn's ICBM 2009a sym) or a NIfTI file.", fallback=c.default_template)
     template_mask: Optional[Path] = opt(None, "Brain mask of --template when that file is not skull-stripped.", exists=True)
     space: Optional[str] = opt(None, "Space name in output file names (default: the template's name).")
     shape: Optional[str] = opt(None, "Working grid shape, e.g. 64 or 64,64,64 (default 64^3 over the template brain).")

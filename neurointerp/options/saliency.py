@@ -42,6 +42,22 @@ def _channels(text: str, name: str = "--channels") -> tuple[int, ...] | None:
     return values
 
 
+def method_default(name: str):
+    """The fallback of a method parameter: its default in the attribution registry (the value the
+    method runs with) for the first requested method that takes it; unset otherwise."""
+
+    def fallback(o: "SaliencyOptions"):
+        from neurointerp.attribution.registry import get_method
+
+        for m in o.method:
+            if m in METHOD_NAMES and name in get_method(m).defaults:
+                return get_method(m).defaults[name]
+        return None
+
+    fallback.__doc__ = f"the registry default of {name} for the requested methods"
+    return fallback
+
+
 @dataclass(frozen=True)
 class SaliencyOptions(Options):
     """Attribution maps per subject, group means, and scores against ground truth."""
@@ -64,25 +80,25 @@ class SaliencyOptions(Options):
     fill: float = opt(0.0, "Value of removed voxels: occlusion, region-perturbation, lime, kernel-shap, optimised-perturbation --perturbation constant.")
     epsilon: float = opt(0.01, "LRP epsilon.", above=0)
     # optimised-perturbation, swap-test, lime, kernel-shap, gradient-shap (unset: the method's default)
-    perturbation: Optional[str] = opt(None, "optimised-perturbation: blur or constant (--fill) [default: blur].", choices=("blur", "constant"))
-    blur_sigma: Optional[float] = opt(None, "optimised-perturbation: Gaussian blur sd in voxels [default: 4].", minimum=0)
-    lambda1: Optional[float] = opt(None, "optimised-perturbation: weight of the deleted area, mean |1-m|^beta1 [default: 0.01].", minimum=0)
-    beta1: Optional[float] = opt(None, "optimised-perturbation: exponent of the area term [default: 1].", minimum=0)
-    lambda2: Optional[float] = opt(None, "optimised-perturbation: weight of the mask's total variation [default: 0.2].", minimum=0)
-    beta2: Optional[float] = opt(None, "optimised-perturbation: exponent of the total variation [default: 3].", minimum=0)
-    iterations: Optional[int] = opt(None, "optimised-perturbation: Adam steps [default: 300].", minimum=1)
-    mask_lr: Optional[float] = opt(None, "optimised-perturbation: Adam step size [default: 0.1].", minimum=0)
-    mask_scale: Optional[int] = opt(None, "optimised-perturbation: mask grid this many times coarser, upsampled (artefact guard) [default: 4].", minimum=1)
-    jitter: Optional[int] = opt(None, "optimised-perturbation: random mask shift per step, voxels (artefact guard) [default: 2].", minimum=0)
-    swap_by: Optional[str] = opt(None, "swap-test regions: window (--window/--stride) or atlas [default: window].", choices=("window", "atlas"))
-    swap_references: Optional[int] = opt(None, "swap-test: subjects of another class swapped in, per image [default: 4].", minimum=1)
+    perturbation: Optional[str] = opt(None, "optimised-perturbation: blur or constant (--fill) [default: blur].", choices=("blur", "constant"), fallback=method_default("perturbation"))
+    blur_sigma: Optional[float] = opt(None, "optimised-perturbation: Gaussian blur sd in voxels [default: 4].", minimum=0, fallback=method_default("blur_sigma"))
+    lambda1: Optional[float] = opt(None, "optimised-perturbation: weight of the deleted area, mean |1-m|^beta1 [default: 0.01].", minimum=0, fallback=method_default("lambda1"))
+    beta1: Optional[float] = opt(None, "optimised-perturbation: exponent of the area term [default: 1].", minimum=0, fallback=method_default("beta1"))
+    lambda2: Optional[float] = opt(None, "optimised-perturbation: weight of the mask's total variation [default: 0.2].", minimum=0, fallback=method_default("lambda2"))
+    beta2: Optional[float] = opt(None, "optimised-perturbation: exponent of the total variation [default: 3].", minimum=0, fallback=method_default("beta2"))
+    iterations: Optional[int] = opt(None, "optimised-perturbation: Adam steps [default: 300].", minimum=1, fallback=method_default("iterations"))
+    mask_lr: Optional[float] = opt(None, "optimised-perturbation: Adam step size [default: 0.1].", minimum=0, fallback=method_default("mask_lr"))
+    mask_scale: Optional[int] = opt(None, "optimised-perturbation: mask grid this many times coarser, upsampled (artefact guard) [default: 4].", minimum=1, fallback=method_default("mask_scale"))
+    jitter: Optional[int] = opt(None, "optimised-perturbation: random mask shift per step, voxels (artefact guard) [default: 2].", minimum=0, fallback=method_default("jitter"))
+    swap_by: Optional[str] = opt(None, "swap-test regions: window (--window/--stride) or atlas [default: window].", choices=("window", "atlas"), fallback=method_default("swap_by"))
+    swap_references: Optional[int] = opt(None, "swap-test: subjects of another class swapped in, per image [default: 4].", minimum=1, fallback=method_default("swap_references"))
     reference: Optional[Path] = opt(None, "Cohort table (with labels, on the model's grid) of the subjects swapped in by swap-test and of gradient-shap's --baseline reference [default: the cohort explained].", exists=True)
-    segments: Optional[str] = opt(None, "lime/kernel-shap features: atlas (--atlas regions) or supervoxels [default: atlas].", choices=("atlas", "supervoxels"))
-    n_segments: Optional[int] = opt(None, "lime/kernel-shap: number of SLIC supervoxels [default: 64].", minimum=2)
-    n_samples: Optional[int] = opt(None, "lime/kernel-shap: perturbed images per subject [default: 1000].", minimum=2)
-    kernel_width: Optional[float] = opt(None, "lime: width of the exponential kernel on the cosine distance [default: 0.25].", minimum=0)
-    ridge: Optional[float] = opt(None, "lime: ridge penalty of the local linear model [default: 1].", minimum=0)
-    shap_noise: Optional[float] = opt(None, "gradient-shap: noise sd as a fraction of the image's intensity range [default: 0].", minimum=0)
+    segments: Optional[str] = opt(None, "lime/kernel-shap features: atlas (--atlas regions) or supervoxels [default: atlas].", choices=("atlas", "supervoxels"), fallback=method_default("segments"))
+    n_segments: Optional[int] = opt(None, "lime/kernel-shap: number of SLIC supervoxels [default: 64].", minimum=2, fallback=method_default("n_segments"))
+    n_samples: Optional[int] = opt(None, "lime/kernel-shap: perturbed images per subject [default: 1000].", minimum=2, fallback=method_default("n_samples"))
+    kernel_width: Optional[float] = opt(None, "lime: width of the exponential kernel on the cosine distance [default: 0.25].", minimum=0, fallback=method_default("kernel_width"))
+    ridge: Optional[float] = opt(None, "lime: ridge penalty of the local linear model [default: 1].", minimum=0, fallback=method_default("ridge"))
+    shap_noise: Optional[float] = opt(None, "gradient-shap: noise sd as a fraction of the image's intensity range [default: 0].", minimum=0, fallback=method_default("shap_noise"))
     confounder_mask: Optional[Path] = opt(None, "mask.json from `confound-test`: confounder-free maps by partial back-propagation.", exists=True)
     ground_truth: Optional[str] = opt(None, "Ground-truth map (NIfTI on the maps' grid) or the name of a cohort column holding one per subject: NCC and mass scores.")
     truth_mask: Optional[Path] = opt(None, "Binary truth mask for the attribution-mass score (default: |ground truth| >= 10% of its maximum).", exists=True)

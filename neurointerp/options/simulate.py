@@ -57,6 +57,36 @@ def _icam_only(opts: Options, names: tuple[str, ...]) -> None:
     _only(opts, ("icam",), names)
 
 
+def _for(methods: tuple[str, ...], value):
+    """The fallback of an option of some methods: ``value`` with those methods, unset with the others."""
+
+    def fallback(o: Options):
+        return value if o.method in methods else None  # type: ignore[attr-defined]
+
+    fallback.__doc__ = f"{value!r} with --method {' or '.join(methods)}"
+    fallback.value = value  # type: ignore[attr-defined]
+    return fallback
+
+
+def _loss_weight(method: str, key: str):
+    """The fallback of a loss weight: the ``LAMBDAS`` table of that method's losses module."""
+
+    def fallback(o: Options):
+        if o.method != method:  # type: ignore[attr-defined]
+            return None
+        import importlib
+
+        return importlib.import_module(f"neurointerp.simulate.{method}.losses").LAMBDAS[key]
+
+    fallback.__doc__ = f"neurointerp.simulate.{method}.losses.LAMBDAS[{key!r}] with --method {method}"
+    return fallback
+
+
+#: epochs of each method when --epochs is not given
+EPOCHS = {"simulator": 20, "icam": 30, "vagan": 30}
+#: base width of ICAM's and VA-GAN's networks when --channels is not given (the simulator's depend on 2D/3D)
+BASE_WIDTH = {"icam": 8, "vagan": 16}
+
 ICAM_LAMBDAS = ("content_adv", "domain_adv", "domain_bce", "attr_bce", "kl", "fa_map", "latent", "rec", "content_l2")
 
 
@@ -75,32 +105,33 @@ class SimulateTrainOptions(Options):
     lambda_identity: float = opt(0.0, "simulator: Weight of an optional L1 penalty on |X_hat - X| (not in the paper; 0: off).", minimum=0)
     experts: int = opt(3, "simulator: Experts K per CondConv layer.", minimum=1)
     condconv: bool = flag(True, "simulator: --no-condconv: two separate conventional-convolution simulators (the paper's ablation).", "--no-condconv")
-    channels: Optional[tuple[int, ...]] = opt(None, "simulator: encoder channels, e.g. 16,32,64,16,16 (default: the paper's 1,2,4,8 in 2D, 16,32,64,16,16 in 3D). icam: one number, the base width (default 8; the authors' code: 16). vagan: one number, the base width of the U-Net and critic (default 16, the authors').", parse=c.int_list, cli_type=str)
+    channels: Optional[tuple[int, ...]] = opt(None, "simulator: encoder channels, e.g. 16,32,64,16,16 (default: the paper's 1,2,4,8 in 2D, 16,32,64,16,16 in 3D). icam: one number, the base width (default 8; the authors' code: 16). vagan: one number, the base width of the U-Net and critic (default 16, the authors').", parse=c.int_list, cli_type=str,
+                                            fallback=lambda o: (BASE_WIDTH[o.method],) if o.method in BASE_WIDTH else None)
     fc: Optional[int] = opt(None, "simulator: Units of the bottleneck fully connected layer (default 64 in 2D, 512 in 3D).", minimum=1)
     population_field: bool = flag(True, "simulator, warp mode: add a learned template-space field per task, shared by all subjects, to the U-Net's field (not in the paper; recovers the classifier's localised pattern where the U-Net alone drifts to near-global fields, see README). --no-population-field: the paper's U-Net alone.", "--no-population-field")
     population_lr: float = opt(0.01, "simulator: Adam learning rate of the population field (voxels per step).", above=0)
     interpolation: str = opt("linear", "simulator, warp mode: resampling of the spatial transformer, linear (the paper's) or cubic (B-spline: sub-voxel displacements do not blur the image, so the simulator cannot move the logit by blur; about 2x slower; see README).", choices=("linear", "cubic"))
-    epochs: Optional[int] = opt(None, "Training epochs (default 20 for simulator, 30 for icam and vagan; the ICAM authors: 300). vagan: an epoch is one pass over the source-class images in generator steps.", minimum=1)
+    epochs: Optional[int] = opt(None, "Training epochs (default 20 for simulator, 30 for icam and vagan; the ICAM authors: 300). vagan: an epoch is one pass over the source-class images in generator steps.", minimum=1, fallback=lambda o: EPOCHS[o.method])
     batch_size: int = c.batch_size(16, "Images per step (half of each class).", affects=True)
-    lr: Optional[float] = opt(None, "Adam learning rate (default 1e-3; paper, ADNI: 1e-4 for 45 epochs; ICAM authors: 1e-4).", above=0)
+    lr: Optional[float] = opt(None, "Adam learning rate (default 1e-3; paper, ADNI: 1e-4 for 45 epochs; ICAM authors: 1e-4).", above=0, fallback=1e-3)
     latent_shape: Optional[tuple[int, ...]] = opt(None, "icam: attribute latent grid, e.g. 8,8 (2D) or 8,10,8 (3D, the paper's 640 values); default 2D min(8, side/4), 3D side/16.", parse=c.int_list, cli_type=str)
-    normalize: Optional[str] = opt(None, "icam, vagan: intensity normalisation per image, none or zscore (default zscore, over non-zero voxels).", choices=("none", "zscore"))
+    normalize: Optional[str] = opt(None, "icam, vagan: intensity normalisation per image, none or zscore (default zscore, over non-zero voxels).", choices=("none", "zscore"), fallback=_for(("icam", "vagan"), "zscore"))
     space: Optional[str] = opt(None, "icam, vagan: name of the images' space, recorded in the checkpoint and output names.")
-    max_draws: Optional[int] = opt(None, "icam: rejection-sampling draws per vector during training before falling back to the paired image's attribute (default 64).", minimum=1)
-    lambda_content_adv: Optional[float] = opt(None, "icam: weight of the class-adversarial content loss, Eq. 1 (default 1).", minimum=0)
-    lambda_domain_adv: Optional[float] = opt(None, "icam: weight of the domain real/fake loss (default 1).", minimum=0)
-    lambda_domain_bce: Optional[float] = opt(None, "icam: weight of the domain discriminator's class loss on generated images (default 5).", minimum=0)
-    lambda_attr_bce: Optional[float] = opt(None, "icam: weight of the attribute-space classification BCE (default 10).", minimum=0)
-    lambda_kl: Optional[float] = opt(None, "icam: weight of the attribute KL loss (default 0.01).", minimum=0)
-    lambda_fa_map: Optional[float] = opt(None, "icam: weight of the FA-map L1 loss |translated - input| (default 10).", minimum=0)
-    lambda_latent: Optional[float] = opt(None, "icam: weight of the latent regression loss, Eq. 2 (default 1).", minimum=0)
-    lambda_rec: Optional[float] = opt(None, "icam: weight of reconstruction and cycle L1 + L2, Eqs. 3-4 (default 100).", minimum=0)
-    lambda_content_l2: Optional[float] = opt(None, "icam: weight of the content-latent L2 regularisation (default 0.01).", minimum=0)
-    task: Optional[str] = opt(None, "icam: auto (binary for 2 classes, multi-class for more), binary, multiclass or regression (the label column holds numbers, e.g. age; the paper's extensions). Default auto.", choices=("auto", "binary", "multiclass", "regression"))
+    max_draws: Optional[int] = opt(None, "icam: rejection-sampling draws per vector during training before falling back to the paired image's attribute (default 64).", minimum=1, fallback=_for(("icam",), 64))
+    lambda_content_adv: Optional[float] = opt(None, "icam: weight of the class-adversarial content loss, Eq. 1 (default 1).", minimum=0, fallback=_loss_weight("icam", "content_adv"))
+    lambda_domain_adv: Optional[float] = opt(None, "icam: weight of the domain real/fake loss (default 1).", minimum=0, fallback=_loss_weight("icam", "domain_adv"))
+    lambda_domain_bce: Optional[float] = opt(None, "icam: weight of the domain discriminator's class loss on generated images (default 5).", minimum=0, fallback=_loss_weight("icam", "domain_bce"))
+    lambda_attr_bce: Optional[float] = opt(None, "icam: weight of the attribute-space classification BCE (default 10).", minimum=0, fallback=_loss_weight("icam", "attr_bce"))
+    lambda_kl: Optional[float] = opt(None, "icam: weight of the attribute KL loss (default 0.01).", minimum=0, fallback=_loss_weight("icam", "kl"))
+    lambda_fa_map: Optional[float] = opt(None, "icam: weight of the FA-map L1 loss |translated - input| (default 10).", minimum=0, fallback=_loss_weight("icam", "fa_map"))
+    lambda_latent: Optional[float] = opt(None, "icam: weight of the latent regression loss, Eq. 2 (default 1).", minimum=0, fallback=_loss_weight("icam", "latent"))
+    lambda_rec: Optional[float] = opt(None, "icam: weight of reconstruction and cycle L1 + L2, Eqs. 3-4 (default 100).", minimum=0, fallback=_loss_weight("icam", "rec"))
+    lambda_content_l2: Optional[float] = opt(None, "icam: weight of the content-latent L2 regularisation (default 0.01).", minimum=0, fallback=_loss_weight("icam", "content_l2"))
+    task: Optional[str] = opt(None, "icam: auto (binary for 2 classes, multi-class for more), binary, multiclass or regression (the label column holds numbers, e.g. age; the paper's extensions). Default auto.", choices=("auto", "binary", "multiclass", "regression"), fallback=_for(("icam",), "auto"))
     source_class: Optional[str] = opt(None, "vagan: the class whose images the map translates into the other class (default: the second label in sorted order, e.g. 1 or patient).")
-    lambda_map: Optional[float] = opt(None, "vagan: weight of the L1 penalty on the map M(x) (default 100, the authors').", minimum=0)
-    lambda_gp: Optional[float] = opt(None, "vagan: weight of the WGAN gradient penalty (default 10).", minimum=0)
-    critic_iters: Optional[int] = opt(None, "vagan: critic steps per generator step (default 5; 25 in the first 25 steps and every 100th).", minimum=1)
+    lambda_map: Optional[float] = opt(None, "vagan: weight of the L1 penalty on the map M(x) (default 100, the authors').", minimum=0, fallback=_loss_weight("vagan", "map"))
+    lambda_gp: Optional[float] = opt(None, "vagan: weight of the WGAN gradient penalty (default 10).", minimum=0, fallback=_loss_weight("vagan", "gp"))
+    critic_iters: Optional[int] = opt(None, "vagan: critic steps per generator step (default 5; 25 in the first 25 steps and every 100th).", minimum=1, fallback=_for(("vagan",), 5))
     image_column: str = c.column("image", "Column with the image paths.")
     label_column: str = c.column("label", "Column with the class labels (the classifier's classes).")
     seed: int = c.seed("Random seed.")
@@ -142,10 +173,10 @@ class SimulateApplyOptions(Options):
     target: Optional[str] = opt(None, "icam (binary, multi-class): class to translate every image to (default: the most likely class other than the source class -- predicted, or the label with --direction label; binary: the opposite class).")
     target_value: Optional[float] = opt(None, "icam (regression): target value to translate every image to, in label units (e.g. 70 years).")
     target_shift: Optional[float] = opt(None, "icam (regression): translate to the source value plus this shift, in label units (e.g. 10 = ten years older; source: predicted, or the label with --direction label).")
-    n_samples: Optional[int] = opt(None, "icam: attribute vectors drawn per image for the mean and variance FA maps (default 16).", minimum=1)
-    max_draws: Optional[int] = opt(None, "icam: rejection-sampling draws per vector before giving up (default 1000).", minimum=1)
-    save_samples: Optional[bool] = flag(None, "icam: also write every translated image (4D).")
-    seed: Optional[int] = c.seed("icam: random seed of the attribute draws (default 0).", default=None)
+    n_samples: Optional[int] = opt(None, "icam: attribute vectors drawn per image for the mean and variance FA maps (default 16).", minimum=1, fallback=_for(("icam",), 16))
+    max_draws: Optional[int] = opt(None, "icam: rejection-sampling draws per vector before giving up (default 1000).", minimum=1, fallback=_for(("icam",), 1000))
+    save_samples: Optional[bool] = flag(None, "icam: also write every translated image (4D).", fallback=_for(("icam",), False))
+    seed: Optional[int] = c.seed("icam: random seed of the attribute draws (default 0).", default=None, fallback=_for(("icam",), 0))
     image_column: str = c.column("image", "Column with the image paths.")
     label_column: str = c.column("label", "Column with the class labels (for --direction auto).")
     batch_size: int = c.batch_size(8, "Images per forward pass.")

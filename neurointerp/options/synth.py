@@ -29,6 +29,23 @@ def parse_shape3(text: str, name: str = "--shape") -> tuple[int, ...]:
     return grid
 
 
+#: Gaussian noise sd of each variant when --noise is not given
+GAUSSIAN_NOISE = {"width": 0.0, "magnitude": 0.002}
+
+
+def _scenario(name: str):
+    """The fallback of a scenario parameter: the --scenario's value, else the default (synth.brain.resolve_scenario)."""
+
+    def fallback(o: Options):
+        from neurointerp.synth.brain import resolve_scenario
+
+        keys = ("effect_size", "confound_strength", "confound_size")
+        return resolve_scenario(o.scenario)[keys.index(name)]  # type: ignore[attr-defined]
+
+    fallback.__doc__ = f"{name} of --scenario, else synth.brain.DEFAULTS"
+    return fallback
+
+
 @dataclass(frozen=True)
 class SynthGaussiansOptions(Options):
     """2D four-Gaussian cohorts (32x32) of the papers, with ground-truth maps."""
@@ -39,7 +56,7 @@ class SynthGaussiansOptions(Options):
     variant: str = opt("width", "width: confounder-aware-saliency §3.1; magnitude: simulator-networks §4.1.", choices=("width", "magnitude"))
     n_per_group: int = opt(512, "Images per group (the papers use 512).", minimum=1)
     seed: int = c.seed(_SEED)
-    noise: Optional[float] = opt(None, "Gaussian noise sd (default: 0 for width, 0.002 for magnitude).", minimum=0)
+    noise: Optional[float] = opt(None, "Gaussian noise sd (default: 0 for width, 0.002 for magnitude).", minimum=0, fallback=lambda o: GAUSSIAN_NOISE[o.variant])
     force: bool = c.force()
 
 
@@ -52,9 +69,9 @@ class SynthBrainOptions(Options):
     out: Path = c.output_folder(_OUT)
     n_subjects: int = opt(40, "Number of subjects.", minimum=2)
     voxel_size: float = opt(3.0, "Voxel size in mm of the native and template grids.", above=0)
-    effect_size: Optional[float] = opt(None, "Scale of the disease deformation (hippocampal atrophy, ventricle expansion) [default: 1.0, or the --scenario's].", minimum=0)
-    confound_strength: Optional[float] = opt(None, "Correlation between age and diagnosis, in [0, 1) [default: 0.5, or the --scenario's].", minimum=0, below=1)
-    confound_size: Optional[float] = opt(None, "Scale of the age deformation (frontal atrophy per SD of age) [default: 1.0, or the --scenario's].", minimum=0)
+    effect_size: Optional[float] = opt(None, "Scale of the disease deformation (hippocampal atrophy, ventricle expansion) [default: 1.0, or the --scenario's].", minimum=0, fallback=_scenario("effect_size"))
+    confound_strength: Optional[float] = opt(None, "Correlation between age and diagnosis, in [0, 1) [default: 0.5, or the --scenario's].", minimum=0, below=1, fallback=_scenario("confound_strength"))
+    confound_size: Optional[float] = opt(None, "Scale of the age deformation (frontal atrophy per SD of age) [default: 1.0, or the --scenario's].", minimum=0, fallback=_scenario("confound_size"))
     patient_fraction: float = opt(0.5, "Fraction of patients.", above=0, below=1)
     age_mean: float = opt(70.0, "Mean age in years.")
     age_sd: float = opt(8.0, "Standard deviation of age in years.", above=0)
@@ -134,7 +151,7 @@ class SynthSpikeInOptions(Options):
     smoothness: float = opt(3.0, "Width (Gaussian sd, mm) of the region edges of the volume change, 0.5-20.", minimum=0.5, maximum=20)
     support: float = opt(20.0, "Distance (mm) from a region beyond which voxels are never changed (the volume change is balanced in between); 2.5 x smoothness to 100.", maximum=100, above=0)
     preprocessed: Optional[Path] = c.path_option("A preprocess output folder of these images: its transforms carry the deformation to each image (else a preprocess run is made into OUT/registration).")
-    template: Optional[str] = opt(None, "Template of the on-the-fly registration (default MNI152NLin2009aSym).")
+    template: Optional[str] = opt(None, "Template of the on-the-fly registration (default MNI152NLin2009aSym).", fallback=c.default_template)
     registration: str = opt("affine", "On-the-fly registration: affine, rigid or syn (as preprocess); identity: the images are in template space already (no registration).", choices=("affine", "rigid", "syn", "identity"))
     registration_resolution: float = opt(3.0, "Grid (mm) of the on-the-fly registration.", above=0)
     brain_extraction: str = opt("auto", "Brain extraction before the on-the-fly registration (as preprocess).", choices=("auto", "deepbet", "template", "none"))

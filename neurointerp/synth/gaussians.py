@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from neurointerp.errors import InputError
+from neurointerp.options.synth import GAUSSIAN_NOISE
 from neurointerp.runs.context import runs_as
 
 SIZE = 32
@@ -86,7 +87,7 @@ def make_gaussians(variant: str = "width", n_per_group: int = 512, seed: int = 0
         sigma = lo + 4.0 * rng.random((n, 4))
         magnitude = np.ones((n, 4))
         centres = centre_block
-        noise = 0.0 if noise is None else noise
+        noise = GAUSSIAN_NOISE["width"] if noise is None else noise
     else:
         sigma = np.full((n, 4), 2.0)
         magnitude = np.empty((n, 4))
@@ -96,7 +97,7 @@ def make_gaussians(variant: str = "width", n_per_group: int = 512, seed: int = 0
         # jitter the centres inside their blocks, keeping 2 sigma away from the block edge
         margin = 4.0
         centres = _BLOCK_ORIGIN[None] + margin + (BLOCK - 1 - 2 * margin) * rng.random((n, 4, 2))
-        noise = 0.002 if noise is None else noise
+        noise = GAUSSIAN_NOISE["magnitude"] if noise is None else noise
     images = render(sigma, magnitude, centres)
     if noise > 0:
         images = images + rng.normal(0.0, noise, size=images.shape)

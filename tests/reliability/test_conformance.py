@@ -202,6 +202,33 @@ def test_changed_option_or_checkpoint_is_refused_and_force_redoes(case, capsys):
     assert list(out.glob(cmd.group))
 
 
+#: per command: options of the first run, an option left unset there given at its default
+#: (the fallback it declares), and another value of it (tests/test_option_fallbacks.py)
+EXPLICIT_DEFAULTS = {
+    "saliency": (("--method", "optimised-perturbation", "--mask-scale", "2"), ("--iterations", "300"), ("--iterations", "299")),
+    "icam-apply": ((), ("--max-draws", "1000", "--seed", "0"), ("--max-draws", "999")),
+}
+
+
+@params(*EXPLICIT_DEFAULTS)
+def test_the_default_given_explicitly_resumes_and_another_value_is_refused(case, capsys):
+    """An option left unset is recorded with the value it takes: giving that value is the same run."""
+    cmd, table, ckpt, tmp = case
+    base, explicit, other = EXPLICIT_DEFAULTS[cmd.name]
+    out = tmp / "out"
+    assert run(cmd, table, ckpt, out, *base) == 0, capsys.readouterr().err
+    fp, before = record(out, cmd.name)["fingerprint"], mains(out, cmd)
+    assert len(before) == (cmd.items or cmd.n)
+    assert run(cmd, table, ckpt, out, *base, *explicit) == 0, capsys.readouterr().err
+    assert record(out, cmd.name)["fingerprint"] == fp and mains(out, cmd) == before  # resumed: nothing redone
+    if other is not None:
+        capsys.readouterr()
+        assert run(cmd, table, ckpt, out, *base, *other) == 2
+        err = capsys.readouterr().err
+        assert f"{other[0]} {explicit[explicit.index(other[0]) + 1]} -> {other[1]}" in err, err
+        assert mains(out, cmd) == before
+
+
 @params()
 def test_one_failure_does_not_stop_the_others(case, capsys, monkeypatch):
     import neurointerp.runs.subjects as subjects

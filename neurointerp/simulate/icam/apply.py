@@ -191,10 +191,8 @@ def _apply_icam(o) -> Path:
 
     paths = o.named_paths()
     cohort, checkpoint, out = paths["cohort"], paths["icam"], paths["out"]
-    n_samples = 16 if o.n_samples is None else o.n_samples
-    max_draws = 1000 if o.max_draws is None else o.max_draws
-    seed = 0 if o.seed is None else o.seed
-    save_samples = bool(o.save_samples)
+    n_samples, max_draws, seed = o.resolved("n_samples"), o.resolved("max_draws"), o.resolved("seed")  # the options' fallbacks
+    save_samples = bool(o.resolved("save_samples"))
     direction, image_column, label_column, batch_size = o.direction, o.image_column, o.label_column, o.batch_size
     set_threads(o.threads)
     dev = resolve_device(o.device)
