@@ -135,3 +135,17 @@ def test_maps_back_in_native_space_and_on_another_grid(tmp_path):
         copy = out / f"sub-{pid}" / "anat" / f"sub-{pid}_space-{SPACE}_res-6mm_desc-gradient_attribution.json"
         assert grid_res in json.loads(on_grid.read_text())["Resolution"]
         assert "6mm" in json.loads(copy.read_text())["Resolution"] and "ResampledTo" in json.loads(copy.read_text())
+
+
+def test_a_method_parameter_no_requested_method_uses_is_named(setup, capsys):
+    """--samples is SmoothGrad's: with integrated gradients alone it would be ignored without a word."""
+    root = setup
+    run_saliency(root / "model.pt", root / "test.csv", root / "unused", method=["gradient"], samples=50, iterations=20, steps=32, allow_unvalidated=True)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "not used by --method gradient" in ln]
+    assert len(lines) == 2, err
+    assert any(ln.startswith("warning: --samples 50") and "smoothgrad" in ln for ln in lines), lines
+    assert any(ln.startswith("warning: --iterations 20") and "optimised-perturbation" in ln for ln in lines), lines
+    assert "--steps" not in err  # left at its default: nothing to say
+    run_saliency(root / "model.pt", root / "test.csv", root / "used", method=["smoothgrad"], samples=4, allow_unvalidated=True)
+    assert "not used by" not in capsys.readouterr().err

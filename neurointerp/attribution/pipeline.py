@@ -53,6 +53,39 @@ def load_confounder_mask(path: str | os.PathLike) -> tuple[np.ndarray, str | Non
         raise InputError(f"{path}: not a confounder mask ({exc})") from None
 
 
+#: method parameters that the feature-map outputs use too
+_FEATURE_PARAMETERS = ("layer",)
+
+
+def unused_method_options(o: SaliencyOptions, methods: Sequence[str], feature_kinds: Sequence[str]) -> list[str]:
+    """One warning line per method parameter set away from its default that no requested method uses.
+
+    ``saliency --method integrated-gradients --samples 50`` would otherwise ignore ``--samples``
+    (SmoothGrad's) without a word, and the user would believe the maps were made with it.
+    """
+    from neurointerp.attribution.names import METHOD_NAMES
+    from neurointerp.attribution.registry import get_method
+
+    lines = []
+    takers: dict[str, list[str]] = {}
+    for m in METHOD_NAMES:
+        for key in get_method(m).defaults:
+            takers.setdefault(key, []).append(m)
+    used = {key for m in methods for key in get_method(m).defaults}
+    if feature_kinds:
+        used.update(_FEATURE_PARAMETERS)
+    for info in o.infos():
+        key = info.name
+        if key not in takers or key in used or key == "seed":
+            continue
+        value = getattr(o, key)
+        if value is None or value == info.default:
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        lines.append(f"{info.flag} {shown}: not used by --method {', '.join([*methods, *feature_kinds])} (it applies to {', '.join(takers[key])}); the maps are made without it")
+    return lines
+
+
 def check_not_trained(clf, table, allow_train: bool) -> None:
     """Refuse (or, with ``allow_train``, warn about) participants the model was trained on."""
     from neurointerp.progress import warn
@@ -134,6 +167,10 @@ def run_saliency(o: SaliencyOptions) -> Path:
                       iterations=o.iterations, mask_lr=o.mask_lr, mask_scale=o.mask_scale, jitter=o.jitter, swap_by=o.swap_by,
                       swap_references=o.swap_references, reference=None if o.reference is None else str(Path(o.reference).resolve()),
                       segments=o.segments, n_segments=o.n_segments, n_samples=o.n_samples, kernel_width=o.kernel_width, ridge=o.ridge, shap_noise=o.shap_noise)
+    from neurointerp.progress import warn
+
+    for line in unused_method_options(o, methods, feature_kinds):
+        warn(line)
     set_threads(o.threads)
     torch.manual_seed(o.seed)
     clf = load_checkpoint(o.model, device=o.device)
