@@ -199,3 +199,27 @@ def test_simulate_train_uses_the_resolved_values(monkeypatch, tmp_path):
     assert seen["lr"] == recorded["lr"] and seen["max_draws"] == recorded["max_draws"] and seen["normalize"] == recorded["normalize"]
     assert seen["lambdas"] == {k[len("lambda_"):]: v for k, v in recorded.items() if k.startswith("lambda_") and v is not None and k[len("lambda_"):] in seen["lambdas"]}
     assert seen["channels"] == recorded["channels"][0] and seen["task"] == recorded["task"]
+
+
+@pytest.mark.parametrize("method", ["simulator", "icam", "vagan"])
+def test_the_python_trainers_defaults_equal_the_fallbacks(method):
+    """``train_icam(cohort, out)`` from Python and ``simulate train --method icam`` run with the same values."""
+    import inspect
+
+    from neurointerp.options.simulate import SimulateTrainOptions
+    from neurointerp.simulate.icam.train import train_icam
+    from neurointerp.simulate.train import train_simulator
+    from neurointerp.simulate.vagan.train import train_vagan
+
+    fn = {"simulator": train_simulator, "icam": train_icam, "vagan": train_vagan}[method]
+    o = bare(SimulateTrainOptions, method=method)
+    params = inspect.signature(fn).parameters
+    checked = 0
+    for name in ("epochs", "lr", "max_draws", "normalize", "critic_iters", "task", "channels"):
+        if name not in params or o.resolved(name) is None:
+            continue
+        want = o.resolved(name)
+        want = want[0] if name == "channels" else want  # the trainers take the base width as one number
+        assert params[name].default == want, (method, name, params[name].default, want)
+        checked += 1
+    assert checked >= 2
