@@ -245,15 +245,15 @@ def test_a_folder_trained_under_an_earlier_default_budget_is_not_reused_under_a_
     """The default budget changed (600 -> 1500 steps, #21): a folder trained with the old default
     must not count as trained -- nor be resumed -- with the new one. The settings record the
     budget as it runs, so the old folder is refused (naming steps), and reused with its budget given."""
-    import neurointerp.train.loop as loop
+    import neurointerp.train.defaults as defaults  # the one place of the default budget (steps_for)
 
     table = _tiny_cohort(tmp_path / "c")
     small = ["--folds", 0, "--final", "--channels", "2,2", "--hidden", "4", "--threads", 1]
-    monkeypatch.setattr(loop, "DEFAULT_STEPS", 4)
+    monkeypatch.setattr(defaults, "DEFAULT_STEPS", 4)
     code, err = run_cli([table, tmp_path / "out", *small], capsys)
     assert code == 0, err
     before = (tmp_path / "out" / "model.pt").read_bytes()
-    monkeypatch.setattr(loop, "DEFAULT_STEPS", 6)
+    monkeypatch.setattr(defaults, "DEFAULT_STEPS", 6)
     code, err = run_cli([table, tmp_path / "out", *small], capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "other settings" in lines[0] and "--steps 4 -> 6" in lines[0], err

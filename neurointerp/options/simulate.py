@@ -64,7 +64,6 @@ def _for(methods: tuple[str, ...], value):
         return value if o.method in methods else None  # type: ignore[attr-defined]
 
     fallback.__doc__ = f"{value!r} with --method {' or '.join(methods)}"
-    fallback.value = value  # type: ignore[attr-defined]
     return fallback
 
 

@@ -36,14 +36,14 @@ class TrainOptions(Options):
     batch_norm: Optional[bool] = flag(None, "Override: batch normalisation in the conv stacks.", "--no-batch-norm")
     l2: Optional[float] = opt(None, "Override: L2 penalty weight on the fully connected layers.", minimum=0)
     steps: Optional[int] = opt(None, f"Optimiser steps per model (default {_d.DEFAULT_STEPS}; chosen by measurement, see README).", minimum=1,
-                                fallback=lambda o: _d.DEFAULT_STEPS if o.epochs is None else None)
+                                fallback=lambda o: _d.steps_for(o.epochs))
     epochs: Optional[int] = opt(None, "Instead of --steps: passes over the training images (or over --balance samples per class).", minimum=1)
     batch_size: int = c.batch_size(_d.DEFAULT_BATCH_SIZE, "Global batch size, class-balanced (split across torchrun processes).", affects=True)
     lr: float = opt(_d.DEFAULT_LR, "Adam learning rate (peak of the schedule).", above=0)
     lr_schedule: str = opt("cosine", "cosine (decay to 0 over the steps) or constant; both after the warm-up.", choices=_d.LR_SCHEDULES)
     warmup: float = opt(_d.DEFAULT_WARMUP, "Linear learning-rate warm-up over this fraction of the steps.", minimum=0, below=1)
     validation_fraction: Optional[float] = opt(None, f"Subject-level stratified validation split of each model's training participants, for early stopping and the best checkpoint (default {_d.DEFAULT_VALIDATION} with --folds 0, none with cross-validation).", minimum=0, maximum=0.5,
-                                              fallback=lambda o: _d.DEFAULT_VALIDATION if o.folds == 0 else 0.0)
+                                              fallback=lambda o: _d.validation_for(o.folds))
     patience: Optional[int] = opt(None, "Early stopping (default off): stop after this many validation checks without a better validation AUC (balanced accuracy; loss for regression), not before half of the steps, and keep the best check's weights.", minimum=1)
     eval_every: Optional[int] = opt(None, f"Steps between history rows / validation checks (default: {_d.DEFAULT_ROUNDS} checks per model; one per epoch with --epochs).", minimum=1)
     folds: int = opt(5, "Subject-level stratified folds (0: no cross-validation; needs --final).", minimum=0)

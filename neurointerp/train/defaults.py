@@ -14,3 +14,14 @@ DEFAULT_PATIENCE = None  # early stopping off: selecting checks on a small split
 DEFAULT_SHIFT = 0.0  # augmentation: whole-voxel shifts off (1-voxel shifts kept models at chance on synth brain, see README)
 DEFAULT_ROTATION = 1.0  # augmentation: rotations within +-1 degree about each axis (the papers)
 LR_SCHEDULES = ("cosine", "constant")
+
+
+def steps_for(epochs: int | None) -> int | None:
+    """The step budget when --steps is not given: :data:`DEFAULT_STEPS`, none with --epochs."""
+    return DEFAULT_STEPS if epochs is None else None
+
+
+def validation_for(folds: int) -> float:
+    """The validation fraction when --validation-fraction is not given: :data:`DEFAULT_VALIDATION`
+    without cross-validation (--folds 0), none with it."""
+    return DEFAULT_VALIDATION if folds == 0 else 0.0

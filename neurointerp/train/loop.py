@@ -63,10 +63,10 @@ from neurointerp.train.defaults import (  # chosen by measurement; see that modu
     DEFAULT_ROTATION,
     DEFAULT_ROUNDS,
     DEFAULT_SHIFT,
-    DEFAULT_STEPS,
-    DEFAULT_VALIDATION,
     DEFAULT_WARMUP,
     LR_SCHEDULES,
+    steps_for,
+    validation_for,
 )
 
 MARKER = "train_config.json"
@@ -246,7 +246,7 @@ def train(
         raise InputError(f"--fold {selected[-1] if selected[-1] > folds else selected[0]}: folds are numbered 1..{folds}")
     if task == "regression" and balance:
         raise InputError("--balance applies to classification only")
-    val_fraction = (DEFAULT_VALIDATION if folds == 0 else 0.0) if validation_fraction is None else float(validation_fraction)
+    val_fraction = validation_for(folds) if validation_fraction is None else float(validation_fraction)
     if patience is not None and val_fraction == 0:
         raise InputError("--patience needs a validation split (--validation-fraction, default 0.2 with --folds 0)")
     confounders = list(dict.fromkeys(confounder or ()))
@@ -332,7 +332,7 @@ def train(
         architecture_params={k: (list(v) if isinstance(v, tuple) else v) for k, v in arch_params.items()},
         # the budget as it will run: a folder trained under an earlier default budget (600 steps
         # before 1500) has other settings, so it is neither reused nor resumed under the new one
-        steps=int(steps) if steps is not None else (DEFAULT_STEPS if epochs is None else None),
+        steps=int(steps) if steps is not None else steps_for(epochs),
         epochs=None if epochs is None else int(epochs),
         batch_size=int(batch_size),
         lr=float(lr),
